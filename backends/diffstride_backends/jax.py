@@ -1,0 +1,57 @@
+"""JAX: its own ``jax.numpy`` is an Array API namespace (``jnp.fft`` included).
+
+channels_last: ``jnp.fft.rfftn`` takes any ``axes``, so the core's ``axes=(1, 2)`` runs as is.
+Concrete values: under ``jax.grad`` the strides are tracers whose values are known, so they
+are read through ``stop_gradient``; under ``jax.jit`` they are not, and ``concrete`` returns
+None, which makes the caller ask for a static ``output_size``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+
+class JaxBackend:
+    name = "jax"
+    module = "jax"
+    differentiable = True
+    dynamic_shapes = False
+
+    def owns(self, x: Any) -> bool:
+        jax = sys.modules.get("jax")
+        return jax is not None and isinstance(x, jax.Array)
+
+    def namespace(self) -> Any:
+        import jax.numpy
+
+        return jax.numpy
+
+    def stop_gradient(self, x: Any) -> Any:
+        import jax
+
+        return jax.lax.stop_gradient(x)
+
+    def concrete(self, x: Any) -> np.ndarray | None:
+        import jax
+
+        try:
+            return np.asarray(jax.lax.stop_gradient(x))
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+            return None
+
+    # Testing hooks, used by diffstride_conformance.
+    def from_numpy(self, array: np.ndarray) -> Any:
+        import jax.numpy as jnp
+
+        return jnp.asarray(array)
+
+    def vjp(self, fn: Any, primals: list[Any], cotangent: np.ndarray) -> Any:
+        """``(fn(*primals), grads of sum(fn * cotangent))`` as numpy arrays."""
+        import jax
+
+        out, pullback = jax.vjp(fn, *primals)
+        grads = pullback(self.from_numpy(cotangent).astype(out.dtype))
+        return np.asarray(out), [np.asarray(g) for g in grads]

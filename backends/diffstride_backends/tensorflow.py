@@ -1,0 +1,136 @@
+"""TensorFlow: the small namespace the core uses, built on ``tf.math`` and ``tf.signal``.
+
+TensorFlow has no Array API namespace (``tf.experimental.numpy`` has no ``fft`` and no
+``__array_namespace__``; array-api-compat does not cover it), so this adapter supplies just the
+functions ``diffstride._agnostic`` calls, with the standard's signatures.
+
+channels_last: ``tf.signal.rfft2d``/``irfft2d`` act on the two innermost axes only, so for
+``axes=(1, 2)`` the FFTs transpose NHWC to NCHW and back. The mask is applied between them in
+the original layout. (A transpose-free path is the matmul formulation.)
+
+Graph mode: inside ``tf.function`` the stride variable has no concrete value, so the crop size
+is computed in the graph (``dynamic_shapes = True``); slices, ``concat`` and ``irfft2d`` accept
+scalar tensors as sizes.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+
+def _innermost(axes: tuple[int, ...], ndim: int) -> tuple[list[int] | None, list[int] | None]:
+    """Permutations that bring ``axes`` innermost and back (None when already there)."""
+    axes = tuple(a % ndim for a in axes)
+    if axes == (ndim - 2, ndim - 1):
+        return None, None
+    forward = [a for a in range(ndim) if a not in axes] + list(axes)
+    backward = [forward.index(a) for a in range(ndim)]
+    return forward, backward
+
+
+def _make_namespace() -> SimpleNamespace:
+    import tensorflow as tf
+
+    def rfftn(x: Any, axes: tuple[int, int] = (-2, -1)) -> Any:
+        forward, backward = _innermost(axes, len(x.shape))
+        if forward is None:
+            return tf.signal.rfft2d(x)
+        return tf.transpose(tf.signal.rfft2d(tf.transpose(x, forward)), backward)
+
+    def irfftn(z: Any, s: tuple[Any, Any], axes: tuple[int, int] = (-2, -1)) -> Any:
+        forward, backward = _innermost(axes, len(z.shape))
+        length = tf.stack([tf.cast(s[0], tf.int32), tf.cast(s[1], tf.int32)])
+        if forward is None:
+            return tf.signal.irfft2d(z, fft_length=length)
+        inner = tf.signal.irfft2d(tf.transpose(z, forward), fft_length=length)
+        return tf.transpose(inner, backward)
+
+    def asarray(value: Any, dtype: Any = None, device: Any = None) -> Any:
+        del device  # placement follows TensorFlow's device scope
+        return tf.convert_to_tensor(value, dtype=dtype)
+
+    def astype(x: Any, dtype: Any) -> Any:
+        # tf.cast's gradient from complex to real warns on every step; tf.complex does not.
+        if tf.as_dtype(dtype).is_complex and not x.dtype.is_complex:
+            return tf.complex(x, tf.zeros_like(x))
+        return tf.cast(x, dtype)
+
+    def isdtype(dtype: Any, kind: str) -> bool:
+        dtype = tf.as_dtype(dtype)
+        return {
+            "real floating": dtype.is_floating,
+            "complex floating": dtype.is_complex,
+            "integral": dtype.is_integer,
+            "bool": dtype == tf.bool,
+        }[kind]
+
+    return SimpleNamespace(
+        float32=tf.float32,
+        float64=tf.float64,
+        complex64=tf.complex64,
+        complex128=tf.complex128,
+        int32=tf.int32,
+        asarray=asarray,
+        astype=astype,
+        concat=lambda arrays, axis=0: tf.concat(list(arrays), axis=axis),
+        reshape=lambda x, shape: tf.reshape(x, shape),
+        where=tf.where,
+        sum=lambda x: tf.reduce_sum(x),
+        finfo=lambda dtype: SimpleNamespace(max=tf.as_dtype(dtype).max),
+        isdtype=isdtype,
+        fft=SimpleNamespace(rfftn=rfftn, irfftn=irfftn),
+    )
+
+
+class TensorFlowBackend:
+    name = "tensorflow"
+    module = "tensorflow"
+    differentiable = True
+    dynamic_shapes = True
+
+    def __init__(self) -> None:
+        self._namespace: SimpleNamespace | None = None
+
+    def owns(self, x: Any) -> bool:
+        tf = sys.modules.get("tensorflow")
+        return tf is not None and isinstance(x, (tf.Tensor, tf.Variable))
+
+    def namespace(self) -> SimpleNamespace:
+        if self._namespace is None:
+            self._namespace = _make_namespace()
+        return self._namespace
+
+    def stop_gradient(self, x: Any) -> Any:
+        import tensorflow as tf
+
+        return tf.stop_gradient(x)
+
+    def concrete(self, x: Any) -> np.ndarray | None:
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            return np.asarray(x)
+        value = tf.get_static_value(x)  # None for variables and graph tensors
+        return None if value is None else np.asarray(value)
+
+    # Testing hooks, used by diffstride_conformance.
+    def from_numpy(self, array: np.ndarray) -> Any:
+        import tensorflow as tf
+
+        return tf.constant(array)
+
+    def vjp(self, fn: Any, primals: list[Any], cotangent: np.ndarray) -> Any:
+        """``(fn(*primals), grads of sum(fn * cotangent))`` as numpy arrays."""
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            for primal in primals:
+                tape.watch(primal)
+            out = fn(*primals)
+        grads = tape.gradient(out, primals, output_gradients=tf.constant(cotangent, out.dtype))
+        return out.numpy(), [np.zeros(p.shape, p.dtype.as_numpy_dtype) if g is None
+                             else g.numpy() for p, g in zip(primals, grads)]

@@ -1,0 +1,254 @@
+"""The DiffStride math, written once against the Python Array API standard.
+
+Every function here takes the array namespace ``xp`` as a required keyword and uses nothing
+outside the standard (``xp.fft`` included), so the same lines run on numpy, torch, jax,
+array_api_strict and the small TensorFlow namespace of ``diffstride_backends.tensorflow``.
+Framework-specific needs (stop-gradient, concrete values) arrive as arguments, never imports.
+
+Numerics follow the authors' Keras layer (google-research/diffstride ``pooling.py``) so that
+results and trained strides carry over:
+
+* Height distances use the original's layout (see :func:`row_distances`), which is asymmetric
+  for even heights and off by one for odd heights.
+* Clips and maxima are written with ``where`` so that the gradient at ties goes where
+  TensorFlow sends it (``clip_by_value`` is inclusive, ``maximum(a, b)`` favours ``a``).
+  A framework's own ``clip``/``maximum`` splits ties differently and would move the stride
+  gradients by tens of percent on integer thresholds.
+* The spectrum is cropped *before* it is masked: the cropped-away bins carry a mask of exactly
+  zero, so the result and every gradient are the same, and the multiply is smaller.
+* The crop is two contiguous slices per spatial axis (never a gather) and is described by a
+  :class:`Window`, which is a function of the output size alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from array_api_compat import device as _device
+
+Array = Any
+Namespace = Any
+
+__all__ = [
+    "Window",
+    "col_distances",
+    "effective_strides",
+    "kept_counts",
+    "masked_crop",
+    "ramp",
+    "row_distances",
+    "spectral_crop",
+    "thresholds",
+]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which part of a ``(H, W // 2 + 1)`` rfft spectrum is kept, and the inverse's size.
+
+    Rows ``[:top]`` and ``[H - bottom:]``, columns ``[:cols]``; the inverse transform has
+    length ``(height, width)``. Sizes are ints, or scalar tensors in TensorFlow graph mode.
+    """
+
+    top: Any
+    bottom: Any
+    cols: Any
+    height: Any
+    width: Any
+
+    @property
+    def output_size(self) -> tuple[Any, Any]:
+        return (self.height, self.width)
+
+
+def row_distances(height: int) -> tuple[list[int], list[int]]:
+    """Frequency distances of the rows, as the original lays them out.
+
+    The original builds ``p = arange(H//2 + H%2)``, ``d = concat(reverse(p[H%2:]), p)`` and
+    ``fftshift``-s the mask computed on ``d``. Read in spectrum order, that is a top block of
+    ``H - H//2`` rows and a bottom block of ``H//2`` rows. Returned: the top block's distances
+    from row 0 down, and the bottom block's from the *last* row up (always ``0, 1, ...``).
+    """
+    half = height // 2
+    if height % 2 == 0:
+        top = list(range(half))
+    else:
+        top = [*range(1, half + 1), half]
+    return top, list(range(half))
+
+
+def col_distances(width: int) -> list[int]:
+    """Frequency distances of the rfft columns: ``0 .. W // 2``."""
+    return list(range(width // 2 + 1))
+
+
+def _scalar(value: float, like: Array, *, xp: Namespace) -> Array:
+    """A 0-d array of ``like``'s dtype and device (scalars in ``where`` are not portable)."""
+    return xp.asarray(value, dtype=like.dtype, device=_device(like))
+
+
+def _where_max(a: Array, b: Array, *, xp: Namespace) -> Array:
+    """``maximum(a, b)`` whose gradient goes to ``a`` on ties, as ``tf.maximum`` does."""
+    return xp.where(a >= b, a, b)
+
+
+def _where_clip(v: Array, low: Any, high: Any, *, xp: Namespace) -> Array:
+    """``clip(v, low, high)`` passing the gradient on both bounds, as ``tf.clip_by_value``."""
+    low, high = _scalar(low, v, xp=xp), _scalar(high, v, xp=xp)
+    return xp.where(v < low, low, xp.where(v > high, high, v))
+
+
+def effective_strides(
+    strides: Array,
+    sizes: tuple[int, int],
+    *,
+    smoothness_factor: float,
+    lower_limit_stride: float | None,
+    upper_limit_stride: float | None,
+    stop_gradient: Callable[[Array], Array],
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """The strides the layer acts with, one 0-d array per axis.
+
+    Per axis ``S' = max(S, N / (N - R))`` as a straight-through projection (the forward pass
+    uses ``S'``, the gradient reaches ``S`` unchanged, exactly as the original's in-place
+    ``assign`` does), then a clip to ``[lower or 1, upper or float max]`` that stops the
+    gradient outside the bounds. A shared stride (length 1) is projected against both minima
+    and used on both axes, so its gradient is the sum of both.
+    """
+    dtype = strides.dtype
+    # N / (N - R) in the strides' precision, as the original; N == R gives +inf there too.
+    minima = [
+        _scalar(n, strides, xp=xp) / (_scalar(n, strides, xp=xp) - smoothness_factor)
+        if n != smoothness_factor
+        else _scalar(float("inf"), strides, xp=xp)
+        for n in sizes
+    ]
+    if strides.shape[0] == 1:
+        shared = strides[0]
+        floor = _where_max(minima[0], minima[1], xp=xp)
+        per_axis = [shared, shared]
+        floors = [floor, floor]
+    else:
+        per_axis = [strides[0], strides[1]]
+        floors = minima
+    low = 1.0 if lower_limit_stride is None else float(lower_limit_stride)
+    high = float(xp.finfo(dtype).max) if upper_limit_stride is None else float(upper_limit_stride)
+    result = []
+    for stride, floor in zip(per_axis, floors):
+        projected = stride + stop_gradient(_where_max(stride, floor, xp=xp) - stride)
+        result.append(_where_clip(projected, low, high, xp=xp))
+    return result[0], result[1]
+
+
+def thresholds(
+    stride_h: Array, stride_w: Array, sizes: tuple[int, int], *, xp: Namespace
+) -> tuple[Array, Array]:
+    """Mask thresholds ``T_h = max(H / S_h, 2) / 2`` and ``T_w = max(W / S_w, 2) / 2 + 1``."""
+    height, width = sizes
+    two = _scalar(2.0, stride_h, xp=xp)
+    t_h = _where_max(height / stride_h, two, xp=xp) / 2.0
+    t_w = _where_max(width / stride_w, two, xp=xp) / 2.0 + 1.0
+    return t_h, t_w
+
+
+def ramp(threshold: Array, distances: Array, smoothness_factor: float, *, xp: Namespace) -> Array:
+    """The adaptive-span mask ``clip((R + T - d) / R, 0, 1)``; ``R = 0`` is the hard limit.
+
+    The expression keeps the original's order, ``(1 / R) * (R + T - d)``, so that the
+    decision "mask > 0" is bit-identical to it in float32. As ``R -> 0`` the ramp becomes
+    ``d <= T``, with a zero gradient: that is what ``R = 0`` computes here (the original
+    divides by zero).
+    """
+    if smoothness_factor == 0:
+        return xp.astype(distances <= threshold, threshold.dtype)
+    value = (1.0 / smoothness_factor) * (smoothness_factor + threshold - distances)
+    return _where_clip(value, 0.0, 1.0, xp=xp)
+
+
+def kept_counts(
+    t_h: Array, t_w: Array, sizes: tuple[int, int], smoothness_factor: float, *, xp: Namespace
+) -> tuple[Array, Array, Array]:
+    """How many top rows, bottom rows and columns have a mask > 0: ``(top, bottom, cols)``.
+
+    Decided with the ramp itself, in the thresholds' precision, as the original does. Returns
+    0-d integer arrays; the caller makes ints of them where the values are concrete.
+    """
+    height, width = sizes
+    top, bottom = row_distances(height)
+    counts = []
+    for threshold, distances in ((t_h, top), (t_h, bottom), (t_w, col_distances(width))):
+        d = xp.asarray(distances, dtype=threshold.dtype, device=_device(threshold))
+        positive = ramp(threshold, d, smoothness_factor, xp=xp) > 0
+        counts.append(xp.sum(xp.astype(positive, xp.int32)))
+    return counts[0], counts[1], counts[2]
+
+
+def _crop(spectrum: Array, window: Window, axes: tuple[int, int], *, xp: Namespace) -> Array:
+    """Rows ``[:top]`` and ``[H - bottom:]``, columns ``[:cols]`` as two slices and a concat."""
+    ndim = len(spectrum.shape)
+    row_axis, col_axis = (a % ndim for a in axes)
+    height = spectrum.shape[row_axis]
+
+    def index(rows: slice) -> tuple[slice, ...]:
+        key = [slice(None)] * ndim
+        key[row_axis] = rows
+        key[col_axis] = slice(None, window.cols)
+        return tuple(key)
+
+    upper = spectrum[index(slice(None, window.top))]
+    lower = spectrum[index(slice(height - window.bottom, None))]
+    return xp.concat([upper, lower], axis=row_axis)
+
+
+def _complex_dtype(real_dtype: Any, *, xp: Namespace) -> Any:
+    return xp.complex64 if real_dtype == xp.float32 else xp.complex128
+
+
+def masked_crop(
+    x: Array,
+    t_h: Array,
+    t_w: Array,
+    window: Window,
+    *,
+    smoothness_factor: float,
+    axes: tuple[int, int],
+    xp: Namespace,
+) -> Array:
+    """The DiffStride forward pass given thresholds and a crop window.
+
+    ``rfftn`` over the spatial ``axes``, crop to ``window``, multiply by the separable ramp
+    mask evaluated on the kept bins only, ``irfftn`` to ``window.output_size``.
+    """
+    height, width = (x.shape[a] for a in axes)
+    spectrum = _crop(xp.fft.rfftn(x, axes=axes), window, axes, xp=xp)
+    top, bottom = row_distances(height)
+    dtype, dev = t_h.dtype, _device(t_h)
+    d_rows = xp.concat(
+        [
+            xp.asarray(top, dtype=dtype, device=dev)[: window.top],
+            xp.asarray(bottom[::-1], dtype=dtype, device=dev)[len(bottom) - window.bottom :],
+        ],
+        axis=0,
+    )
+    d_cols = xp.asarray(col_distances(width), dtype=dtype, device=dev)[: window.cols]
+    mask_h = ramp(t_h, d_rows, smoothness_factor, xp=xp)
+    mask_w = ramp(t_w, d_cols, smoothness_factor, xp=xp)
+    mask = _outer(mask_h, mask_w, axes=axes, ndim=len(x.shape), xp=xp)
+    masked = spectrum * xp.astype(mask, _complex_dtype(dtype, xp=xp))
+    return xp.fft.irfftn(masked, s=window.output_size, axes=axes)
+
+
+def _outer(
+    rows: Array, cols: Array, *, axes: tuple[int, int], ndim: int, xp: Namespace
+) -> Array:
+    """Outer product shaped to broadcast against the spectrum (trailing channel axis or not)."""
+    ones = (1,) * (ndim - 1 - (axes[1] % ndim))
+    return xp.reshape(rows, (-1, 1, *ones)) * xp.reshape(cols, (1, -1, *ones))
+
+
+def spectral_crop(x: Array, window: Window, *, axes: tuple[int, int], xp: Namespace) -> Array:
+    """Fixed spectral pooling: the same crop with no mask and no parameter."""
+    spectrum = _crop(xp.fft.rfftn(x, axes=axes), window, axes, xp=xp)
+    return xp.fft.irfftn(spectrum, s=window.output_size, axes=axes)

@@ -1,0 +1,280 @@
+"""The functional API: argument checks, then the agnostic core on the chosen backend.
+
+Delegation layer in the array-api-extra sense: every front-end (``diffstride.torch`` ...) and
+the dispatching ``diffstride.diffstride`` call :func:`diffstride_on` with a backend; the math
+itself lives in ``_agnostic`` and is never repeated here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from array_api_compat import device as _device
+
+from diffstride import _agnostic, _sizes
+from diffstride._registry import Backend, backend_for, get_backend
+from diffstride._validation import (
+    check_limits,
+    check_smoothness_factor,
+    check_spatial_sizes,
+    check_stride_values,
+    spatial_axes,
+)
+
+__all__ = [
+    "bind",
+    "diffstride",
+    "diffstride_on",
+    "spectral_pooling",
+    "spectral_pooling_on",
+]
+
+
+def _check_input(x: Any, data_format: str, xp: Any) -> tuple[int, int]:
+    sizes = check_spatial_sizes(tuple(x.shape), data_format)
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(
+            f"x must have a real floating dtype (float32 or float64); received dtype={x.dtype}"
+        )
+    return sizes
+
+
+def _as_strides(strides: Any, x: Any, backend: Backend, xp: Any, check_values: bool) -> Any:
+    """``strides`` as a length-1 or -2 array of ``x``'s dtype on ``x``'s device."""
+    if backend.owns(strides):
+        if tuple(strides.shape) not in ((1,), (2,)):
+            raise ValueError(
+                "strides must have shape (2,), or (1,) for a shared stride; received an array "
+                f"of shape {tuple(strides.shape)}"
+            )
+        if not xp.isdtype(strides.dtype, "real floating"):
+            raise TypeError(
+                f"strides must have a real floating dtype; received dtype={strides.dtype}"
+            )
+        if check_values:
+            values = backend.concrete(strides)
+            if values is not None:
+                check_stride_values([float(v) for v in values])
+        return strides if strides.dtype == x.dtype else xp.astype(strides, x.dtype)
+    values = check_stride_values(strides)
+    return xp.asarray(values, dtype=x.dtype, device=_device(x))
+
+
+def _window(
+    strides: Any,
+    sizes: tuple[int, int],
+    *,
+    dtype: Any,
+    backend: Backend,
+    output_size: Any,
+    cropping: bool,
+    thresholds: tuple[Any, Any],
+    smoothness_factor: float,
+    limits: tuple[float | None, float | None],
+    xp: Any,
+) -> _agnostic.Window:
+    if output_size is not None:
+        return _sizes.window_for_size(sizes, output_size)
+    if not cropping:
+        return _sizes.full_window(sizes)
+    values = backend.concrete(strides)
+    if values is not None:
+        return _sizes.concrete_window(
+            values,
+            sizes,
+            smoothness_factor=smoothness_factor,
+            cropping=True,
+            lower_limit_stride=limits[0],
+            upper_limit_stride=limits[1],
+        )
+    if backend.dynamic_shapes:
+        top, bottom, cols = _agnostic.kept_counts(*thresholds, sizes, smoothness_factor, xp=xp)
+        return _agnostic.Window(top, bottom, cols, top + bottom, 2 * (cols - 1))
+    raise ValueError(
+        "strides are traced (for instance under jax.jit), so the crop size is unknown: pass a "
+        "static output_size=(h, w); diffstride.output_size(input_size, strides, ...) computes "
+        f"it. Received output_size=None, dtype={dtype}"
+    )
+
+
+def diffstride_on(
+    backend: Backend,
+    x: Any,
+    strides: Any,
+    *,
+    smoothness_factor: float = 4.0,
+    cropping: bool = True,
+    data_format: str = "channels_first",
+    lower_limit_stride: float | None = None,
+    upper_limit_stride: float | None = None,
+    output_size: Sequence[int] | None = None,
+    check_values: bool = True,
+) -> Any:
+    """DiffStride on an explicit backend; see :func:`diffstride` for the arguments."""
+    xp = backend.namespace()
+    axes = spatial_axes(data_format)
+    sizes = _check_input(x, data_format, xp)
+    smoothness = check_smoothness_factor(smoothness_factor)
+    limits = check_limits(lower_limit_stride, upper_limit_stride)
+    stride_array = _as_strides(strides, x, backend, xp, check_values)
+    s_h, s_w = _agnostic.effective_strides(
+        stride_array,
+        sizes,
+        smoothness_factor=smoothness,
+        lower_limit_stride=limits[0],
+        upper_limit_stride=limits[1],
+        stop_gradient=backend.stop_gradient,
+        xp=xp,
+    )
+    t_h, t_w = _agnostic.thresholds(s_h, s_w, sizes, xp=xp)
+    window = _window(
+        stride_array,
+        sizes,
+        dtype=x.dtype,
+        backend=backend,
+        output_size=output_size,
+        cropping=bool(cropping),
+        thresholds=(t_h, t_w),
+        smoothness_factor=smoothness,
+        limits=limits,
+        xp=xp,
+    )
+    return _agnostic.masked_crop(
+        x, t_h, t_w, window, smoothness_factor=smoothness, axes=axes, xp=xp
+    )
+
+
+def spectral_pooling_on(
+    backend: Backend, x: Any, strides: Any, *, data_format: str = "channels_first"
+) -> Any:
+    """Fixed spectral pooling on an explicit backend; see :func:`spectral_pooling`."""
+    xp = backend.namespace()
+    axes = spatial_axes(data_format)
+    sizes = _check_input(x, data_format, xp)
+    if backend.owns(strides):
+        strides = [float(v) for v in backend.concrete(strides)]
+    window = _sizes.spectral_window(sizes, check_stride_values(strides))
+    return _agnostic.spectral_crop(x, window, axes=axes, xp=xp)
+
+
+def _backend(x: Any, backend: str | None) -> Backend:
+    return backend_for(x) if backend is None else get_backend(backend)
+
+
+def diffstride(
+    x: Any,
+    strides: Any,
+    *,
+    smoothness_factor: float = 4.0,
+    cropping: bool = True,
+    data_format: str = "channels_first",
+    lower_limit_stride: float | None = None,
+    upper_limit_stride: float | None = None,
+    output_size: Sequence[int] | None = None,
+    backend: str | None = None,
+) -> Any:
+    """Spectral pooling with learnable strides (Riad et al., ICLR 2022).
+
+    Dispatches on ``x``'s library (numpy, torch, tensorflow, jax, array_api_strict or a
+    registered plugin); gradients with respect to ``x`` and ``strides`` come from that
+    framework's autodiff.
+
+    Parameters
+    ----------
+    x
+        Rank-4 real floating array, ``(N, C, H, W)`` or ``(N, H, W, C)``; H, W >= 2.
+    strides
+        Two strides (height, width) or one shared stride, each >= 1: a sequence of numbers
+        or an array of ``x``'s library (differentiable).
+    smoothness_factor
+        Width ``R`` of the mask's ramp, >= 0; ``0`` is a hard crop with no stride gradient.
+    cropping
+        Drop the bins where the mask is zero (True), or keep the full masked spectrum.
+    data_format
+        ``"channels_first"`` or ``"channels_last"``.
+    lower_limit_stride, upper_limit_stride
+        Bounds of the effective strides; outside them the stride gradient is zero.
+    output_size
+        Static ``(h, w)`` that fixes the crop (needed under ``jax.jit``); by default it is
+        computed from the concrete stride values.
+    backend
+        Force a registered backend by name instead of dispatching on ``x``.
+
+    Returns
+    -------
+    The pooled array, same library and dtype as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np, diffstride
+    >>> x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    >>> diffstride.diffstride(x, (2.0, 2.0)).shape
+    (1, 3, 24, 24)
+    """
+    return diffstride_on(
+        _backend(x, backend),
+        x,
+        strides,
+        smoothness_factor=smoothness_factor,
+        cropping=cropping,
+        data_format=data_format,
+        lower_limit_stride=lower_limit_stride,
+        upper_limit_stride=upper_limit_stride,
+        output_size=output_size,
+    )
+
+
+def spectral_pooling(
+    x: Any, strides: Any, *, data_format: str = "channels_first", backend: str | None = None
+) -> Any:
+    """Fixed spectral pooling: the crop of the original ``FixedSpectralPooling``, no mask.
+
+    >>> import numpy as np, diffstride
+    >>> x = np.zeros((2, 3, 33, 17), dtype=np.float32)
+    >>> diffstride.spectral_pooling(x, (2, 3)).shape
+    (2, 3, 16, 5)
+    """
+    return spectral_pooling_on(_backend(x, backend), x, strides, data_format=data_format)
+
+
+def bind(backend_name: str) -> tuple[Any, Any]:
+    """``diffstride`` and ``spectral_pooling`` fixed to one backend, for a front-end module."""
+
+    def bound_diffstride(
+        x: Any,
+        strides: Any,
+        *,
+        smoothness_factor: float = 4.0,
+        cropping: bool = True,
+        data_format: str = "channels_first",
+        lower_limit_stride: float | None = None,
+        upper_limit_stride: float | None = None,
+        output_size: Sequence[int] | None = None,
+    ) -> Any:
+        return diffstride_on(
+            get_backend(backend_name),
+            x,
+            strides,
+            smoothness_factor=smoothness_factor,
+            cropping=cropping,
+            data_format=data_format,
+            lower_limit_stride=lower_limit_stride,
+            upper_limit_stride=upper_limit_stride,
+            output_size=output_size,
+        )
+
+    def bound_spectral_pooling(
+        x: Any, strides: Any, *, data_format: str = "channels_first"
+    ) -> Any:
+        return spectral_pooling_on(
+            get_backend(backend_name), x, strides, data_format=data_format
+        )
+
+    for bound, generic in ((bound_diffstride, diffstride), (bound_spectral_pooling, spectral_pooling)):
+        bound.__name__ = bound.__qualname__ = generic.__name__
+        bound.__doc__ = (
+            f"{generic.__name__} for {backend_name} arrays; the same arguments as "
+            f"``diffstride.{generic.__name__}`` (without ``backend``)."
+        )
+    return bound_diffstride, bound_spectral_pooling

@@ -1,0 +1,143 @@
+"""Backend registry: adapters found through the ``diffstride.backends`` entry-point group.
+
+An adapter is a small object (see :class:`Backend`) that tells the core how to reach a
+framework: its Array API namespace, its stop-gradient, and how to read concrete values. The
+built-in adapters are registered as entry points like any third party's, and also listed here
+so that an uninstalled checkout (``PYTHONPATH=.``) finds them. Adapters must not import their
+framework at import time: recognising an array goes through ``sys.modules`` (as
+array-api-compat does), so ``import diffstride`` and dispatching a numpy array import no
+framework. A plugin that fails to load is a warning, not a crash (as xarray treats engines).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import warnings
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["Backend", "available_backends", "backend_for", "get_backend", "registered_backends"]
+
+ENTRY_POINT_GROUP = "diffstride.backends"
+
+_BUILTIN = {
+    "numpy": "diffstride_backends.numpy:NumpyBackend",
+    "torch": "diffstride_backends.torch:TorchBackend",
+    "tensorflow": "diffstride_backends.tensorflow:TensorFlowBackend",
+    "jax": "diffstride_backends.jax:JaxBackend",
+    "array_api_strict": "diffstride_backends.array_api_strict:ArrayApiStrictBackend",
+}
+
+_loaded: dict[str, Backend] = {}
+_broken: set[str] = set()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What an adapter provides. See ``backends/diffstride_backends/`` for five examples."""
+
+    #: Registry name, e.g. ``"torch"``.
+    name: str
+    #: Top-level module of the framework, e.g. ``"torch"``; checked with ``find_spec``.
+    module: str
+    #: Whether gradients flow (array_api_strict: no). The conformance suite reads this.
+    differentiable: bool
+    #: Whether a symbolic crop size can slice arrays (TensorFlow graph mode: yes).
+    dynamic_shapes: bool
+
+    def owns(self, x: Any) -> bool:
+        """Is ``x`` an array of this framework? Must not import the framework."""
+        ...
+
+    def namespace(self) -> Any:
+        """The Array API namespace (with ``fft``) the core runs on."""
+        ...
+
+    def stop_gradient(self, x: Any) -> Any:
+        """``x`` with no gradient flowing back through it."""
+        ...
+
+    def concrete(self, x: Any) -> Any:
+        """``x`` as a numpy array, or ``None`` when it is symbolic (jit, graph mode)."""
+        ...
+
+
+def _target(name: str) -> str | None:
+    """``module:attr`` for a backend name: entry points first, then the built-in list."""
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name == name:
+            return entry.value
+    return _BUILTIN.get(name)
+
+
+def registered_backends() -> list[str]:
+    """Every backend name known, installed framework or not (built-ins first)."""
+    names = list(_BUILTIN)
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name not in names:
+            names.append(entry.name)
+    return names
+
+
+def _load(name: str) -> Backend:
+    target = _target(name)
+    if target is None:
+        raise ValueError(
+            f"backend must be one of {registered_backends()}; received backend={name!r}"
+        )
+    module_name, _, attr = target.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    adapter = factory() if isinstance(factory, type) else factory
+    if not isinstance(adapter, Backend):
+        raise TypeError(
+            f"the entry point {name!r} = {target!r} does not provide the diffstride Backend "
+            "protocol (name, module, differentiable, dynamic_shapes, owns, namespace, "
+            "stop_gradient, concrete)"
+        )
+    return adapter
+
+
+def get_backend(name: str) -> Backend:
+    """The adapter registered as ``name`` (loaded once, then cached)."""
+    if name not in _loaded:
+        _loaded[name] = _load(name)
+    return _loaded[name]
+
+
+def _try_get(name: str) -> Backend | None:
+    if name in _broken:
+        return None
+    try:
+        return get_backend(name)
+    except Exception as error:  # a broken plugin must not break the library
+        _broken.add(name)
+        warnings.warn(
+            f"diffstride backend {name!r} could not be loaded and is skipped: {error!r}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def available_backends() -> list[str]:
+    """Backends whose adapter loads and whose framework is installed (nothing is imported)."""
+    names = []
+    for name in registered_backends():
+        adapter = _try_get(name)
+        if adapter is not None and importlib.util.find_spec(adapter.module) is not None:
+            names.append(name)
+    return names
+
+
+def backend_for(x: Any) -> Backend:
+    """The backend that owns array ``x``; a clear TypeError when none does."""
+    for name in registered_backends():
+        adapter = _try_get(name)
+        if adapter is not None and adapter.owns(x):
+            return adapter
+    raise TypeError(
+        "x must be an array of a registered diffstride backend "
+        f"({', '.join(registered_backends())}); received an object of type "
+        f"{type(x).__module__}.{type(x).__qualname__}"
+    )
