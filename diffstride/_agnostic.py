@@ -22,8 +22,9 @@ results and trained strides carry over:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from array_api_compat import device as _device
 
@@ -71,10 +72,7 @@ def row_distances(height: int) -> tuple[list[int], list[int]]:
     from row 0 down, and the bottom block's from the *last* row up (always ``0, 1, ...``).
     """
     half = height // 2
-    if height % 2 == 0:
-        top = list(range(half))
-    else:
-        top = [*range(1, half + 1), half]
+    top = list(range(half)) if height % 2 == 0 else [*range(1, half + 1), half]
     return top, list(range(half))
 
 
@@ -136,7 +134,7 @@ def effective_strides(
     low = 1.0 if lower_limit_stride is None else float(lower_limit_stride)
     high = float(xp.finfo(dtype).max) if upper_limit_stride is None else float(upper_limit_stride)
     result = []
-    for stride, floor in zip(per_axis, floors):
+    for stride, floor in zip(per_axis, floors, strict=False):
         projected = stride + stop_gradient(_where_max(stride, floor, xp=xp) - stride)
         result.append(_where_clip(projected, low, high, xp=xp))
     return result[0], result[1]
@@ -240,9 +238,7 @@ def masked_crop(
     return xp.fft.irfftn(masked, s=window.output_size, axes=axes)
 
 
-def _outer(
-    rows: Array, cols: Array, *, axes: tuple[int, int], ndim: int, xp: Namespace
-) -> Array:
+def _outer(rows: Array, cols: Array, *, axes: tuple[int, int], ndim: int, xp: Namespace) -> Array:
     """Outer product shaped to broadcast against the spectrum (trailing channel axis or not)."""
     ones = (1,) * (ndim - 1 - (axes[1] % ndim))
     return xp.reshape(rows, (-1, 1, *ones)) * xp.reshape(cols, (1, -1, *ones))

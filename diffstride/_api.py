@@ -40,6 +40,17 @@ def _check_input(x: Any, data_format: str, xp: Any) -> tuple[int, int]:
     return sizes
 
 
+def _is_empty(x: Any) -> bool:
+    return any(size == 0 for size in x.shape)
+
+
+def _empty_result(x: Any, window: _agnostic.Window, axes: tuple[int, int], xp: Any) -> Any:
+    """Some FFT libraries (MKL under torch) reject zero-size batches: build the empty result."""
+    shape = list(x.shape)
+    shape[axes[0]], shape[axes[1]] = window.output_size
+    return xp.zeros(tuple(shape), dtype=x.dtype, device=_device(x))
+
+
 def _as_strides(strides: Any, x: Any, backend: Backend, xp: Any, check_values: bool) -> Any:
     """``strides`` as a length-1 or -2 array of ``x``'s dtype on ``x``'s device."""
     if backend.owns(strides):
@@ -140,6 +151,8 @@ def diffstride_on(
         limits=limits,
         xp=xp,
     )
+    if _is_empty(x):
+        return _empty_result(x, window, axes, xp)
     return _agnostic.masked_crop(
         x, t_h, t_w, window, smoothness_factor=smoothness, axes=axes, xp=xp
     )
@@ -155,6 +168,8 @@ def spectral_pooling_on(
     if backend.owns(strides):
         strides = [float(v) for v in backend.concrete(strides)]
     window = _sizes.spectral_window(sizes, check_stride_values(strides))
+    if _is_empty(x):
+        return _empty_result(x, window, axes, xp)
     return _agnostic.spectral_crop(x, window, axes=axes, xp=xp)
 
 
@@ -264,14 +279,13 @@ def bind(backend_name: str) -> tuple[Any, Any]:
             output_size=output_size,
         )
 
-    def bound_spectral_pooling(
-        x: Any, strides: Any, *, data_format: str = "channels_first"
-    ) -> Any:
-        return spectral_pooling_on(
-            get_backend(backend_name), x, strides, data_format=data_format
-        )
+    def bound_spectral_pooling(x: Any, strides: Any, *, data_format: str = "channels_first") -> Any:
+        return spectral_pooling_on(get_backend(backend_name), x, strides, data_format=data_format)
 
-    for bound, generic in ((bound_diffstride, diffstride), (bound_spectral_pooling, spectral_pooling)):
+    for bound, generic in (
+        (bound_diffstride, diffstride),
+        (bound_spectral_pooling, spectral_pooling),
+    ):
         bound.__name__ = bound.__qualname__ = generic.__name__
         bound.__doc__ = (
             f"{generic.__name__} for {backend_name} arrays; the same arguments as "

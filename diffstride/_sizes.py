@@ -34,7 +34,9 @@ def _pair(input_size: Any) -> tuple[int, int]:
         or len(input_size) != 2
         or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in input_size)
     ):
-        raise TypeError(f"input_size must be a pair of ints (H, W); received input_size={input_size!r}")
+        raise TypeError(
+            f"input_size must be a pair of ints (H, W); received input_size={input_size!r}"
+        )
     height, width = (int(v) for v in input_size)
     if height < 2 or width < 2:
         raise ValueError(f"input_size must be >= 2 per axis; received input_size={input_size!r}")
@@ -46,7 +48,9 @@ def window_for_counts(top: int, bottom: int, cols: int) -> _agnostic.Window:
     return _agnostic.Window(top, bottom, cols, top + bottom, 2 * (cols - 1))
 
 
-def window_for_size(sizes: tuple[int, int], size: Any, *, name: str = "output_size") -> _agnostic.Window:
+def window_for_size(
+    sizes: tuple[int, int], size: Any, *, name: str = "output_size"
+) -> _agnostic.Window:
     """The DiffStride window that produces ``size = (h, w)`` from an ``(H, W)`` input.
 
     As the threshold grows, the original's layout adds bottom rows first, then top rows, so

@@ -107,7 +107,8 @@ def check_spatial_sizes(shape: Sequence[Any], data_format: str) -> tuple[int, in
     if any(s is None for s in sizes):
         raise ValueError(
             f"x must have static spatial sizes; received shape {tuple(shape)} "
-            f"(data_format={data_format!r})"
+            f"(data_format={data_format!r}). Inside tf.function a DiffStride output has a "
+            "data-dependent size: put layers that accept unknown sizes after it, or run eagerly."
         )
     height, width = (int(s) for s in sizes)
     if height < 2 or width < 2:

@@ -21,6 +21,7 @@ import array_api_compat.numpy as np_xp
 import numpy as np
 
 from diffstride import _agnostic, _api, _sizes
+from diffstride._layers import DiffStrideMixin
 from diffstride._registry import get_backend
 from diffstride._validation import (
     check_limits,
@@ -28,7 +29,13 @@ from diffstride._validation import (
     check_stride_values,
 )
 
-__all__ = ["diffstride", "diffstride_vjp", "spectral_pooling", "spectral_pooling_vjp"]
+__all__ = [
+    "DiffStride",
+    "diffstride",
+    "diffstride_vjp",
+    "spectral_pooling",
+    "spectral_pooling_vjp",
+]
 
 
 diffstride, spectral_pooling = _api.bind("numpy")
@@ -46,8 +53,7 @@ def _check_cotangent(cotangent: Any, expected: tuple[int, ...]) -> np.ndarray:
     cotangent = np.asarray(cotangent)
     if cotangent.shape != expected:
         raise ValueError(
-            f"cotangent must have the output's shape {expected}; received shape "
-            f"{cotangent.shape}"
+            f"cotangent must have the output's shape {expected}; received shape {cotangent.shape}"
         )
     return cotangent.astype(np.float64)
 
@@ -162,7 +168,8 @@ def diffstride_vjp(
     grad_ramps = (grad_mask @ ramps[1], ramps[0] @ grad_mask)
 
     grad_axes = []
-    for axis, (t, d, grad_ramp) in enumerate(zip((t_h, t_w), (d_rows, d_cols), grad_ramps)):
+    axes_data = zip((t_h, t_w), (d_rows, d_cols), grad_ramps, strict=True)
+    for axis, (t, d, grad_ramp) in enumerate(axes_data):
         if smoothness == 0:
             grad_axes.append(0.0)
             continue
@@ -198,3 +205,56 @@ def spectral_pooling_vjp(
     grad_x = _rfft2_vjp(_uncrop(_irfft2_vjp(g, window), window, sizes), sizes)
     return _from_nchw(grad_x, data_format).astype(x.dtype)
 
+
+class DiffStride(DiffStrideMixin):
+    """The reference layer: ``layer(x)`` and ``layer.vjp(x, cotangent)`` on numpy arrays.
+
+    ``self.strides`` is a float32 array; calls do not project it (call
+    ``layer.projected_strides(layer.strides, (H, W), clip_to_limits=True)`` to do so).
+
+    >>> import numpy as np
+    >>> from diffstride.numpy import DiffStride
+    >>> layer = DiffStride((2.0, 2.0))
+    >>> y = layer(np.ones((1, 2, 16, 16), np.float32))
+    >>> grad_x, grad_strides = layer.vjp(np.ones((1, 2, 16, 16), np.float32), np.ones(y.shape))
+    >>> y.shape, grad_strides.shape
+    ((1, 2, 12, 12), (2,))
+    """
+
+    def __init__(
+        self,
+        strides: Any = (2.0, 2.0),
+        smoothness_factor: float = 4.0,
+        cropping: bool = True,
+        shared_stride: bool = False,
+        lower_limit_stride: float | None = None,
+        upper_limit_stride: float | None = None,
+        data_format: str = "channels_first",
+    ) -> None:
+        self._init_diffstride(
+            strides,
+            smoothness_factor,
+            cropping,
+            shared_stride,
+            lower_limit_stride,
+            upper_limit_stride,
+            data_format,
+        )
+        self.strides = np.asarray(self.initial_value, dtype=np.float32)
+
+    def _stride_values(self) -> np.ndarray:
+        return self.strides
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self._check_input_shape(x.shape)
+        return diffstride(x, self.strides.astype(x.dtype), **self._functional_kwargs())
+
+    def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(grad_x, grad_strides)`` of ``sum(self(x) * cotangent)``."""
+        grad_x, grad_strides = diffstride_vjp(
+            x, self.strides.astype(x.dtype), cotangent, **self._functional_kwargs()
+        )
+        return grad_x, grad_strides.astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"DiffStride({self._extra_repr()})"

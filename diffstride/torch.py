@@ -1,9 +1,161 @@
-"""PyTorch front-end: functions for torch tensors (autograd gives the gradients)."""
+"""PyTorch front-end: functions for torch tensors and ``nn.Module`` layers.
+
+The layers are the neutral mixins of ``diffstride._layers`` plus a ``forward``. ``DiffStride``
+holds its stride as an ``nn.Parameter`` named ``strides`` (shape (2,), or (1,) with
+``shared_stride``); in training mode each forward pass projects it in place (no autograd) as
+the original does after each call, ``S <- max(S, N / (N - R))``, and then clips it to the
+limits (the original leaves that to a Keras constraint at the next optimizer step; torch has
+no constraints, so the clip happens here). Eval mode mutates nothing.
+"""
 
 from __future__ import annotations
 
-from diffstride import _api
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["diffstride", "spectral_pooling"]
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffstride import _api
+from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
+
+__all__ = ["DiffStride", "FixedSpectralPooling", "SpatialPooling", "diffstride", "spectral_pooling"]
 
 diffstride, spectral_pooling = _api.bind("torch")
+
+
+class DiffStride(DiffStrideMixin, nn.Module):
+    """Spectral pooling with learnable strides (Riad et al., ICLR 2022).
+
+    Parameters
+    ----------
+    strides
+        Initial strides ``(s_h, s_w)`` (or one number), each >= 1.
+    smoothness_factor
+        Ramp width ``R`` of the mask (>= 0).
+    cropping
+        Crop the zero region of the spectrum (the downsampling) or only mask it.
+    trainable
+        Whether ``strides`` receives gradients (``requires_grad``).
+    shared_stride
+        One stride for both axes (equal initial strides required).
+    lower_limit_stride, upper_limit_stride
+        Bounds on the strides.
+    data_format
+        ``"channels_first"`` (default, NCHW) or ``"channels_last"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from diffstride.torch import DiffStride
+    >>> layer = DiffStride(strides=(2.0, 2.0))
+    >>> layer(torch.randn(8, 3, 32, 32)).shape
+    torch.Size([8, 3, 24, 24])
+    >>> layer.current_strides(), layer.output_size((32, 32))
+    ((2.0, 2.0), (24, 24))
+    """
+
+    def __init__(
+        self,
+        strides: Any = (2.0, 2.0),
+        smoothness_factor: float = 4.0,
+        cropping: bool = True,
+        trainable: bool = True,
+        shared_stride: bool = False,
+        lower_limit_stride: float | None = None,
+        upper_limit_stride: float | None = None,
+        data_format: str = "channels_first",
+    ) -> None:
+        nn.Module.__init__(self)
+        self._init_diffstride(
+            strides,
+            smoothness_factor,
+            cropping,
+            shared_stride,
+            lower_limit_stride,
+            upper_limit_stride,
+            data_format,
+        )
+        self.strides = nn.Parameter(
+            torch.tensor(self.initial_value, dtype=torch.float32), requires_grad=bool(trainable)
+        )
+
+    def _stride_values(self) -> Any:
+        return self.strides.detach().cpu().numpy()
+
+    def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
+        sizes = self._check_input_shape(x.shape)
+        y = _api.diffstride_on(
+            _api.get_backend("torch"),
+            x,
+            self.strides,
+            output_size=output_size,
+            check_values=False,
+            **self._functional_kwargs(),
+        )
+        if self.training and output_size is None:
+            with torch.no_grad():
+                floor = torch.as_tensor(self.stride_floor(sizes), device=self.strides.device)
+                projected = torch.maximum(self.strides, floor.to(self.strides.dtype))
+                self.strides.copy_(projected.clamp(*self.stride_bounds))
+        return y
+
+    def extra_repr(self) -> str:
+        return self._extra_repr()
+
+
+class FixedSpectralPooling(FixedSpectralPoolingMixin, nn.Module):
+    """Fixed spectral pooling (the original's ``FixedSpectralPooling``); no parameter.
+
+    >>> import torch
+    >>> from diffstride.torch import FixedSpectralPooling
+    >>> FixedSpectralPooling((2, 2))(torch.randn(1, 3, 32, 32)).shape
+    torch.Size([1, 3, 16, 16])
+    """
+
+    def __init__(self, strides: Any = (2.0, 2.0), data_format: str = "channels_first") -> None:
+        nn.Module.__init__(self)
+        self._init_spectral(strides, data_format)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_shape(x.shape)
+        return spectral_pooling(x, self.strides_value, data_format=self.data_format)
+
+    def extra_repr(self) -> str:
+        return self._extra_repr()
+
+
+class SpatialPooling(SpatialPoolingMixin, nn.Module):
+    """Strided average pooling with TensorFlow's 'same' padding (the original's choice).
+
+    >>> import torch
+    >>> from diffstride.torch import SpatialPooling
+    >>> SpatialPooling(pool_size=(3, 3), strides=(2, 2))(torch.randn(1, 3, 15, 15)).shape
+    torch.Size([1, 3, 8, 8])
+    """
+
+    def __init__(
+        self, pool_size: Any = (1, 1), strides: Any = (2, 2), data_format: str = "channels_first"
+    ) -> None:
+        nn.Module.__init__(self)
+        self._init_spatial(pool_size, strides, data_format)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = self._check_input_shape(x.shape)
+        if self.data_format == "channels_last":
+            x = x.permute(0, 3, 1, 2)
+        top, bottom, left, right = self._same_padding(sizes)
+        if top or bottom or left or right:
+            # 'same' averages over the valid cells only: divide by the pooled ones-mask.
+            padded = F.pad(x, (left, right, top, bottom))
+            ones = F.pad(torch.ones_like(x[:1, :1]), (left, right, top, bottom))
+            y = F.avg_pool2d(padded, self.pool_size, self.strides_value) / F.avg_pool2d(
+                ones, self.pool_size, self.strides_value
+            )
+        else:
+            y = F.avg_pool2d(x, self.pool_size, self.strides_value)
+        return y.permute(0, 2, 3, 1) if self.data_format == "channels_last" else y
+
+    def extra_repr(self) -> str:
+        return self._extra_repr()

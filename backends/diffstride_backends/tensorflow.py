@@ -75,6 +75,7 @@ def _make_namespace() -> SimpleNamespace:
         complex128=tf.complex128,
         int32=tf.int32,
         asarray=asarray,
+        zeros=lambda shape, dtype=None, device=None: tf.zeros(shape, dtype=dtype),
         astype=astype,
         concat=lambda arrays, axis=0: tf.concat(list(arrays), axis=axis),
         reshape=lambda x, shape: tf.reshape(x, shape),
@@ -132,5 +133,7 @@ class TensorFlowBackend:
                 tape.watch(primal)
             out = fn(*primals)
         grads = tape.gradient(out, primals, output_gradients=tf.constant(cotangent, out.dtype))
-        return out.numpy(), [np.zeros(p.shape, p.dtype.as_numpy_dtype) if g is None
-                             else g.numpy() for p, g in zip(primals, grads)]
+        return out.numpy(), [
+            np.zeros(p.shape, p.dtype.as_numpy_dtype) if g is None else g.numpy()
+            for p, g in zip(primals, grads, strict=False)
+        ]

@@ -44,5 +44,7 @@ class TorchBackend:
 
         leaves = [p.detach().clone().requires_grad_(True) for p in primals]
         out = fn(*leaves)
-        grads = torch.autograd.grad(out, leaves, grad_outputs=self.from_numpy(cotangent))
+        grads = torch.autograd.grad(
+            out, leaves, grad_outputs=self.from_numpy(cotangent), materialize_grads=True
+        )
         return self.concrete(out), [self.concrete(g) for g in grads]

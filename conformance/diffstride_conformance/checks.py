@@ -1,0 +1,403 @@
+"""Checks that hold a backend to the numpy reference and to the original's golden data.
+
+Each check is a function of one loaded backend (``diffstride._registry.Backend`` plus the
+testing hooks ``from_numpy`` and ``vjp``). It raises ``AssertionError`` on a mismatch and
+``pytest.skip`` where it does not apply (gradients of a backend without autodiff, float64 where
+the framework is configured for float32 only).
+
+Tolerances: the golden data is float32 from TensorFlow, matched to a relative error (max abs
+difference over max abs value) of 1e-4 for outputs and input gradients and 2e-3 for stride
+gradients, which sum many terms. Comparisons with the numpy reference scale with the dtype:
+``4 * sqrt(eps)``-style, 1e-4 in float32 and 1e-9 in float64.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import diffstride
+from diffstride import numpy as reference
+from diffstride._api import diffstride_on, spectral_pooling_on
+from diffstride_conformance import golden
+
+__all__ = ["CHECKS", "checks_for"]
+
+OUTPUT_RTOL = 1e-4
+STRIDE_GRAD_RTOL = 2e-3
+
+
+def rel_error(actual: Any, expected: Any) -> float:
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != expected {expected.shape}"
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-6)
+    return float(np.max(np.abs(actual - expected), initial=0.0)) / scale
+
+
+def assert_close(actual: Any, expected: Any, rtol: float, what: str) -> None:
+    error = rel_error(actual, expected)
+    assert error <= rtol, f"{what}: relative error {error:.3g} > {rtol:.1g}"
+
+
+def _rtol(dtype: Any) -> float:
+    return 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
+
+
+def _require_gradients(backend: Any) -> None:
+    if not backend.differentiable:
+        pytest.skip(f"backend {backend.name!r} has no autodiff")
+
+
+def _from_numpy(backend: Any, array: np.ndarray) -> Any:
+    converted = backend.from_numpy(array)
+    if np.dtype(array.dtype) == np.float64 and "64" not in str(converted.dtype):
+        pytest.skip(f"backend {backend.name!r} is configured without float64")
+    return converted
+
+
+def _diffstride_with_grads(
+    backend: Any, x: np.ndarray, strides: np.ndarray, cot: np.ndarray, **kwargs: Any
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    def fn(x_: Any, s_: Any) -> Any:
+        return diffstride_on(backend, x_, s_, **kwargs)
+
+    primals = [_from_numpy(backend, x), _from_numpy(backend, strides)]
+    return backend.vjp(fn, primals, cot)
+
+
+# --- golden data of the original ------------------------------------------------------------
+
+
+def check_golden_outputs(backend: Any) -> None:
+    """Outputs equal the original's on every golden case."""
+    for case in golden.diffstride_cases():
+        y = diffstride_on(
+            backend,
+            backend.from_numpy(case["x"]),
+            backend.from_numpy(case["strides_init"]),
+            **golden.diffstride_kwargs(case["meta"]),
+        )
+        assert_close(backend.concrete(y), case["y"], OUTPUT_RTOL, f"{case['id']} output")
+
+
+def check_golden_gradients(backend: Any) -> None:
+    """Input and stride gradients equal the original's on every golden case."""
+    _require_gradients(backend)
+    for case in golden.diffstride_cases():
+        _, (grad_x, grad_s) = _diffstride_with_grads(
+            backend,
+            case["x"],
+            case["strides_init"],
+            case["cot"],
+            **golden.diffstride_kwargs(case["meta"]),
+        )
+        assert_close(grad_x, case["grad_x"], OUTPUT_RTOL, f"{case['id']} grad_x")
+        assert_close(grad_s, case["grad_strides"], STRIDE_GRAD_RTOL, f"{case['id']} grad_strides")
+
+
+def check_golden_spectral_pooling(backend: Any) -> None:
+    """Fixed spectral pooling: outputs (and input gradients) equal the original's."""
+    for case, kwargs in spectral_pooling_cases_with_kwargs():
+        x = backend.from_numpy(case["x"])
+        y = spectral_pooling_on(backend, x, **kwargs)
+        assert_close(backend.concrete(y), case["y"], OUTPUT_RTOL, f"{case['id']} output")
+        if backend.differentiable:
+
+            def fn(x_: Any, kwargs: dict[str, Any] = kwargs) -> Any:
+                return spectral_pooling_on(backend, x_, **kwargs)
+
+            _, (grad_x,) = backend.vjp(fn, [x], case["cot"])
+            assert_close(grad_x, case["grad_x"], OUTPUT_RTOL, f"{case['id']} grad_x")
+
+
+def spectral_pooling_cases_with_kwargs() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [
+        (c, {"strides": c["meta"]["strides"], "data_format": c["meta"]["data_format"]})
+        for c in golden.spectral_pooling_cases()
+    ]
+
+
+def check_numpy_vjp_matches_golden(backend: Any) -> None:
+    """The numpy reference VJP equals the original's gradients (run once, for numpy)."""
+    del backend
+    for case in golden.diffstride_cases():
+        grad_x, grad_s = reference.diffstride_vjp(
+            case["x"], case["strides_init"], case["cot"], **golden.diffstride_kwargs(case["meta"])
+        )
+        assert_close(grad_x, case["grad_x"], OUTPUT_RTOL, f"{case['id']} grad_x")
+        assert_close(grad_s, case["grad_strides"], STRIDE_GRAD_RTOL, f"{case['id']} grad_strides")
+    for case, kwargs in spectral_pooling_cases_with_kwargs():
+        grad_x = reference.spectral_pooling_vjp(case["x"], cotangent=case["cot"], **kwargs)
+        assert_close(grad_x, case["grad_x"], OUTPUT_RTOL, f"{case['id']} grad_x")
+
+
+# --- agreement with the numpy reference ----------------------------------------------------
+
+# (shape NCHW, strides, smoothness_factor, cropping, data_format, limits, dtype)
+REFERENCE_CONFIGS: list[tuple[Any, ...]] = [
+    ((2, 3, 16, 16), (2.0, 2.0), 4.0, True, "channels_first", (None, None), "float32"),
+    ((1, 2, 15, 22), (1.7, 3.2), 2.0, True, "channels_last", (None, None), "float32"),
+    ((2, 2, 12, 9), (2.5,), 4.0, True, "channels_first", (None, None), "float64"),
+    ((1, 3, 20, 20), (2.0, 3.0), 0.0, True, "channels_first", (None, None), "float32"),
+    ((1, 2, 11, 13), (1.5, 2.0), 3.0, False, "channels_last", (None, None), "float64"),
+    ((2, 1, 24, 18), (3.0, 1.2), 4.0, True, "channels_first", (1.5, 2.5), "float32"),
+    ((1, 1, 2, 3), (1.0, 1.0), 4.0, True, "channels_first", (None, None), "float32"),
+    # strides below N / (N - R): the straight-through projection acts on both axes
+    ((2, 2, 10, 12), (1.0, 1.1), 4.0, True, "channels_first", (None, None), "float32"),
+]
+
+
+def _to_layout(array: np.ndarray, data_format: str) -> np.ndarray:
+    return (
+        array if data_format == "channels_first" else np.ascontiguousarray(np.moveaxis(array, 1, 3))
+    )
+
+
+def _compare_with_reference(backend: Any, config: tuple[Any, ...], seed: int) -> None:
+    shape, strides, smoothness, cropping, data_format, (low, high), dtype = config
+    rng = np.random.default_rng(seed)
+    x = _to_layout(rng.standard_normal(shape).astype(dtype), data_format)
+    s = np.asarray(strides, dtype=dtype)
+    kwargs = {
+        "smoothness_factor": smoothness,
+        "cropping": cropping,
+        "data_format": data_format,
+        "lower_limit_stride": low,
+        "upper_limit_stride": high,
+    }
+    expected = reference.diffstride(x, s, **kwargs)
+    sizes = shape[2:]
+    assert expected.shape[-3 if data_format == "channels_last" else -2 :][:2] == (
+        diffstride.output_size(
+            sizes,
+            strides,
+            dtype=dtype,
+            smoothness_factor=smoothness,
+            cropping=cropping,
+            lower_limit_stride=low,
+            upper_limit_stride=high,
+        )
+    ), f"{config}: output shape {expected.shape} disagrees with diffstride.output_size"
+    y = diffstride_on(backend, _from_numpy(backend, x), _from_numpy(backend, s), **kwargs)
+    y = backend.concrete(y)
+    assert y.dtype == np.dtype(dtype), f"{config}: dtype {y.dtype} is not {dtype}"
+    assert_close(y, expected, _rtol(dtype), f"{config} output")
+    if not backend.differentiable:
+        return
+    cot = rng.standard_normal(expected.shape).astype(dtype)
+    _, (grad_x, grad_s) = _diffstride_with_grads(backend, x, s, cot, **kwargs)
+    ref_x, ref_s = reference.diffstride_vjp(x, s, cot, **kwargs)
+    assert grad_x.dtype == np.dtype(dtype)
+    assert grad_s.dtype == np.dtype(dtype)
+    assert_close(grad_x, ref_x, _rtol(dtype), f"{config} grad_x")
+    assert_close(grad_s, ref_s, 10 * _rtol(dtype), f"{config} grad_strides")
+
+
+def check_matches_numpy_reference(backend: Any) -> None:
+    """Outputs, dtypes and gradients equal the numpy reference on hand-picked configurations
+    (odd sizes, channels_last, shared stride, R = 0, no cropping, limits, float64, tiny)."""
+    for seed, config in enumerate(REFERENCE_CONFIGS):
+        _compare_with_reference(backend, config, seed)
+
+
+@st.composite
+def _configs(draw: Any) -> tuple[Any, ...]:
+    height = draw(st.integers(2, 24))
+    width = draw(st.integers(2, 24))
+    shared = draw(st.booleans())
+    stride = st.floats(1.0, 6.0, allow_nan=False, width=32)
+    strides = (draw(stride),) if shared else (draw(stride), draw(stride))
+    smoothness = draw(st.sampled_from([0.0, 0.5, 1.0, 2.0, 4.0, 7.0]))
+    cropping = draw(st.booleans())
+    data_format = draw(st.sampled_from(["channels_first", "channels_last"]))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), height, width)
+    return (shape, strides, smoothness, cropping, data_format, (None, None), "float32")
+
+
+def check_random_configurations(backend: Any) -> None:
+    """Hypothesis-drawn sizes (odd/even, tiny, non-square), strides and R agree with the
+    reference, and the output shape equals ``diffstride.output_size``."""
+
+    @settings(
+        max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(config=_configs(), seed=st.integers(0, 2**16))
+    def run(config: tuple[Any, ...], seed: int) -> None:
+        _compare_with_reference(backend, config, seed)
+
+    run()
+
+
+def check_spectral_pooling_matches_reference(backend: Any) -> None:
+    """Spectral pooling on odd, tiny and channels_last inputs equals the numpy reference."""
+    rng = np.random.default_rng(7)
+    for shape, strides, data_format in [
+        ((2, 3, 9, 14), (2, 3), "channels_first"),
+        ((1, 2, 3, 2), (1.5, 1.0), "channels_last"),
+        ((1, 1, 31, 17), (2.5,), "channels_first"),
+    ]:
+        x = _to_layout(rng.standard_normal(shape).astype(np.float32), data_format)
+        expected = reference.spectral_pooling(x, strides, data_format=data_format)
+        got = spectral_pooling_on(backend, backend.from_numpy(x), strides, data_format=data_format)
+        assert_close(backend.concrete(got), expected, OUTPUT_RTOL, f"{shape} {strides}")
+        assert tuple(got.shape) == expected.shape
+
+
+# --- contract: dtypes, layouts, errors, edge cases ------------------------------------------
+
+
+def check_channels_last_is_a_transpose(backend: Any) -> None:
+    """channels_last gives the channels_first result, transposed."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 14, 11)).astype(np.float32)
+    first = diffstride_on(backend, backend.from_numpy(x), (2.0, 1.5))
+    last = diffstride_on(
+        backend,
+        backend.from_numpy(_to_layout(x, "channels_last")),
+        (2.0, 1.5),
+        data_format="channels_last",
+    )
+    assert_close(
+        backend.concrete(last), np.moveaxis(backend.concrete(first), 1, 3), OUTPUT_RTOL, "NHWC"
+    )
+
+
+def check_empty_batch(backend: Any) -> None:
+    """An empty batch gives an empty result of the right shape."""
+    x = backend.from_numpy(np.zeros((0, 3, 16, 16), dtype=np.float32))
+    y = diffstride_on(backend, x, (2.0, 2.0))
+    assert tuple(y.shape) == (0, 3, *diffstride.output_size((16, 16), (2.0, 2.0)))
+
+
+BAD_CALLS: list[tuple[str, Any, dict[str, Any], type[Exception], str]] = [
+    ("rank 3", (3, 16, 16), {}, ValueError, "rank-4"),
+    ("size 1", (1, 1, 1, 16), {}, ValueError, "spatial sizes >= 2"),
+    ("data_format", (1, 1, 8, 8), {"data_format": "NCHW"}, ValueError, "data_format="),
+    ("stride < 1", (1, 1, 8, 8), {"strides": (0.5, 2.0)}, ValueError, "strides="),
+    ("stride nan", (1, 1, 8, 8), {"strides": (float("nan"), 2.0)}, ValueError, "strides="),
+    ("3 strides", (1, 1, 8, 8), {"strides": (2.0, 2.0, 2.0)}, ValueError, "strides="),
+    ("stride str", (1, 1, 8, 8), {"strides": "2"}, TypeError, "strides="),
+    ("R < 0", (1, 1, 8, 8), {"smoothness_factor": -1.0}, ValueError, "smoothness_factor="),
+    ("R inf", (1, 1, 8, 8), {"smoothness_factor": float("inf")}, ValueError, "smoothness_factor="),
+    (
+        "lower > upper",
+        (1, 1, 8, 8),
+        {"lower_limit_stride": 3.0, "upper_limit_stride": 2.0},
+        ValueError,
+        "lower_limit_stride=3.0",
+    ),
+    ("output_size odd w", (1, 1, 8, 8), {"output_size": (4, 3)}, ValueError, "output_size="),
+]
+
+
+def check_bad_input_is_rejected(backend: Any) -> None:
+    """Bad arguments raise ValueError/TypeError naming the argument and the value."""
+    for _label, shape, kwargs, error, fragment in BAD_CALLS:
+        kwargs = dict(kwargs)
+        strides = kwargs.pop("strides", (2.0, 2.0))
+        x = backend.from_numpy(np.zeros(shape, dtype=np.float32))
+        with pytest.raises(error, match=re.escape(fragment)):
+            diffstride_on(backend, x, strides, **kwargs)
+    for dtype in (np.int32, np.complex64):
+        x = backend.from_numpy(np.zeros((1, 1, 8, 8), dtype=dtype))
+        with pytest.raises(TypeError, match="real floating"):
+            diffstride_on(backend, x, (2.0, 2.0))
+
+
+def check_dtype_is_kept(backend: Any) -> None:
+    """float32 and float64 inputs give outputs (and gradients) of the same dtype."""
+    for dtype in (np.float32, np.float64):
+        x = np.ones((1, 2, 10, 10), dtype=dtype)
+        y = diffstride_on(backend, _from_numpy(backend, x), (2.0, 2.0))
+        assert np.asarray(backend.concrete(y)).dtype == dtype, f"{dtype.__name__} -> {y.dtype}"
+        z = spectral_pooling_on(backend, _from_numpy(backend, x), (2.0, 2.0))
+        assert np.asarray(backend.concrete(z)).dtype == dtype
+
+
+# --- the reference itself ------------------------------------------------------------------
+
+
+def check_numpy_vjp_matches_finite_differences(backend: Any) -> None:
+    """float64 central differences confirm the analytic VJP, for x and for the strides
+    (strides chosen away from crop-size jumps: the size is the same at S +- h)."""
+    del backend
+    rng = np.random.default_rng(11)
+    step = 1e-6
+    configs = [
+        ((1, 2, 12, 10), np.array([2.3, 1.7]), 4.0, "channels_first", (None, None)),
+        ((2, 1, 9, 13), np.array([1.9]), 2.0, "channels_last", (None, None)),
+        ((1, 1, 16, 16), np.array([2.2, 3.1]), 1.0, "channels_first", (1.5, 2.8)),
+    ]
+    for shape, strides, smoothness, data_format, (low, high) in configs:
+        kwargs = {
+            "smoothness_factor": smoothness,
+            "data_format": data_format,
+            "lower_limit_stride": low,
+            "upper_limit_stride": high,
+        }
+        x = _to_layout(rng.standard_normal(shape), data_format)
+        sizes = [
+            diffstride.output_size(
+                shape[2:],
+                tuple(s),
+                smoothness_factor=smoothness,
+                dtype="float64",
+                lower_limit_stride=low,
+                upper_limit_stride=high,
+            )
+            for s in (strides - step, strides, strides + step)
+        ]
+        assert sizes[0] == sizes[1] == sizes[2], "pick strides away from a crop-size jump"
+        y = reference.diffstride(x, strides, **kwargs)
+        cot = rng.standard_normal(y.shape)
+        grad_x, grad_s = reference.diffstride_vjp(x, strides, cot, **kwargs)
+
+        def loss(
+            x_: np.ndarray, s_: np.ndarray, kwargs: dict[str, Any] = kwargs, cot: np.ndarray = cot
+        ) -> float:
+            return float(np.sum(reference.diffstride(x_, s_, **kwargs) * cot))
+
+        direction = rng.standard_normal(x.shape)
+        numeric = loss(x + step * direction, strides) - loss(x - step * direction, strides)
+        assert abs(numeric / (2 * step) - np.sum(grad_x * direction)) <= 1e-6 * max(
+            1.0, abs(numeric / (2 * step))
+        ), "grad_x disagrees with finite differences"
+        for i in range(strides.shape[0]):
+            e = np.zeros_like(strides)
+            e[i] = step
+            numeric_s = (loss(x, strides + e) - loss(x, strides - e)) / (2 * step)
+            assert abs(numeric_s - grad_s[i]) <= 1e-5 * max(1.0, abs(numeric_s)), (
+                f"grad_strides[{i}] = {grad_s[i]} but finite differences give {numeric_s}"
+            )
+
+
+Check = Callable[[Any], None]
+
+CHECKS: tuple[Check, ...] = (
+    check_golden_outputs,
+    check_golden_gradients,
+    check_golden_spectral_pooling,
+    check_matches_numpy_reference,
+    check_random_configurations,
+    check_spectral_pooling_matches_reference,
+    check_channels_last_is_a_transpose,
+    check_empty_batch,
+    check_bad_input_is_rejected,
+    check_dtype_is_kept,
+)
+
+#: Checks of the numpy reference itself; they run once, with the numpy backend.
+REFERENCE_CHECKS: tuple[Check, ...] = (
+    check_numpy_vjp_matches_golden,
+    check_numpy_vjp_matches_finite_differences,
+)
+
+
+def checks_for(backend_name: str) -> list[Check]:
+    """The checks a backend is held to."""
+    return [*CHECKS, *(REFERENCE_CHECKS if backend_name == "numpy" else ())]

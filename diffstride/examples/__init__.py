@@ -1,0 +1,1 @@
+"""Runnable examples: ``python -m diffstride.examples.demo`` and the training command."""

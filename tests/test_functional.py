@@ -1,0 +1,148 @@
+"""The functional API in each framework: dispatch, jit, graph mode, sizes and errors."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import diffstride
+from diffstride import numpy as reference
+
+X = np.random.default_rng(0).standard_normal((2, 3, 20, 18)).astype(np.float32)
+EXPECTED = reference.diffstride(X, (2.0, 1.5))
+
+
+def test_dispatch_on_every_library() -> None:
+    import array_api_strict
+    import jax.numpy as jnp
+    import tensorflow as tf
+    import torch
+
+    for make in (torch.from_numpy, tf.constant, jnp.asarray, array_api_strict.asarray):
+        y = diffstride.diffstride(make(X), (2.0, 1.5))
+        assert type(y).__module__.split(".")[0] == type(make(X)).__module__.split(".")[0]
+        np.testing.assert_allclose(
+            np.from_dlpack(y)
+            if hasattr(y, "__dlpack__") and not isinstance(y, tf.Tensor)
+            else np.asarray(y),
+            EXPECTED,
+            rtol=1e-4,
+            atol=1e-5,
+        )
+
+
+def test_jax_jit_needs_output_size() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from diffstride.jax import diffstride as ds
+
+    with pytest.raises(ValueError, match="pass a static output_size"):
+        jax.jit(ds)(jnp.asarray(X), jnp.asarray([2.0, 1.5]))
+    size = diffstride.output_size((20, 18), (2.0, 1.5))
+    jitted = jax.jit(functools.partial(ds, output_size=size))
+    np.testing.assert_allclose(
+        jitted(jnp.asarray(X), jnp.asarray([2.0, 1.5])), EXPECTED, rtol=1e-4, atol=1e-5
+    )
+    grad = jax.jit(jax.grad(lambda s: jnp.sum(ds(jnp.asarray(X), s, output_size=size) ** 2)))
+    eager = jax.grad(lambda s: jnp.sum(ds(jnp.asarray(X), s) ** 2))
+    np.testing.assert_allclose(
+        grad(jnp.asarray([2.0, 1.5])), eager(jnp.asarray([2.0, 1.5])), rtol=1e-4
+    )
+
+
+def test_tf_function_matches_eager() -> None:
+    import tensorflow as tf
+
+    from diffstride.tf import diffstride as ds
+
+    strides = tf.Variable([2.0, 1.5])
+
+    @tf.function
+    def step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            y = ds(x, strides, data_format="channels_last")
+            loss = tf.reduce_sum(y**2)
+        return y, tape.gradient(loss, strides)
+
+    x = tf.constant(np.moveaxis(X, 1, 3))
+    y, grad = step(x)
+    np.testing.assert_allclose(np.moveaxis(y.numpy(), 3, 1), EXPECTED, rtol=1e-4, atol=1e-5)
+    cot = 2 * np.moveaxis(EXPECTED, 1, 3)
+    _, ref_grad = reference.diffstride_vjp(
+        np.moveaxis(X, 1, 3), np.array([2.0, 1.5], np.float32), cot, data_format="channels_last"
+    )
+    np.testing.assert_allclose(grad.numpy(), ref_grad, rtol=1e-3)
+
+
+def test_torch_float64_end_to_end() -> None:
+    import torch
+
+    from diffstride.torch import diffstride as ds
+
+    x = torch.from_numpy(X.astype(np.float64)).requires_grad_()
+    s = torch.tensor([2.0, 1.5], dtype=torch.float64, requires_grad=True)
+    y = ds(x, s)
+    y.sum().backward()
+    assert y.dtype == x.grad.dtype == s.grad.dtype == torch.float64
+    ref_x, ref_s = reference.diffstride_vjp(
+        X.astype(np.float64), np.array([2.0, 1.5]), np.ones(y.shape)
+    )
+    np.testing.assert_allclose(x.grad.numpy(), ref_x, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(s.grad.numpy(), ref_s, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("size", "strides", "kwargs", "expected"),
+    [
+        ((32, 32), (2.0, 2.0), {}, (24, 24)),
+        ((64, 64), (2.0, 4.0), {}, (40, 24)),
+        ((33, 17), (2.0, 3.0), {}, (25, 14)),
+        ((16, 16), (2.0, 2.0), {"cropping": False}, (16, 16)),
+        ((15, 15), (2.0, 2.0), {"cropping": False}, (15, 14)),
+        ((32, 32), 2.0, {"smoothness_factor": 0.0}, (18, 18)),
+        ((24, 40), (2.0, 2.0), {"lower_limit_stride": 2.5}, (18, 24)),
+    ],
+)
+def test_output_size(size: tuple, strides: object, kwargs: dict, expected: tuple) -> None:
+    assert diffstride.output_size(size, strides, **kwargs) == expected
+
+
+def test_output_size_override_reproduces_the_crop() -> None:
+    for height in range(2, 14):
+        for width in range(2, 14):
+            for stride in (1.0, 1.6, 2.0, 3.3):
+                size = diffstride.output_size((height, width), stride)
+                x = np.ones((1, 1, height, width))
+                np.testing.assert_array_equal(
+                    reference.diffstride(x, (stride,), output_size=size),
+                    reference.diffstride(x, (stride,)),
+                )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "fragment"),
+    [
+        (((32,), 2.0), {}, TypeError, "input_size="),
+        (((1, 32), 2.0), {}, ValueError, "input_size="),
+        (((32, 32), 0.9), {}, ValueError, "strides=0.9"),
+        (((32, 32), 2.0), {"dtype": "float16"}, ValueError, "dtype='float16'"),
+        (((32, 32), 2.0), {"smoothness_factor": "4"}, TypeError, "smoothness_factor='4'"),
+        (((32, 32), 2.0), {"upper_limit_stride": 0.5}, ValueError, "upper_limit_stride=0.5"),
+    ],
+)
+def test_output_size_errors(args: tuple, kwargs: dict, error: type, fragment: str) -> None:
+    with pytest.raises(error, match=fragment.replace("(", r"\(")):
+        diffstride.output_size(*args, **kwargs)
+
+
+def test_unreachable_output_size_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"output_size=\(5, 4\)"):
+        reference.diffstride(X, (2.0, 2.0), output_size=(5, 4))  # H = 20 is even
+
+
+def test_cotangent_shape_is_checked() -> None:
+    with pytest.raises(ValueError, match="cotangent must have the output's shape"):
+        reference.diffstride_vjp(X, (2.0, 2.0), np.ones((2, 3, 20, 18)))

@@ -1,0 +1,282 @@
+"""The layers in each framework: golden cases, training steps, serialization, modes, dtypes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from diffstride_conformance import golden
+from diffstride_conformance.checks import OUTPUT_RTOL, STRIDE_GRAD_RTOL, assert_close
+
+CASES = golden.diffstride_cases()
+
+
+def _layer_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "strides": meta["strides"],
+        "shared_stride": meta["shared_stride"],
+        **golden.diffstride_kwargs(meta),
+    }
+
+
+def _clipped(values: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    low = meta["lower_limit_stride"] or 1.0
+    high = meta["upper_limit_stride"] or np.inf
+    return np.clip(values, low, high)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_torch_layer_golden(case: dict[str, Any]) -> None:
+    import torch
+
+    from diffstride.torch import DiffStride
+
+    layer = DiffStride(**_layer_kwargs(case["meta"])).train()
+    np.testing.assert_array_equal(layer.strides.detach().numpy(), case["strides_init"])
+    x = torch.from_numpy(case["x"]).requires_grad_()
+    y = layer(x)
+    (y * torch.from_numpy(case["cot"])).sum().backward()
+    assert_close(y.detach().numpy(), case["y"], OUTPUT_RTOL, "y")
+    assert_close(x.grad.numpy(), case["grad_x"], OUTPUT_RTOL, "grad_x")
+    assert_close(layer.strides.grad.numpy(), case["grad_strides"], STRIDE_GRAD_RTOL, "grad_s")
+    # torch has no constraints: the limits' clip joins the projection (see diffstride.torch).
+    expected = _clipped(case["strides_after"], case["meta"])
+    np.testing.assert_allclose(layer.strides.detach().numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_keras_layer_golden(case: dict[str, Any]) -> None:
+    import tensorflow as tf
+
+    from diffstride.tf import DiffStride
+
+    layer = DiffStride(**_layer_kwargs(case["meta"]))
+    x = tf.constant(case["x"])
+    layer.build(x.shape)
+    np.testing.assert_array_equal(layer.strides.numpy(), case["strides_init"])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(y * case["cot"])
+    grad_x, grad_s = tape.gradient(loss, [x, layer.strides.value])
+    assert_close(y.numpy(), case["y"], OUTPUT_RTOL, "y")
+    assert_close(grad_x.numpy(), case["grad_x"], OUTPUT_RTOL, "grad_x")
+    assert_close(grad_s.numpy(), case["grad_strides"], STRIDE_GRAD_RTOL, "grad_s")
+    np.testing.assert_allclose(layer.strides.numpy(), case["strides_after"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES[:6], ids=[c["id"] for c in CASES[:6]])
+def test_jax_and_numpy_layers_golden(case: dict[str, Any]) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from diffstride.jax import DiffStride
+    from diffstride.numpy import DiffStride as Reference
+
+    layer = DiffStride(**_layer_kwargs(case["meta"]))
+    params = layer.init()
+    x = jnp.asarray(case["x"])
+    y, pullback = jax.vjp(layer.apply, params, x)
+    grad_params, grad_x = pullback(jnp.asarray(case["cot"]))
+    assert_close(y, case["y"], OUTPUT_RTOL, "y")
+    assert_close(grad_x, case["grad_x"], OUTPUT_RTOL, "grad_x")
+    assert_close(grad_params["strides"], case["grad_strides"], STRIDE_GRAD_RTOL, "grad_s")
+    projected = layer.project(params, x.shape)["strides"]
+    np.testing.assert_allclose(projected, _clipped(case["strides_after"], case["meta"]), 1e-6)
+
+    reference = Reference(**_layer_kwargs(case["meta"]))
+    assert_close(reference(case["x"]), case["y"], OUTPUT_RTOL, "numpy y")
+    _, ref_grad_s = reference.vjp(case["x"], case["cot"])
+    assert_close(ref_grad_s, case["grad_strides"], STRIDE_GRAD_RTOL, "numpy grad_s")
+
+
+# --- torch ---------------------------------------------------------------------------------
+
+
+def _torch_model(**kwargs: Any) -> Any:
+    import torch
+    from torch import nn
+
+    from diffstride.torch import DiffStride
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        DiffStride(**kwargs),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+
+
+def test_torch_training_moves_strides_within_limits() -> None:
+    import torch
+
+    model = _torch_model(strides=(2.0, 2.0), lower_limit_stride=1.5, upper_limit_stride=2.3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=5.0)
+    x, target = torch.randn(8, 3, 16, 16), torch.randint(0, 2, (8,))
+    before = model[1].strides.detach().clone()
+    for _ in range(5):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), target).backward()
+        optimizer.step()
+        model(x)  # training-mode call projects into the limits
+        assert torch.all(model[1].strides >= 1.5)
+        assert torch.all(model[1].strides <= 2.3)
+    assert not torch.equal(before, model[1].strides.detach())
+
+
+def test_torch_state_dict_round_trip_and_eval_mode() -> None:
+    import torch
+
+    model = _torch_model(strides=(1.0, 3.0)).train()
+    x = torch.randn(2, 3, 16, 16)
+    model(x)  # projects (1.0 -> 16 / 12)
+    fresh = _torch_model(strides=(2.0, 2.0))
+    fresh.load_state_dict(model.state_dict())
+    model.eval()
+    fresh.eval()
+    before = fresh[1].strides.detach().clone()
+    torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+    assert torch.equal(before, fresh[1].strides.detach())
+    assert "strides=(1.333, 3)" in repr(fresh)
+
+
+def test_torch_no_grad_frozen_and_float64() -> None:
+    import torch
+
+    from diffstride.torch import DiffStride
+
+    layer = DiffStride((2.0, 2.0), trainable=False)
+    assert not layer.strides.requires_grad
+    with torch.no_grad():
+        assert layer(torch.randn(1, 2, 32, 32)).shape == (1, 2, 24, 24)
+    layer = DiffStride((2.0, 2.0)).to(torch.float64).requires_grad_(False)
+    x = torch.randn(1, 2, 12, 12, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()
+    assert y.dtype == x.grad.dtype == torch.float64
+    assert layer.strides.grad is None
+
+
+def test_torch_layer_errors() -> None:
+    import torch
+
+    from diffstride.torch import DiffStride
+
+    with pytest.raises(ValueError, match=r"shared_stride=True needs equal initial strides"):
+        DiffStride((2.0, 3.0), shared_stride=True)
+    with pytest.raises(ValueError, match=r"strides=\(0.5, 2.0\)"):
+        DiffStride((0.5, 2.0))
+    with pytest.raises(TypeError, match="strides="):
+        DiffStride(None)
+    with pytest.raises(ValueError, match="data_format='NHWC'"):
+        DiffStride(data_format="NHWC")
+    layer = DiffStride()
+    with pytest.raises(ValueError, match="rank-4"):
+        layer(torch.randn(3, 16, 16))
+    layer(torch.randn(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="first called with 3 channels"):
+        layer(torch.randn(1, 16, 16, 3))
+
+
+# --- keras ---------------------------------------------------------------------------------
+
+
+def _keras_model(**kwargs: Any) -> Any:
+    import keras
+
+    from diffstride.tf import DiffStride, FixedSpectralPooling, SpatialPooling
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            FixedSpectralPooling((1.5, 1.5), data_format="channels_last"),
+            DiffStride(data_format="channels_last", **kwargs),
+            SpatialPooling(data_format="channels_last"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+
+
+def test_keras_fit_save_load(tmp_path: Any) -> None:
+    import keras
+
+    model = _keras_model(strides=(2.0, 2.0), lower_limit_stride=1.5, upper_limit_stride=2.3)
+    model.compile(
+        optimizer=keras.optimizers.SGD(5.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 16, 16, 3)).astype("float32")
+    target = rng.integers(0, 2, 16)
+    before = model.layers[2].strides.numpy().copy()
+    model.fit(x, target, epochs=2, batch_size=8, verbose=0)
+    after = model.layers[2].strides.numpy()
+    assert not np.array_equal(before, after)
+    assert np.all(after >= 1.5)
+    assert np.all(after <= 2.3)
+    assert model.layers[2].compute_output_shape((None, 10, 10, 4)) == (
+        None,
+        *model.layers[2].output_size((10, 10)),
+        4,
+    )
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)  # no custom_objects
+    np.testing.assert_array_equal(loaded.layers[2].strides.numpy(), after)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert loaded.layers[2].get_config() == model.layers[2].get_config()
+
+
+def test_keras_eval_does_not_mutate_and_float64() -> None:
+    import tensorflow as tf
+
+    from diffstride.tf import DiffStride
+
+    layer = DiffStride((1.0, 1.0), data_format="channels_first")
+    x = tf.random.normal((1, 2, 12, 12))
+    layer(x, training=False)
+    np.testing.assert_array_equal(layer.strides.numpy(), [1.0, 1.0])
+    layer(x, training=True)
+    np.testing.assert_allclose(layer.strides.numpy(), [1.5, 1.5])
+    wide = DiffStride((2.0, 2.0), data_format="channels_first", dtype="float64")
+    y = wide(tf.random.normal((1, 2, 12, 12), dtype=tf.float64))
+    assert y.dtype == tf.float64
+
+
+# --- jax -----------------------------------------------------------------------------------
+
+
+def test_jax_optax_steps_with_jit_and_projection() -> None:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from diffstride import output_size
+    from diffstride.jax import DiffStride
+
+    layer = DiffStride((2.0, 2.0), lower_limit_stride=1.5, upper_limit_stride=2.3)
+    params = layer.init()
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 16, 16))
+    optimizer = optax.sgd(5.0)
+    state = optimizer.init(params)
+
+    def loss(params: Any, size: tuple[int, int]) -> Any:
+        return jnp.mean((layer.apply(params, x, output_size=size) - 0.5) ** 2)
+
+    step_grad = jax.jit(jax.grad(loss), static_argnums=1)
+    for _ in range(3):
+        size = output_size((16, 16), layer.current_strides(), lower_limit_stride=1.5,
+                           upper_limit_stride=2.3)
+        updates, state = optimizer.update(step_grad(params, size), state)
+        params = layer.project(optax.apply_updates(params, updates), x.shape)
+        assert jnp.all(params["strides"] >= 1.5)
+        assert jnp.all(params["strides"] <= 2.3)
+    assert not np.array_equal(params["strides"], [2.0, 2.0])
