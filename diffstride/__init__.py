@@ -7,11 +7,13 @@ add layers and autodiff-friendly functions for each framework.
 """
 
 from diffstride._api import diffstride, spectral_pooling
+from diffstride._complexity import complexity_penalty_of as _penalty
 from diffstride._registry import available_backends, get_backend, registered_backends
 from diffstride._sizes import output_size, spectral_pooling_output_size
 
 __all__ = [
     "available_backends",
+    "complexity_penalty",
     "diffstride",
     "get_backend",
     "output_size",
@@ -21,3 +23,24 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def complexity_penalty(strides: object) -> object:
+    """The paper's ``J(S) = sum_i prod_{j<=i} 1 / (S_h^j S_w^j)`` for a list of strides in
+    forward order: pairs of numbers (a float), or arrays of one library (an array, with
+    gradients in that library).
+
+    >>> import diffstride
+    >>> diffstride.complexity_penalty([(2.0, 2.0), (2.0, 2.0)])
+    0.3125
+    """
+    import numpy as np
+
+    from diffstride._registry import backend_for
+
+    strides = list(strides)  # type: ignore[call-overload]
+    if strides and all(isinstance(s, (tuple, list)) for s in strides):
+        arrays = [np.asarray(s, dtype=np.float64) for s in strides]
+        return float(_penalty(arrays, xp=np))
+    xp = backend_for(strides[0]).namespace() if strides else np
+    return _penalty(strides, xp=xp)

@@ -18,9 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffstride import _api
+from diffstride._complexity import complexity_penalty_of
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
 
-__all__ = ["DiffStride", "FixedSpectralPooling", "SpatialPooling", "diffstride", "spectral_pooling"]
+__all__ = [
+    "DiffStride",
+    "FixedSpectralPooling",
+    "SpatialPooling",
+    "complexity_penalty",
+    "diffstride",
+    "spectral_pooling",
+]
 
 diffstride, spectral_pooling = _api.bind("torch")
 
@@ -159,3 +167,20 @@ class SpatialPooling(SpatialPoolingMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return self._extra_repr()
+
+
+def complexity_penalty(model_or_layers: nn.Module | Sequence[DiffStride]) -> torch.Tensor:
+    """The paper's complexity regularizer over the DiffStride layers of a model, in the
+    order they were registered (the forward order for ``nn.Sequential`` and most models);
+    differentiable with respect to their strides.
+
+    >>> import torch
+    >>> from diffstride.torch import DiffStride, complexity_penalty
+    >>> complexity_penalty(torch.nn.Sequential(DiffStride((2.0, 2.0)), DiffStride((2.0, 2.0))))
+    tensor(0.3125, grad_fn=<AddBackward0>)
+    """
+    if isinstance(model_or_layers, nn.Module):
+        layers = [m for m in model_or_layers.modules() if isinstance(m, DiffStride)]
+    else:
+        layers = list(model_or_layers)
+    return complexity_penalty_of([layer.strides for layer in layers], xp=torch)

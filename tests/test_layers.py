@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from diffstride_conformance import golden
 from diffstride_conformance.checks import OUTPUT_RTOL, STRIDE_GRAD_RTOL, assert_close
 
@@ -273,10 +272,42 @@ def test_jax_optax_steps_with_jit_and_projection() -> None:
 
     step_grad = jax.jit(jax.grad(loss), static_argnums=1)
     for _ in range(3):
-        size = output_size((16, 16), layer.current_strides(), lower_limit_stride=1.5,
-                           upper_limit_stride=2.3)
+        size = output_size(
+            (16, 16), layer.current_strides(), lower_limit_stride=1.5, upper_limit_stride=2.3
+        )
         updates, state = optimizer.update(step_grad(params, size), state)
         params = layer.project(optax.apply_updates(params, updates), x.shape)
         assert jnp.all(params["strides"] >= 1.5)
         assert jnp.all(params["strides"] <= 2.3)
     assert not np.array_equal(params["strides"], [2.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("pool_size", "strides", "size"),
+    [((1, 1), (2, 2), 15), ((3, 3), (2, 2), 15), ((2, 3), (3, 2), 16)],
+)
+def test_spatial_and_fixed_pooling_agree_across_frameworks(
+    pool_size: tuple, strides: tuple, size: int
+) -> None:
+    import tensorflow as tf
+    import torch
+
+    from diffstride import tf as dtf
+    from diffstride import torch as dtorch
+
+    x = np.random.default_rng(1).standard_normal((2, size, size, 3)).astype(np.float32)
+    keras_y = dtf.SpatialPooling(pool_size, strides, data_format="channels_last")(x).numpy()
+    torch_layer = dtorch.SpatialPooling(pool_size, strides, data_format="channels_last")
+    torch_y = torch_layer(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(torch_y, keras_y, rtol=1e-5, atol=1e-6)
+    assert keras_y.shape[1:3] == torch_layer.output_size((size, size))
+    fixed = dtf.FixedSpectralPooling((1.5, 2.0), data_format="channels_last")
+    np.testing.assert_allclose(
+        dtorch.FixedSpectralPooling((1.5, 2.0), data_format="channels_last")(
+            torch.from_numpy(x)
+        ).numpy(),
+        fixed(tf.constant(x)).numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert fixed.compute_output_shape((None, size, size, 3))[1:3] == fixed.output_size((size, size))
