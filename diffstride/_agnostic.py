@@ -41,6 +41,7 @@ __all__ = [
     "row_distances",
     "spectral_crop",
     "thresholds",
+    "window_distances",
 ]
 
 
@@ -183,6 +184,24 @@ def kept_counts(
     return counts[0], counts[1], counts[2]
 
 
+def window_distances(
+    sizes: tuple[int, int], window: Window, *, like: Array, xp: Namespace
+) -> tuple[Array, Array]:
+    """Distances of the kept rows (top block, then bottom block) and kept columns, as
+    arrays of ``like``'s dtype and device; the window's sizes may be symbolic (TF graph)."""
+    top, bottom = row_distances(sizes[0])
+    dtype, dev = like.dtype, _device(like)
+    rows = xp.concat(
+        [
+            xp.asarray(top, dtype=dtype, device=dev)[: window.top],
+            xp.asarray(bottom[::-1], dtype=dtype, device=dev)[len(bottom) - window.bottom :],
+        ],
+        axis=0,
+    )
+    cols = xp.asarray(col_distances(sizes[1]), dtype=dtype, device=dev)[: window.cols]
+    return rows, cols
+
+
 def _crop(spectrum: Array, window: Window, axes: tuple[int, int], *, xp: Namespace) -> Array:
     """Rows ``[:top]`` and ``[H - bottom:]``, columns ``[:cols]`` as two slices and a concat."""
     ndim = len(spectrum.shape)
@@ -219,22 +238,13 @@ def masked_crop(
     ``rfftn`` over the spatial ``axes``, crop to ``window``, multiply by the separable ramp
     mask evaluated on the kept bins only, ``irfftn`` to ``window.output_size``.
     """
-    height, width = (x.shape[a] for a in axes)
     spectrum = _crop(xp.fft.rfftn(x, axes=axes), window, axes, xp=xp)
-    top, bottom = row_distances(height)
-    dtype, dev = t_h.dtype, _device(t_h)
-    d_rows = xp.concat(
-        [
-            xp.asarray(top, dtype=dtype, device=dev)[: window.top],
-            xp.asarray(bottom[::-1], dtype=dtype, device=dev)[len(bottom) - window.bottom :],
-        ],
-        axis=0,
-    )
-    d_cols = xp.asarray(col_distances(width), dtype=dtype, device=dev)[: window.cols]
+    sizes = (x.shape[axes[0]], x.shape[axes[1]])
+    d_rows, d_cols = window_distances(sizes, window, like=t_h, xp=xp)
     mask_h = ramp(t_h, d_rows, smoothness_factor, xp=xp)
     mask_w = ramp(t_w, d_cols, smoothness_factor, xp=xp)
     mask = _outer(mask_h, mask_w, axes=axes, ndim=len(x.shape), xp=xp)
-    masked = spectrum * xp.astype(mask, _complex_dtype(dtype, xp=xp))
+    masked = spectrum * xp.astype(mask, _complex_dtype(t_h.dtype, xp=xp))
     return xp.fft.irfftn(masked, s=window.output_size, axes=axes)
 
 

@@ -72,40 +72,34 @@ def _as_strides(strides: Any, x: Any, backend: Backend, xp: Any, check_values: b
     return xp.asarray(values, dtype=x.dtype, device=_device(x))
 
 
-def _window(
-    strides: Any,
+def window_for(
     sizes: tuple[int, int],
+    thresholds: tuple[Any, Any],
     *,
-    dtype: Any,
     backend: Backend,
     output_size: Any,
     cropping: bool,
-    thresholds: tuple[Any, Any],
     smoothness_factor: float,
-    limits: tuple[float | None, float | None],
     xp: Any,
 ) -> _agnostic.Window:
+    """The crop: a static ``output_size``, the full spectrum, or the bins whose mask is > 0
+    (counted from the thresholds the forward pass uses; ints where the backend can read
+    them, symbolic sizes where it slices with them, else an error asking for output_size)."""
     if output_size is not None:
         return _sizes.window_for_size(sizes, output_size)
     if not cropping:
         return _sizes.full_window(sizes)
-    values = backend.concrete(strides)
-    if values is not None:
-        return _sizes.concrete_window(
-            values,
-            sizes,
-            smoothness_factor=smoothness_factor,
-            cropping=True,
-            lower_limit_stride=limits[0],
-            upper_limit_stride=limits[1],
-        )
+    counts = _agnostic.kept_counts(*thresholds, sizes, smoothness_factor, xp=xp)
+    values = [backend.concrete(count) for count in counts]
+    if all(value is not None for value in values):
+        return _sizes.window_for_counts(*(int(value) for value in values))
     if backend.dynamic_shapes:
-        top, bottom, cols = _agnostic.kept_counts(*thresholds, sizes, smoothness_factor, xp=xp)
+        top, bottom, cols = counts
         return _agnostic.Window(top, bottom, cols, top + bottom, 2 * (cols - 1))
     raise ValueError(
         "strides are traced (for instance under jax.jit), so the crop size is unknown: pass a "
         "static output_size=(h, w); diffstride.output_size(input_size, strides, ...) computes "
-        f"it. Received output_size=None, dtype={dtype}"
+        "it. Received output_size=None"
     )
 
 
@@ -139,16 +133,13 @@ def diffstride_on(
         xp=xp,
     )
     t_h, t_w = _agnostic.thresholds(s_h, s_w, sizes, xp=xp)
-    window = _window(
-        stride_array,
+    window = window_for(
         sizes,
-        dtype=x.dtype,
+        (t_h, t_w),
         backend=backend,
         output_size=output_size,
         cropping=bool(cropping),
-        thresholds=(t_h, t_w),
         smoothness_factor=smoothness,
-        limits=limits,
         xp=xp,
     )
     if _is_empty(x):

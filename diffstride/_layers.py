@@ -20,6 +20,7 @@ from diffstride._validation import (
     check_smoothness_factor,
     check_spatial_sizes,
     check_stride_values,
+    spatial_axes,
 )
 
 __all__ = ["DiffStrideMixin", "FixedSpectralPoolingMixin", "SpatialPoolingMixin"]
@@ -53,7 +54,7 @@ class _LayoutMixin:
 
     @property
     def _axes(self) -> tuple[int, int]:
-        return (2, 3) if self.data_format == "channels_first" else (1, 2)
+        return spatial_axes(self.data_format)
 
 
 class DiffStrideMixin(_LayoutMixin):
@@ -144,19 +145,6 @@ class DiffStrideMixin(_LayoutMixin):
         low = 1.0 if self.lower_limit_stride is None else self.lower_limit_stride
         high = float("inf") if self.upper_limit_stride is None else self.upper_limit_stride
         return low, high
-
-    def projected_strides(
-        self, values: Any, input_size: Sequence[int], *, clip_to_limits: bool
-    ) -> np.ndarray:
-        """The original's in-place projection ``S <- max(S, N / (N - R))``, in float32 as its
-        variable; optionally also clipped to :attr:`stride_bounds`, as a Keras constraint
-        does after an optimizer step."""
-        projected = np.maximum(
-            np.asarray(values, np.float32).reshape(-1), self.stride_floor(input_size)
-        )
-        if clip_to_limits:
-            projected = np.clip(projected, *(np.float32(b) for b in self.stride_bounds))
-        return projected.astype(np.float32)
 
     def _extra_repr(self) -> str:
         current = ", ".join(f"{v:.4g}" for v in self.current_strides())

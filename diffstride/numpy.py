@@ -49,13 +49,19 @@ def _from_nchw(array: np.ndarray, data_format: str) -> np.ndarray:
     return array if data_format == "channels_first" else np.moveaxis(array, 1, 3)
 
 
-def _check_cotangent(cotangent: Any, expected: tuple[int, ...]) -> np.ndarray:
+def _check_cotangent(
+    cotangent: Any, expected_nchw: tuple[int, ...], data_format: str
+) -> np.ndarray:
+    """The cotangent in NCHW, float64, after checking it has the output's shape."""
+    expected = expected_nchw
+    if data_format == "channels_last":
+        expected = (expected[0], expected[2], expected[3], expected[1])
     cotangent = np.asarray(cotangent)
     if cotangent.shape != expected:
         raise ValueError(
             f"cotangent must have the output's shape {expected}; received shape {cotangent.shape}"
         )
-    return cotangent.astype(np.float64)
+    return _to_nchw(cotangent.astype(np.float64), data_format)
 
 
 def _irfft2_vjp(g: np.ndarray, window: _agnostic.Window) -> np.ndarray:
@@ -114,21 +120,11 @@ def diffstride_vjp(
     ((1, 2, 16, 16), (2,))
     """
     backend = get_backend("numpy")
-    y = diffstride(
-        x,
-        strides,
-        smoothness_factor=smoothness_factor,
-        cropping=cropping,
-        data_format=data_format,
-        lower_limit_stride=lower_limit_stride,
-        upper_limit_stride=upper_limit_stride,
-        output_size=output_size,
-    )
-    g = _to_nchw(_check_cotangent(cotangent, y.shape), data_format)
     smoothness = check_smoothness_factor(smoothness_factor)
     limits = check_limits(lower_limit_stride, upper_limit_stride)
-    stride_array = _api._as_strides(strides, x, backend, np_xp, check_values=True)
+    _api._check_input(x, data_format, np_xp)
     x_nchw = _to_nchw(np.asarray(x), data_format)
+    stride_array = _api._as_strides(strides, x, backend, np_xp, check_values=True)
     sizes = tuple(x_nchw.shape[2:])
 
     def strides_for(lower: float | None, upper: float | None) -> tuple[Any, Any]:
@@ -145,19 +141,19 @@ def diffstride_vjp(
     effective = strides_for(*limits)
     projected = strides_for(None, None)  # before the limits' clip
     t_h, t_w = _agnostic.thresholds(*effective, sizes, xp=np_xp)
-    if output_size is not None:
-        window = _sizes.window_for_size(sizes, output_size)
-    elif cropping:
-        top, bottom, cols = _agnostic.kept_counts(t_h, t_w, sizes, smoothness, xp=np_xp)
-        window = _sizes.window_for_counts(int(top), int(bottom), int(cols))
-    else:
-        window = _sizes.full_window(sizes)
-
-    top_d, bottom_d = _agnostic.row_distances(sizes[0])
-    d_rows = np.array(top_d[: window.top] + bottom_d[::-1][len(bottom_d) - window.bottom :])
-    d_cols = np.array(_agnostic.col_distances(sizes[1])[: window.cols])
+    window = _api.window_for(
+        sizes,
+        (t_h, t_w),
+        backend=backend,
+        output_size=output_size,
+        cropping=bool(cropping),
+        smoothness_factor=smoothness,
+        xp=np_xp,
+    )
+    g = _check_cotangent(cotangent, (*x_nchw.shape[:2], *window.output_size), data_format)
+    d_rows, d_cols = _agnostic.window_distances(sizes, window, like=t_h, xp=np_xp)
     ramps = [
-        _agnostic.ramp(t, d.astype(t.dtype), smoothness, xp=np_xp).astype(np.float64)
+        _agnostic.ramp(t, d, smoothness, xp=np_xp).astype(np.float64)
         for t, d in ((t_h, d_rows), (t_w, d_cols))
     ]
     spectrum = _crop(np.fft.rfft2(x_nchw.astype(np.float64)), window)
@@ -198,10 +194,11 @@ def spectral_pooling_vjp(
     >>> spectral_pooling_vjp(np.ones((1, 1, 8, 8)), 2, np.ones((1, 1, 4, 4))).shape
     (1, 1, 8, 8)
     """
-    y = spectral_pooling(x, strides, data_format=data_format)
-    g = _to_nchw(_check_cotangent(cotangent, y.shape), data_format)
-    sizes = tuple(_to_nchw(np.asarray(x), data_format).shape[2:])
+    _api._check_input(x, data_format, np_xp)
+    x_nchw = _to_nchw(np.asarray(x), data_format)
+    sizes = tuple(x_nchw.shape[2:])
     window = _sizes.spectral_window(sizes, check_stride_values(strides))
+    g = _check_cotangent(cotangent, (*x_nchw.shape[:2], *window.output_size), data_format)
     grad_x = _rfft2_vjp(_uncrop(_irfft2_vjp(g, window), window, sizes), sizes)
     return _from_nchw(grad_x, data_format).astype(x.dtype)
 
@@ -209,8 +206,8 @@ def spectral_pooling_vjp(
 class DiffStride(DiffStrideMixin):
     """The reference layer: ``layer(x)`` and ``layer.vjp(x, cotangent)`` on numpy arrays.
 
-    ``self.strides`` is a float32 array; calls do not project it (call
-    ``layer.projected_strides(layer.strides, (H, W), clip_to_limits=True)`` to do so).
+    ``self.strides`` is a float32 array; calls do not project it (``layer.project((H, W))``
+    does, as the other frameworks' training calls).
 
     >>> import numpy as np
     >>> from diffstride.numpy import DiffStride
@@ -248,6 +245,13 @@ class DiffStride(DiffStrideMixin):
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self._check_input_shape(x.shape)
         return diffstride(x, self.strides.astype(x.dtype), **self._functional_kwargs())
+
+    def project(self, input_size: Sequence[int]) -> np.ndarray:
+        """``S <- clip(max(S, N / (N - R)), lower, upper)`` in place; returns the new value."""
+        floor = self.stride_floor(input_size)
+        self.strides = np.clip(np.maximum(self.strides, floor), *self.stride_bounds)
+        self.strides = self.strides.astype(np.float32)
+        return self.strides
 
     def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(grad_x, grad_strides)`` of ``sum(self(x) * cotangent)``."""
