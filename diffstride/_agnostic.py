@@ -8,7 +8,7 @@ Framework-specific needs (stop-gradient, concrete values) arrive as arguments, n
 Numerics follow the authors' Keras layer (google-research/diffstride ``pooling.py``) so that
 results and trained strides carry over:
 
-* Height distances use the original's layout (see :func:`row_distances`), which is asymmetric
+* Height distances use the original's layout (see :func:`top_row_distances`), asymmetric
   for even heights and off by one for odd heights.
 * Clips and maxima are written with ``where`` so that the gradient at ties goes where
   TensorFlow sends it (``clip_by_value`` is inclusive, ``maximum(a, b)`` favours ``a``).
@@ -18,6 +18,8 @@ results and trained strides carry over:
   zero, so the result and every gradient are the same, and the multiply is smaller.
 * The crop is two contiguous slices per spatial axis (never a gather) and is described by a
   :class:`Window`, which is a function of the output size alone.
+* Spatial sizes are ints, except in TensorFlow graph mode after another DiffStride, where they
+  are symbolic 0-d integer tensors; every size expression here works for both.
 """
 
 from __future__ import annotations
@@ -30,17 +32,21 @@ from array_api_compat import device as _device
 
 Array = Any
 Namespace = Any
+#: A spatial size: an int, or a 0-d integer array where it is symbolic (TF graph mode).
+Size = Any
 
 __all__ = [
     "Window",
-    "col_distances",
+    "bottom_row_distances",
+    "crop",
     "effective_strides",
     "kept_counts",
     "masked_crop",
+    "projected_parameter",
     "ramp",
-    "row_distances",
     "spectral_crop",
     "thresholds",
+    "top_row_distances",
     "window_distances",
 ]
 
@@ -64,27 +70,38 @@ class Window:
         return (self.height, self.width)
 
 
-def row_distances(height: int) -> tuple[list[int], list[int]]:
-    """Frequency distances of the rows, as the original lays them out.
-
-    The original builds ``p = arange(H//2 + H%2)``, ``d = concat(reverse(p[H%2:]), p)`` and
-    ``fftshift``-s the mask computed on ``d``. Read in spectrum order, that is a top block of
-    ``H - H//2`` rows and a bottom block of ``H//2`` rows. Returned: the top block's distances
-    from row 0 down, and the bottom block's from the *last* row up (always ``0, 1, ...``).
-    """
-    half = height // 2
-    top = list(range(half)) if height % 2 == 0 else [*range(1, half + 1), half]
-    return top, list(range(half))
-
-
-def col_distances(width: int) -> list[int]:
-    """Frequency distances of the rfft columns: ``0 .. W // 2``."""
-    return list(range(width // 2 + 1))
-
-
 def _scalar(value: float, like: Array, *, xp: Namespace) -> Array:
     """A 0-d array of ``like``'s dtype and device (scalars in ``where`` are not portable)."""
     return xp.asarray(value, dtype=like.dtype, device=_device(like))
+
+
+def _as_float(value: Size, like: Array, *, xp: Namespace) -> Array:
+    """An int, or a 0-d integer array (a symbolic size), as a 0-d array like ``like``."""
+    if isinstance(value, (int, float)):
+        return _scalar(value, like, xp=xp)
+    return xp.astype(value, like.dtype)
+
+
+def _arange(stop: Size, like: Array, *, xp: Namespace) -> Array:
+    return xp.arange(stop, dtype=like.dtype, device=_device(like))
+
+
+def top_row_distances(height: Size, like: Array, *, xp: Namespace) -> Array:
+    """Frequency distances of the top block of rows, as the original lays them out.
+
+    The original builds ``p = arange(H//2 + H%2)``, ``d = concat(reverse(p[H%2:]), p)`` and
+    ``fftshift``-s the mask computed on ``d``. Read in spectrum order, that is a top block of
+    ``H - H//2`` rows with distances ``min(i + H%2, H//2)`` (``0, 1, ..`` for even H; ``1, 2,
+    .., m, m`` for odd H) and a bottom block of ``H//2`` rows whose distances, read from the
+    *last* row up, are ``0, 1, ..`` (see :func:`bottom_row_distances`).
+    """
+    steps = _arange(height - height // 2, like, xp=xp) + _as_float(height % 2, like, xp=xp)
+    return xp.minimum(steps, _as_float(height // 2, like, xp=xp))
+
+
+def bottom_row_distances(count: Size, like: Array, *, xp: Namespace) -> Array:
+    """Distances of the last ``count`` rows, in spectrum order: ``count - 1, .., 1, 0``."""
+    return _as_float(count - 1, like, xp=xp) - _arange(count, like, xp=xp)
 
 
 def _where_max(a: Array, b: Array, *, xp: Namespace) -> Array:
@@ -100,7 +117,7 @@ def _where_clip(v: Array, low: Any, high: Any, *, xp: Namespace) -> Array:
 
 def effective_strides(
     strides: Array,
-    sizes: tuple[int, int],
+    sizes: tuple[Size, Size],
     *,
     smoothness_factor: float,
     lower_limit_stride: float | None,
@@ -117,13 +134,7 @@ def effective_strides(
     and used on both axes, so its gradient is the sum of both.
     """
     dtype = strides.dtype
-    # N / (N - R) in the strides' precision, as the original; N == R gives +inf there too.
-    minima = [
-        _scalar(n, strides, xp=xp) / (_scalar(n, strides, xp=xp) - smoothness_factor)
-        if n != smoothness_factor
-        else _scalar(float("inf"), strides, xp=xp)
-        for n in sizes
-    ]
+    minima = _stride_minima(strides, sizes, smoothness_factor, xp=xp)
     if strides.shape[0] == 1:
         shared = strides[0]
         floor = _where_max(minima[0], minima[1], xp=xp)
@@ -141,11 +152,47 @@ def effective_strides(
     return result[0], result[1]
 
 
+def _stride_minima(
+    strides: Array, sizes: tuple[Size, Size], smoothness_factor: float, *, xp: Namespace
+) -> list[Array]:
+    """``N / (N - R)`` per axis in the strides' precision, as the original; ``+inf`` at
+    ``N == R`` (the original divides by zero there)."""
+    minima = []
+    for size in sizes:
+        n = _as_float(size, strides, xp=xp)
+        denominator = n - smoothness_factor
+        at_zero = denominator == 0
+        safe = xp.where(at_zero, _scalar(1.0, strides, xp=xp), denominator)
+        minima.append(xp.where(at_zero, _scalar(float("inf"), strides, xp=xp), n / safe))
+    return minima
+
+
+def projected_parameter(
+    strides: Array,
+    sizes: tuple[Size, Size],
+    *,
+    smoothness_factor: float,
+    bounds: tuple[float, float] | None,
+    xp: Namespace,
+) -> Array:
+    """What a layer stores after a training call: ``max(S, N / (N - R))`` per axis (a shared
+    stride against both minima), as the original's in-place ``assign``; a minimum that is not
+    finite (``N == R``) is skipped rather than stored. With ``bounds``, also clipped to them,
+    as a Keras constraint does after an optimizer step. No gradient is meant to flow here."""
+    minima = _stride_minima(strides, sizes, smoothness_factor, xp=xp)
+    if strides.shape[0] == 1:
+        floors = xp.reshape(_where_max(minima[0], minima[1], xp=xp), (1,))
+    else:
+        floors = xp.stack(minima)
+    projected = xp.where(xp.isfinite(floors) & (floors > strides), floors, strides)
+    return projected if bounds is None else _where_clip(projected, *bounds, xp=xp)
+
+
 def thresholds(
-    stride_h: Array, stride_w: Array, sizes: tuple[int, int], *, xp: Namespace
+    stride_h: Array, stride_w: Array, sizes: tuple[Size, Size], *, xp: Namespace
 ) -> tuple[Array, Array]:
     """Mask thresholds ``T_h = max(H / S_h, 2) / 2`` and ``T_w = max(W / S_w, 2) / 2 + 1``."""
-    height, width = sizes
+    height, width = (_as_float(n, stride_h, xp=xp) for n in sizes)
     two = _scalar(2.0, stride_h, xp=xp)
     t_h = _where_max(height / stride_h, two, xp=xp) / 2.0
     t_w = _where_max(width / stride_w, two, xp=xp) / 2.0 + 1.0
@@ -167,7 +214,7 @@ def ramp(threshold: Array, distances: Array, smoothness_factor: float, *, xp: Na
 
 
 def kept_counts(
-    t_h: Array, t_w: Array, sizes: tuple[int, int], smoothness_factor: float, *, xp: Namespace
+    t_h: Array, t_w: Array, sizes: tuple[Size, Size], smoothness_factor: float, *, xp: Namespace
 ) -> tuple[Array, Array, Array]:
     """How many top rows, bottom rows and columns have a mask > 0: ``(top, bottom, cols)``.
 
@@ -175,38 +222,39 @@ def kept_counts(
     0-d integer arrays; the caller makes ints of them where the values are concrete.
     """
     height, width = sizes
-    top, bottom = row_distances(height)
+    blocks = (
+        (t_h, top_row_distances(height, t_h, xp=xp)),
+        (t_h, _arange(height // 2, t_h, xp=xp)),  # bottom block, from the last row up
+        (t_w, _arange(width // 2 + 1, t_w, xp=xp)),
+    )
     counts = []
-    for threshold, distances in ((t_h, top), (t_h, bottom), (t_w, col_distances(width))):
-        d = xp.asarray(distances, dtype=threshold.dtype, device=_device(threshold))
-        positive = ramp(threshold, d, smoothness_factor, xp=xp) > 0
+    for threshold, distances in blocks:
+        positive = ramp(threshold, distances, smoothness_factor, xp=xp) > 0
         counts.append(xp.sum(xp.astype(positive, xp.int32)))
     return counts[0], counts[1], counts[2]
 
 
 def window_distances(
-    sizes: tuple[int, int], window: Window, *, like: Array, xp: Namespace
+    sizes: tuple[Size, Size], window: Window, *, like: Array, xp: Namespace
 ) -> tuple[Array, Array]:
     """Distances of the kept rows (top block, then bottom block) and kept columns, as
     arrays of ``like``'s dtype and device; the window's sizes may be symbolic (TF graph)."""
-    top, bottom = row_distances(sizes[0])
-    dtype, dev = like.dtype, _device(like)
     rows = xp.concat(
         [
-            xp.asarray(top, dtype=dtype, device=dev)[: window.top],
-            xp.asarray(bottom[::-1], dtype=dtype, device=dev)[len(bottom) - window.bottom :],
+            top_row_distances(sizes[0], like, xp=xp)[: window.top],
+            bottom_row_distances(window.bottom, like, xp=xp),
         ],
         axis=0,
     )
-    cols = xp.asarray(col_distances(sizes[1]), dtype=dtype, device=dev)[: window.cols]
-    return rows, cols
+    return rows, _arange(window.cols, like, xp=xp)
 
 
-def _crop(spectrum: Array, window: Window, axes: tuple[int, int], *, xp: Namespace) -> Array:
+def crop(
+    spectrum: Array, window: Window, axes: tuple[int, int], height: Size, *, xp: Namespace
+) -> Array:
     """Rows ``[:top]`` and ``[H - bottom:]``, columns ``[:cols]`` as two slices and a concat."""
     ndim = len(spectrum.shape)
     row_axis, col_axis = (a % ndim for a in axes)
-    height = spectrum.shape[row_axis]
 
     def index(rows: slice) -> tuple[slice, ...]:
         key = [slice(None)] * ndim
@@ -229,6 +277,7 @@ def masked_crop(
     t_w: Array,
     window: Window,
     *,
+    sizes: tuple[Size, Size],
     smoothness_factor: float,
     axes: tuple[int, int],
     xp: Namespace,
@@ -238,8 +287,7 @@ def masked_crop(
     ``rfftn`` over the spatial ``axes``, crop to ``window``, multiply by the separable ramp
     mask evaluated on the kept bins only, ``irfftn`` to ``window.output_size``.
     """
-    spectrum = _crop(xp.fft.rfftn(x, axes=axes), window, axes, xp=xp)
-    sizes = (x.shape[axes[0]], x.shape[axes[1]])
+    spectrum = crop(xp.fft.rfftn(x, axes=axes), window, axes, sizes[0], xp=xp)
     d_rows, d_cols = window_distances(sizes, window, like=t_h, xp=xp)
     mask_h = ramp(t_h, d_rows, smoothness_factor, xp=xp)
     mask_w = ramp(t_w, d_cols, smoothness_factor, xp=xp)
@@ -256,5 +304,5 @@ def _outer(rows: Array, cols: Array, *, axes: tuple[int, int], ndim: int, xp: Na
 
 def spectral_crop(x: Array, window: Window, *, axes: tuple[int, int], xp: Namespace) -> Array:
     """Fixed spectral pooling: the same crop with no mask and no parameter."""
-    spectrum = _crop(xp.fft.rfftn(x, axes=axes), window, axes, xp=xp)
+    spectrum = crop(xp.fft.rfftn(x, axes=axes), window, axes, x.shape[axes[0]], xp=xp)
     return xp.fft.irfftn(spectrum, s=window.output_size, axes=axes)

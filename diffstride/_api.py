@@ -33,11 +33,28 @@ __all__ = [
 
 def _check_input(x: Any, data_format: str, xp: Any) -> tuple[int, int]:
     sizes = check_spatial_sizes(tuple(x.shape), data_format)
+    _check_dtype(x, xp)
+    return sizes
+
+
+def _check_dtype(x: Any, xp: Any) -> None:
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(
             f"x must have a real floating dtype (float32 or float64); received dtype={x.dtype}"
         )
-    return sizes
+
+
+def spatial_sizes(x: Any, data_format: str, backend: Backend) -> tuple[Any, Any]:
+    """``(H, W)`` as ints; where the backend allows dynamic shapes (TensorFlow graph mode),
+    an unknown size is read at run time as a 0-d integer tensor."""
+    if not backend.dynamic_shapes:
+        return check_spatial_sizes(tuple(x.shape), data_format)
+    sizes = check_spatial_sizes(tuple(x.shape), data_format, allow_unknown=True)
+    axes = spatial_axes(data_format)
+    return tuple(  # type: ignore[return-value]
+        backend.size(x, axis) if size is None else int(size)
+        for size, axis in zip(sizes, axes, strict=True)
+    )
 
 
 def _is_empty(x: Any) -> bool:
@@ -86,6 +103,11 @@ def window_for(
     (counted from the thresholds the forward pass uses; ints where the backend can read
     them, symbolic sizes where it slices with them, else an error asking for output_size)."""
     if output_size is not None:
+        if not all(isinstance(n, int) for n in sizes):
+            raise ValueError(
+                f"output_size needs static spatial sizes; received output_size={output_size!r} "
+                "for an input whose spatial sizes are only known at run time"
+            )
         return _sizes.window_for_size(sizes, output_size)
     if not cropping:
         return _sizes.full_window(sizes)
@@ -119,7 +141,8 @@ def diffstride_on(
     """DiffStride on an explicit backend; see :func:`diffstride` for the arguments."""
     xp = backend.namespace()
     axes = spatial_axes(data_format)
-    sizes = _check_input(x, data_format, xp)
+    sizes = spatial_sizes(x, data_format, backend)
+    _check_dtype(x, xp)
     smoothness = check_smoothness_factor(smoothness_factor)
     limits = check_limits(lower_limit_stride, upper_limit_stride)
     stride_array = _as_strides(strides, x, backend, xp, check_values)
@@ -145,7 +168,7 @@ def diffstride_on(
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
     return _agnostic.masked_crop(
-        x, t_h, t_w, window, smoothness_factor=smoothness, axes=axes, xp=xp
+        x, t_h, t_w, window, sizes=sizes, smoothness_factor=smoothness, axes=axes, xp=xp
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from diffstride import _sizes
+from diffstride import _agnostic, _sizes
 from diffstride._validation import (
     check_data_format,
     check_limits,
@@ -35,10 +35,12 @@ class _LayoutMixin:
     data_format: str
     _channels: int | None = None
 
-    def _check_input_shape(self, shape: Sequence[Any]) -> tuple[int, int]:
-        """Rank 4, static spatial sizes >= 2, and the channel count of the first call
-        (as a Keras ``InputSpec`` would) for the declared ``data_format``."""
-        sizes = check_spatial_sizes(tuple(shape), self.data_format)
+    def _check_input_shape(
+        self, shape: Sequence[Any], *, allow_unknown: bool = False
+    ) -> tuple[Any, Any]:
+        """Rank 4, spatial sizes >= 2 (static unless ``allow_unknown``), and the channel count
+        of the first call (as a Keras ``InputSpec`` would) for the declared ``data_format``."""
+        sizes = check_spatial_sizes(tuple(shape), self.data_format, allow_unknown=allow_unknown)
         channels = shape[1] if self.data_format == "channels_first" else shape[3]
         if channels is not None:
             if self._channels is None:
@@ -129,22 +131,22 @@ class DiffStrideMixin(_LayoutMixin):
             upper_limit_stride=self.upper_limit_stride,
         )
 
-    def stride_floor(self, input_size: Sequence[int]) -> np.ndarray:
-        """Per-axis ``N / (N - R)`` in float32 (a shared stride: the larger of the two), shaped
-        like the parameter. Where it is not finite (``N == R``) it is ``-inf``, so that the
-        projection never stores an infinite stride (the original would)."""
-        sizes = np.asarray(input_size, dtype=np.float32)
-        with np.errstate(divide="ignore"):
-            minima = sizes / (sizes - np.float32(self.smoothness_factor))
-        minima = np.where(np.isfinite(minima), minima, np.float32(-np.inf))
-        return np.max(minima, keepdims=True) if self.shared_stride else minima
-
     @property
     def stride_bounds(self) -> tuple[float, float]:
         """``(lower_limit_stride or 1, upper_limit_stride or inf)``."""
         low = 1.0 if self.lower_limit_stride is None else self.lower_limit_stride
         high = float("inf") if self.upper_limit_stride is None else self.upper_limit_stride
         return low, high
+
+    def _projected(self, strides: Any, sizes: Sequence[Any], *, clip: bool, xp: Any) -> Any:
+        """The parameter after a training call (see ``_agnostic.projected_parameter``)."""
+        return _agnostic.projected_parameter(
+            strides,
+            tuple(sizes),
+            smoothness_factor=self.smoothness_factor,
+            bounds=self.stride_bounds if clip else None,
+            xp=xp,
+        )
 
     def _extra_repr(self) -> str:
         current = ", ".join(f"{v:.4g}" for v in self.current_strides())

@@ -43,7 +43,8 @@ class Backend(Protocol):
     module: str
     #: Whether gradients flow (array_api_strict: no). The conformance suite reads this.
     differentiable: bool
-    #: Whether a symbolic crop size can slice arrays (TensorFlow graph mode: yes).
+    #: Whether a symbolic crop size can slice arrays (TensorFlow graph mode: yes). Such a
+    #: backend also provides ``size(x, axis)``: the run-time size as a 0-d integer array.
     dynamic_shapes: bool
 
     def owns(self, x: Any) -> bool:

@@ -95,8 +95,11 @@ def check_limits(lower: Any, upper: Any) -> tuple[float | None, float | None]:
     return low, high
 
 
-def check_spatial_sizes(shape: Sequence[Any], data_format: str) -> tuple[int, int]:
-    """Rank 4 and static spatial sizes of at least 2; returns ``(H, W)``."""
+def check_spatial_sizes(
+    shape: Sequence[Any], data_format: str, *, allow_unknown: bool = False
+) -> tuple[Any, Any]:
+    """Rank 4 and spatial sizes of at least 2; returns ``(H, W)``. With ``allow_unknown``,
+    an unknown (None) size is returned as None for the caller to read at run time."""
     if len(shape) != 4:
         layout = "(N, C, H, W)" if data_format == "channels_first" else "(N, H, W, C)"
         raise ValueError(
@@ -104,6 +107,14 @@ def check_spatial_sizes(shape: Sequence[Any], data_format: str) -> tuple[int, in
             f"an array of shape {tuple(shape)}"
         )
     sizes = tuple(shape[a] for a in spatial_axes(data_format))
+    if allow_unknown and any(s is None for s in sizes):
+        known = [int(s) for s in sizes if s is not None]
+        if any(s < 2 for s in known):
+            raise ValueError(
+                f"x must have spatial sizes >= 2; received shape {tuple(shape)} "
+                f"(data_format={data_format!r})"
+            )
+        return sizes[0], sizes[1]
     if any(s is None for s in sizes):
         raise ValueError(
             f"x must have static spatial sizes; received shape {tuple(shape)} "

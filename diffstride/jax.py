@@ -94,9 +94,7 @@ class DiffStride(DiffStrideMixin):
     def project(self, params: dict[str, Any], input_shape: Sequence[int]) -> dict[str, Any]:
         """Parameters after the original's projection for an input of ``input_shape``."""
         sizes = self._check_input_shape(tuple(input_shape))
-        strides = params["strides"]
-        floor = jnp.asarray(self.stride_floor(sizes), dtype=strides.dtype)
-        projected = jnp.clip(jnp.maximum(strides, floor), *self.stride_bounds)
+        projected = self._projected(params["strides"], sizes, clip=True, xp=jnp)
         self._params = {**params, "strides": projected}
         return self._params
 

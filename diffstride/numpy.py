@@ -91,7 +91,7 @@ def _uncrop(grad: np.ndarray, window: _agnostic.Window, sizes: tuple[int, int]) 
 
 
 def _crop(spectrum: np.ndarray, window: _agnostic.Window) -> np.ndarray:
-    return _agnostic._crop(spectrum, window, (-2, -1), xp=np_xp)
+    return _agnostic.crop(spectrum, window, (-2, -1), spectrum.shape[-2], xp=np_xp)
 
 
 def diffstride_vjp(
@@ -248,9 +248,7 @@ class DiffStride(DiffStrideMixin):
 
     def project(self, input_size: Sequence[int]) -> np.ndarray:
         """``S <- clip(max(S, N / (N - R)), lower, upper)`` in place; returns the new value."""
-        floor = self.stride_floor(input_size)
-        self.strides = np.clip(np.maximum(self.strides, floor), *self.stride_bounds)
-        self.strides = self.strides.astype(np.float32)
+        self.strides = self._projected(self.strides, input_size, clip=True, xp=np_xp)
         return self.strides
 
     def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,9 +6,8 @@ saved to ``.keras`` loads back without ``custom_objects``. ``DiffStride`` keeps 
 a float32 variable named ``strides`` with a :class:`StrideConstraint` for the limits (as the
 original); ``training=True`` calls project it in place, ``S <- max(S, N / (N - R))``. Inside
 ``tf.function`` (``model.fit``) the crop size is computed in the graph, so the output's
-spatial size is dynamic there: layers that follow must accept unknown H and W (convolutions,
-global pooling and ``SpatialPooling`` do; another DiffStride or FixedSpectralPooling needs
-static sizes and says so; use ``run_eagerly=True`` for such stacks until the XLA path lands).
+spatial size is dynamic there: convolutions, global pooling, ``SpatialPooling`` and further
+``DiffStride`` layers accept that; ``FixedSpectralPooling`` needs static sizes and says so.
 """
 
 from __future__ import annotations
@@ -124,13 +123,15 @@ class DiffStride(DiffStrideMixin, keras.layers.Layer):
         return keras.ops.convert_to_numpy(self.strides)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        sizes = self._check_input_shape(inputs.shape)
+        backend = _api.get_backend("tensorflow")
+        self._check_input_shape(inputs.shape, allow_unknown=True)
+        sizes = _api.spatial_sizes(inputs, self.data_format, backend)
         strides = tf.convert_to_tensor(self.strides.value)
         if training:
-            floor = tf.constant(self.stride_floor(sizes), dtype=tf.float32)
-            self.strides.assign(tf.maximum(strides, floor))
+            xp = backend.namespace()
+            self.strides.assign(self._projected(strides, sizes, clip=False, xp=xp))
         outputs = _api.diffstride_on(
-            _api.get_backend("tensorflow"),
+            backend,
             inputs,
             strides,
             check_values=False,

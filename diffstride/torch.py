@@ -104,9 +104,8 @@ class DiffStride(DiffStrideMixin, nn.Module):
         )
         if self.training and output_size is None:
             with torch.no_grad():
-                floor = torch.as_tensor(self.stride_floor(sizes), device=self.strides.device)
-                projected = torch.maximum(self.strides, floor.to(self.strides.dtype))
-                self.strides.copy_(projected.clamp(*self.stride_bounds))
+                xp = _api.get_backend("torch").namespace()
+                self.strides.copy_(self._projected(self.strides, sizes, clip=True, xp=xp))
         return y
 
     def extra_repr(self) -> str:

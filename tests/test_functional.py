@@ -146,3 +146,27 @@ def test_unreachable_output_size_is_rejected() -> None:
 def test_cotangent_shape_is_checked() -> None:
     with pytest.raises(ValueError, match="cotangent must have the output's shape"):
         reference.diffstride_vjp(X, (2.0, 2.0), np.ones((2, 3, 20, 18)))
+
+
+def test_tf_graph_mode_with_unknown_spatial_sizes() -> None:
+    """Inside tf.function a size may be known only at run time (after another DiffStride)."""
+    import tensorflow as tf
+
+    from diffstride.tf import diffstride as ds
+
+    strides = tf.Variable([2.0, 1.5])
+    spec = tf.TensorSpec((None, 3, None, None), tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def twice(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            y = ds(ds(x, strides), strides)
+            loss = tf.reduce_sum(y**2)
+        return y, tape.gradient(loss, strides)
+
+    y, grad = twice(tf.constant(X))
+    with tf.GradientTape() as tape:
+        expected = ds(ds(tf.constant(X), strides), strides)
+        loss = tf.reduce_sum(expected**2)
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grad.numpy(), tape.gradient(loss, strides).numpy(), rtol=1e-4)

@@ -197,6 +197,8 @@ def _keras_model(**kwargs: Any) -> Any:
             keras.layers.Conv2D(4, 3, padding="same"),
             FixedSpectralPooling((1.5, 1.5), data_format="channels_last"),
             DiffStride(data_format="channels_last", **kwargs),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            DiffStride((1.5, 1.5), data_format="channels_last"),  # after a dynamic size
             SpatialPooling(data_format="channels_last"),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(2),
@@ -219,6 +221,7 @@ def test_keras_fit_save_load(tmp_path: Any) -> None:
     model.fit(x, target, epochs=2, batch_size=8, verbose=0)
     after = model.layers[2].strides.numpy()
     assert not np.array_equal(before, after)
+    assert not np.array_equal(model.layers[4].strides.numpy(), [1.5, 1.5])
     assert np.all(after >= 1.5)
     assert np.all(after <= 2.3)
     assert model.layers[2].compute_output_shape((None, 10, 10, 4)) == (

@@ -9,8 +9,9 @@ channels_last: ``tf.signal.rfft2d``/``irfft2d`` act on the two innermost axes on
 the original layout. (A transpose-free path is the matmul formulation.)
 
 Graph mode: inside ``tf.function`` the stride variable has no concrete value, so the crop size
-is computed in the graph (``dynamic_shapes = True``); slices, ``concat`` and ``irfft2d`` accept
-scalar tensors as sizes.
+is computed in the graph (``dynamic_shapes = True``); slices, ``concat``, ``range`` and
+``irfft2d`` accept scalar tensors as sizes, so a DiffStride can also follow another one whose
+output size is only known at run time (``size(x, axis)`` reads it).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def _make_namespace() -> SimpleNamespace:
         complex128=tf.complex128,
         int32=tf.int32,
         asarray=asarray,
+        arange=lambda stop, dtype=None, device=None: tf.range(stop, dtype=dtype),
+        minimum=tf.minimum,
+        stack=lambda arrays, axis=0: tf.stack(list(arrays), axis=axis),
+        isfinite=tf.math.is_finite,
         zeros=lambda shape, dtype=None, device=None: tf.zeros(shape, dtype=dtype),
         astype=astype,
         concat=lambda arrays, axis=0: tf.concat(list(arrays), axis=axis),
@@ -109,6 +114,11 @@ class TensorFlowBackend:
         import tensorflow as tf
 
         return tf.stop_gradient(x)
+
+    def size(self, x: Any, axis: int) -> Any:
+        import tensorflow as tf
+
+        return tf.shape(x)[axis]
 
     def concrete(self, x: Any) -> np.ndarray | None:
         import tensorflow as tf
