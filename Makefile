@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints-ci.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m diffstride.examples.frameworks
+	$(BIN)/python -m diffstride.examples.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from diffstride import _api
+from diffstride._complexity import complexity_penalty_of
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
 
 __all__ = [
@@ -25,7 +26,10 @@ __all__ = [
     "FixedSpectralPooling",
     "SpatialPooling",
     "StrideConstraint",
+    "StrideHistory",
+    "complexity_penalty",
     "diffstride",
+    "diffstride_layers",
     "spectral_pooling",
 ]
 
@@ -220,3 +224,49 @@ class SpatialPooling(SpatialPoolingMixin, keras.layers.AveragePooling2D):
             data_format=self.data_format,
             **kwargs,
         )
+
+
+def diffstride_layers(model_or_layers: Any) -> list[DiffStride]:
+    """The DiffStride layers of a Keras model (nested ones too), in the order Keras tracks
+    them, which is the order they were created; or a given list, unchanged."""
+    if isinstance(model_or_layers, (list, tuple)):
+        return list(model_or_layers)
+    layers = model_or_layers._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in layers if isinstance(layer, DiffStride)]
+
+
+def complexity_penalty(model_or_layers: Any) -> Any:
+    """The paper's complexity regularizer over a model's DiffStride layers (forward order),
+    differentiable with respect to their strides; add ``lambda * J`` to the loss.
+
+    >>> from diffstride.tf import DiffStride, complexity_penalty
+    >>> layers = [DiffStride((2.0, 2.0)), DiffStride((2.0, 2.0))]
+    >>> for layer in layers:
+    ...     layer.build((None, 8, 8, 1))
+    >>> float(complexity_penalty(layers))
+    0.3125
+    """
+    strides = [
+        tf.convert_to_tensor(layer.strides.value) for layer in diffstride_layers(model_or_layers)
+    ]
+    return complexity_penalty_of(strides, xp=_api.get_backend("tensorflow").namespace())
+
+
+class StrideHistory(keras.callbacks.Callback):
+    """Records every DiffStride layer's strides at the end of each epoch (and at the start).
+
+    ``history`` is a list (one entry per record) of lists of ``(s_h, s_w)`` per layer.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[list[tuple[float, float]]] = []
+
+    def _record(self) -> None:
+        self.history.append([layer.current_strides() for layer in diffstride_layers(self.model)])
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self._record()
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self._record()

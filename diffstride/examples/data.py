@@ -1,0 +1,701 @@
+"""Data for the training example: an embedded synthetic task and readers for three standard sets.
+
+Why it is built this way
+------------------------
+DiffStride learns *how much* to downsample. To see whether it learns the right amount, the
+default data set is one where the right amount is known in advance: :func:`synthetic` puts all
+of its class information in a fixed band of spatial frequencies. Spectral downsampling by a
+total stride ``S`` per axis keeps the frequencies below about ``size / (2 S)`` cycles per image,
+so the labels survive exactly while that limit stays above the band
+(:func:`synthetic_max_stride`). Too much downsampling destroys the labels; less than that only
+wastes compute. The set is generated in-process from a seed, so the example runs anywhere,
+with no download and no files.
+
+The real data sets (Fashion-MNIST, MNIST, CIFAR-10) are read from the files their authors
+distribute, with numpy alone, so this module imports no deep-learning framework and every
+front-end (PyTorch, Keras, JAX) can share it. Fashion-MNIST defaults to the folder of the
+Debian/Ubuntu package ``dataset-fashion-mnist``. Missing files raise :class:`MissingDataError`,
+whose message says what was looked for, where, and how to get it, so a command line can print
+it as is, with no traceback.
+
+Every :class:`Dataset` is returned ready to train on: images float32 in NCHW, normalised per
+channel with the statistics of the training split (so the test split sees no test statistics),
+labels int64.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "FASHION_MNIST_DIR",
+    "Dataset",
+    "MissingDataError",
+    "batches",
+    "cifar10",
+    "fashion_mnist",
+    "load",
+    "mnist",
+    "read_idx",
+    "synthetic",
+    "synthetic_band",
+    "synthetic_frequencies",
+    "synthetic_max_stride",
+]
+
+DATASETS = ("synthetic", "fashion-mnist", "mnist", "cifar10")
+"""The names :func:`load` accepts."""
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where the Debian/Ubuntu package ``dataset-fashion-mnist`` installs the four IDX files."""
+
+SYNTHETIC_NOISE_STD = 1.0
+"""Standard deviation of the white Gaussian noise added to every synthetic image."""
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+_CIFAR_SUBFOLDER = "cifar-10-batches-py"
+
+_FASHION_MNIST_HELP = (
+    "On Debian/Ubuntu, `sudo apt-get install dataset-fashion-mnist` installs them in "
+    f"{FASHION_MNIST_DIR}; otherwise download the four IDX files from "
+    "https://github.com/zalandoresearch/fashion-mnist into a folder and pass --data-dir FOLDER."
+)
+_MNIST_HELP = (
+    "Download the four IDX files of MNIST (http://yann.lecun.com/exdb/mnist/, or a mirror such "
+    "as https://ossci-datasets.s3.amazonaws.com/mnist/) into a folder and pass --data-dir FOLDER."
+)
+_CIFAR_HELP = (
+    'Download "CIFAR-10 python version" from https://www.cs.toronto.edu/~kriz/cifar.html, '
+    "extract it (tar xzf cifar-10-python.tar.gz) and pass --data-dir with the extracted "
+    f"{_CIFAR_SUBFOLDER} folder or the folder that contains it."
+)
+
+# IDX type codes (the third byte of the magic number); multi-byte values are big-endian.
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class MissingDataError(FileNotFoundError):
+    """A data set's files are not where they were looked for.
+
+    ``str(error)`` is a complete, one-paragraph message for the user: the files looked for,
+    the folder, and where to get them.
+
+    Parameters
+    ----------
+    message
+        The message.
+    folder
+        The folder that was searched, or None when no folder was given.
+    missing
+        The names of the files that were not found.
+    """
+
+    def __init__(self, message: str, folder: Path | None = None, missing: Sequence[str] = ()):
+        super().__init__(message)
+        self.folder = folder
+        self.missing = tuple(missing)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A data set split into training and test examples, ready to train on.
+
+    Attributes
+    ----------
+    x_train, x_test
+        Images, float32, shape ``(N, C, H, W)``, normalised per channel to zero mean and unit
+        variance with the statistics of ``x_train``.
+    y_train, y_test
+        Labels, int64, shape ``(N,)``, in ``range(num_classes)``.
+    num_classes
+        The number of classes.
+    name
+        The name :func:`load` knows it by.
+    description
+        One line for a human: what the data are and how many examples.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    name: str
+    description: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The shape ``(C, H, W)`` of one image."""
+        _, channels, height, width = self.x_train.shape
+        return channels, height, width
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def synthetic_band(size: int) -> int:
+    """The highest per-axis frequency (cycles per image) carrying class information: ``size // 4``.
+
+    Parameters
+    ----------
+    size
+        The side of the square images, at least 16 (so that the band is at least 2 and the
+        class frequencies differ from each other and from the distractor's).
+
+    Returns
+    -------
+    int
+        The band.
+    """
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 16:
+        raise ValueError(f"size must be an integer >= 16; received {size!r}")
+    return int(size) // 4
+
+
+def synthetic_frequencies(size: int) -> tuple[tuple[int, int], ...]:
+    """The integer frequency pair ``(k_y, k_x)`` of each synthetic class, in cycles per image.
+
+    With ``b = synthetic_band(size)``: ``(b, 1), (1, b), (b, b), (b, -b)``: a mostly horizontal
+    grating, a mostly vertical one and the two diagonals. Every pair has a per-axis maximum of
+    exactly ``b``, so a crop that loses frequency ``b`` on either axis loses every class at once.
+
+    Parameters
+    ----------
+    size
+        The side of the square images (see :func:`synthetic_band`).
+
+    Returns
+    -------
+    tuple of (int, int)
+        One pair per class, indexed by label.
+    """
+    band = synthetic_band(size)
+    return (band, 1), (1, band), (band, band), (band, -band)
+
+
+def synthetic_max_stride(size: int) -> float:
+    """The total stride per axis above which the synthetic labels are lost: ``size / (2 band)``.
+
+    A crop to ``size / S`` pixels keeps per-axis frequencies below ``size / (2 S)``, which holds
+    the class band while ``S < size / (2 band)``: 2.0 for ``size = 32``.
+
+    Parameters
+    ----------
+    size
+        The side of the square images (see :func:`synthetic_band`).
+
+    Returns
+    -------
+    float
+        The stride limit (exclusive).
+    """
+    return size / (2 * synthetic_band(size))
+
+
+def _gratings(
+    ky: np.ndarray,
+    kx: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    amplitude: tuple[float, float],
+) -> np.ndarray:
+    """Cosine gratings ``a cos(2 pi (ky i + kx j) / size + phase)``, random phase and amplitude."""
+    n = len(ky)
+    rows, cols = np.mgrid[0:size, 0:size]
+    phase = rng.uniform(0.0, 2.0 * np.pi, n)[:, None, None]
+    scale = rng.uniform(*amplitude, n)[:, None, None]
+    angle = 2.0 * np.pi * (ky[:, None, None] * rows + kx[:, None, None] * cols) / size
+    return scale * np.cos(angle + phase)
+
+
+def _synthetic_split(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` synthetic images ``(n, 1, size, size)`` and their balanced, shuffled labels."""
+    pairs = np.array(synthetic_frequencies(size))
+    labels = rng.permutation(np.arange(n) % len(pairs))
+    images = _gratings(pairs[labels, 0], pairs[labels, 1], size, rng, (0.8, 1.2))
+    distractor = rng.integers(0, 2, size=(n, 2))
+    images += _gratings(distractor[:, 0], distractor[:, 1], size, rng, (0.0, 2.0))
+    images += rng.normal(0.0, SYNTHETIC_NOISE_STD, images.shape)
+    return images[:, None].astype(np.float32), labels.astype(np.int64)
+
+
+def synthetic(
+    num_train: int = 4096, num_test: int = 1024, size: int = 32, seed: int = 0
+) -> Dataset:
+    """The embedded default data set: four classes that live in a known frequency band.
+
+    Grayscale ``size x size`` images (one channel), four balanced classes. An image of class
+    ``c`` is the sum of
+
+    * a 2-D cosine grating ``a cos(2 pi (k_y i + k_x j) / size + phi)`` at the class's integer
+      frequency pair ``(k_y, k_x)`` (:func:`synthetic_frequencies`), random phase ``phi`` and
+      random amplitude ``a`` in [0.8, 1.2]. With ``band = size // 4`` the pairs are
+      ``(band, 1), (1, band), (band, band), (band, -band)``; for ``size = 32``, band 8:
+      ``(8, 1), (1, 8), (8, 8), (8, -8)``;
+    * a low-frequency distractor: a grating at a pair drawn uniformly from ``{0, 1}^2``, random
+      phase and amplitude in [0, 2]. It carries no label, and is there so that keeping only
+      the very lowest frequencies is not enough;
+    * white Gaussian noise of standard deviation 1.0 (``SYNTHETIC_NOISE_STD``), so that the
+      task is not trivial.
+
+    What downsampling the labels allow is best said as an output size: every class has
+    frequency ``band`` on at least one axis, so the last feature map must keep that frequency,
+    which takes at least ``2 band + 1`` pixels per axis (17 for ``size = 32``), a total
+    downsampling of ``size / (2 band + 1)``, about 1.9. A hard spectral crop by a total stride
+    ``S`` keeps frequencies below ``size / (2 S)``: the labels survive for
+    ``S < size / (2 band)`` (:func:`synthetic_max_stride`, 2.0 for ``size = 32``). DiffStride's
+    soft mask ``clip((R + T - d) / R, 0, 1)`` still passes frequency ``band`` (attenuated)
+    while ``T > band - R``, and its output then has about ``2 (R + T) > 2 band`` pixels: the
+    same limit on the output size, reached at larger stride *values* (the ramp keeps ``R``
+    more bins). Beyond it the classes are indistinguishable; short of it, compute is wasted.
+    With ``R = 4`` DiffStride cannot shrink a map below about ``2 (R + 1) = 10`` pixels, so the
+    band (``> R``) is what makes the limit reachable.
+
+    Parameters
+    ----------
+    num_train, num_test
+        The number of training and test images.
+    size
+        The side of the images, at least 16.
+    seed
+        The seed. The training and test splits draw from independent streams, so the test
+        split depends on ``seed`` and ``size`` only, not on ``num_train``.
+
+    Returns
+    -------
+    Dataset
+        Named ``"synthetic"``, normalised with the training statistics.
+    """
+    _check_count("num_train", num_train)
+    _check_count("num_test", num_test)
+    train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    train = _synthetic_split(num_train, size, train_rng)
+    test = _synthetic_split(num_test, size, test_rng)
+    description = (
+        f"synthetic: 4 cosine-grating classes at frequencies {synthetic_frequencies(size)} "
+        f"of {size}x{size} images (labels lost for total stride >= "
+        f"{synthetic_max_stride(size):g}), {num_train} train / {num_test} test"
+    )
+    return _finish("synthetic", description, len(synthetic_frequencies(size)), train, test)
+
+
+# --------------------------------------------------------------------------- IDX files
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The content of ``path``, gunzipped when it starts with the gzip magic bytes."""
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{path} is not a valid gzip file: {error}") from error
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file (the format of MNIST and Fashion-MNIST), gzipped or raw.
+
+    The header is a magic number ``0x00 0x00 <type code> <ndim>`` followed by ``ndim`` big-endian
+    uint32 sizes; the values follow, big-endian. A file starting with the gzip magic bytes is
+    decompressed first, whatever its name.
+
+    Parameters
+    ----------
+    path
+        The file.
+
+    Returns
+    -------
+    numpy.ndarray
+        The array, with the file's shape and type, in native byte order (a writable copy).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is not a valid IDX file: bad magic number, or a size that does not match the
+        header. The message names the file.
+    """
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file: bad magic number 0x{raw[:4].hex()}")
+    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path} is not an IDX file: truncated header")
+    shape = tuple(int(n) for n in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(
+            f"{path} is not a valid IDX file: its header announces {shape} values of type "
+            f"{dtype} ({expected} bytes) but it has {len(raw)} bytes"
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find_idx(folder: Path, name: str) -> Path | None:
+    """``folder / name``, or ``folder / (name + '.gz')``, whichever exists first."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing(
+    title: str, folder: Path, names: Sequence[str], missing: Sequence[str], help_: str
+) -> MissingDataError:
+    """The :class:`MissingDataError` for ``missing`` among ``names`` in ``folder``."""
+    if not folder.is_dir():
+        found = "the folder does not exist"
+    elif len(missing) == len(names):
+        found = "none of them is there"
+    else:
+        found = f"missing {', '.join(missing)}"
+    message = f"{title} not found in {folder}: looked for {', '.join(names)}; {found}. {help_}"
+    return MissingDataError(message, folder, missing)
+
+
+def _idx_images_and_labels(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read an IDX image file ``(N, H, W)`` and its labels ``(N,)``, checking they match."""
+    x, y = read_idx(images), read_idx(labels)
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+        raise ValueError(
+            f"{images} and {labels} do not match: expected images (N, H, W) and labels (N,), "
+            f"found {x.shape} and {y.shape}"
+        )
+    return x[:, None], y.astype(np.int64)
+
+
+def _idx_dataset(
+    name: str, title: str, folder: Path, help_: str, limit_train: int | None, seed: int
+) -> Dataset:
+    """An MNIST-like data set from the four IDX files in ``folder``."""
+    found = {file: _find_idx(folder, file) for file in _IDX_FILES}
+    missing = [file for file, path in found.items() if path is None]
+    if missing:
+        names = [f"{file}[.gz]" for file in _IDX_FILES]
+        raise _missing(title, folder, names, missing, help_)
+    paths = list(found.values())
+    train = _idx_images_and_labels(paths[0], paths[1])
+    test = _idx_images_and_labels(paths[2], paths[3])
+    train = _limit(*train, limit_train, seed)
+    description = f"{title} from {folder}: {len(train[0])} train / {len(test[0])} test"
+    return _finish(name, description, 10, train, test)
+
+
+def fashion_mnist(
+    data_dir: str | os.PathLike[str] | None = None, limit_train: int | None = None, seed: int = 0
+) -> Dataset:
+    """Fashion-MNIST (Xiao et al., 2017): 28x28 grayscale images of clothes, 10 classes.
+
+    Reads ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``
+    and ``t10k-labels-idx1-ubyte``, each raw or gzipped (``.gz``).
+
+    Parameters
+    ----------
+    data_dir
+        The folder of the four files; default ``/usr/share/datasets/fashion-mnist``, where the
+        Debian/Ubuntu package ``dataset-fashion-mnist`` puts them.
+    limit_train
+        Keep only this many training examples (see :func:`load`); None keeps all 60000.
+    seed
+        The seed of the choice of kept examples.
+
+    Returns
+    -------
+    Dataset
+        Images ``(N, 1, 28, 28)``.
+
+    Raises
+    ------
+    MissingDataError
+        If a file is missing; the message says where to get them.
+    """
+    _check_limit(limit_train)
+    folder = FASHION_MNIST_DIR if data_dir is None else Path(data_dir)
+    return _idx_dataset(
+        "fashion-mnist", "Fashion-MNIST", folder, _FASHION_MNIST_HELP, limit_train, seed
+    )
+
+
+def mnist(
+    data_dir: str | os.PathLike[str] | None, limit_train: int | None = None, seed: int = 0
+) -> Dataset:
+    """MNIST (LeCun et al., 1998): 28x28 grayscale handwritten digits, 10 classes.
+
+    The same four file names and format as :func:`fashion_mnist`, but there is no default folder.
+
+    Parameters
+    ----------
+    data_dir
+        The folder of the four IDX files. None raises :class:`MissingDataError`.
+    limit_train
+        Keep only this many training examples (see :func:`load`).
+    seed
+        The seed of the choice of kept examples.
+
+    Returns
+    -------
+    Dataset
+        Images ``(N, 1, 28, 28)``.
+
+    Raises
+    ------
+    MissingDataError
+        If ``data_dir`` is None or a file is missing.
+    """
+    _check_limit(limit_train)
+    if data_dir is None:
+        raise MissingDataError(f"MNIST has no default folder. {_MNIST_HELP}")
+    return _idx_dataset("mnist", "MNIST", Path(data_dir), _MNIST_HELP, limit_train, seed)
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds numpy arrays and nothing else.
+
+    Unpickling can run arbitrary code; the CIFAR-10 batches need only these few globals, so a
+    file passed with ``--data-dir`` cannot do more than describe arrays.
+    """
+
+    _ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
+            ("_codecs", "encode"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` int64."""
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is not a CIFAR-10 python batch: {error!r}") from error
+    if data.dtype != np.uint8 or data.shape != (len(labels), 3 * 32 * 32):
+        raise ValueError(
+            f"{path} is not a CIFAR-10 python batch: expected uint8 data of shape "
+            f"({len(labels)}, 3072), found {data.dtype} {data.shape}"
+        )
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _cifar_folder(data_dir: Path) -> Path:
+    """``data_dir / 'cifar-10-batches-py'`` if it is a folder, else ``data_dir``."""
+    subfolder = data_dir / _CIFAR_SUBFOLDER
+    return subfolder if subfolder.is_dir() else data_dir
+
+
+def cifar10(
+    data_dir: str | os.PathLike[str] | None, limit_train: int | None = None, seed: int = 0
+) -> Dataset:
+    """CIFAR-10 (Krizhevsky, 2009): 32x32 colour images, 10 classes, from the python batches.
+
+    Reads ``data_batch_1`` to ``data_batch_5`` and ``test_batch`` (pickles holding ``b"data"``,
+    ``(N, 3072)`` uint8, and ``b"labels"``) from ``data_dir`` or its ``cifar-10-batches-py``
+    subfolder. The pickles are read with an unpickler that only rebuilds numpy arrays.
+
+    Parameters
+    ----------
+    data_dir
+        The folder of the batches, or the folder containing ``cifar-10-batches-py``. None raises
+        :class:`MissingDataError`.
+    limit_train
+        Keep only this many training examples (see :func:`load`); None keeps all 50000.
+    seed
+        The seed of the choice of kept examples.
+
+    Returns
+    -------
+    Dataset
+        Images ``(N, 3, 32, 32)``.
+
+    Raises
+    ------
+    MissingDataError
+        If ``data_dir`` is None or a batch is missing.
+    """
+    _check_limit(limit_train)
+    if data_dir is None:
+        raise MissingDataError(f"CIFAR-10 has no default folder. {_CIFAR_HELP}")
+    folder = _cifar_folder(Path(data_dir))
+    missing = [name for name in _CIFAR_FILES if not (folder / name).is_file()]
+    if missing:
+        raise _missing("CIFAR-10", folder, _CIFAR_FILES, missing, _CIFAR_HELP)
+    parts = [_read_cifar_batch(folder / name) for name in _CIFAR_FILES]
+    train = tuple(np.concatenate(arrays) for arrays in zip(*parts[:-1], strict=True))
+    train = _limit(*train, limit_train, seed)
+    description = f"CIFAR-10 from {folder}: {len(train[0])} train / {len(parts[-1][0])} test"
+    return _finish("cifar10", description, 10, train, parts[-1])
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def _check_count(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is a positive integer (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; received {value!r}")
+
+
+def _check_limit(limit_train: Any) -> None:
+    """Raise ValueError unless ``limit_train`` is None or a positive integer."""
+    if limit_train is not None:
+        _check_count("limit_train", limit_train)
+
+
+def _limit(
+    x: np.ndarray, y: np.ndarray, limit: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``limit`` examples, drawn at random with ``seed``, kept in their original order."""
+    if limit is None or limit >= len(x):
+        return x, y
+    keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
+    return x[keep], y[keep]
+
+
+def _finish(
+    name: str,
+    description: str,
+    num_classes: int,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> Dataset:
+    """Convert to float32 and normalise both splits per channel with the training statistics."""
+    x_train, x_test = train[0].astype(np.float32), test[0].astype(np.float32)
+    mean = x_train.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
+    std = x_train.std(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
+    scale = 1.0 / np.maximum(std, 1e-8)
+    x_train = ((x_train - mean) * scale).astype(np.float32)
+    x_test = ((x_test - mean) * scale).astype(np.float32)
+    return Dataset(
+        x_train=x_train,
+        y_train=np.asarray(train[1], np.int64),
+        x_test=x_test,
+        y_test=np.asarray(test[1], np.int64),
+        num_classes=num_classes,
+        name=name,
+        description=description,
+    )
+
+
+def load(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    limit_train: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Load a data set by name: ``"synthetic"``, ``"fashion-mnist"``, ``"mnist"`` or ``"cifar10"``.
+
+    Parameters
+    ----------
+    name
+        One of :data:`DATASETS`.
+    data_dir
+        The folder of the files; None for the default (Fashion-MNIST only has one). It must be
+        None for ``"synthetic"``, which reads no files.
+    limit_train
+        Keep at most this many training examples; None keeps all. For the file data sets the
+        kept examples are the first ``limit_train`` of a permutation seeded by ``seed``, kept in
+        file order, so a small subset covers every class. For ``"synthetic"`` it is the number
+        of training images generated (their examples are independent draws anyway). The test
+        split is never limited.
+    seed
+        The seed of the synthetic data and of the choice of kept examples.
+
+    Returns
+    -------
+    Dataset
+        The data set, normalised with its training statistics.
+
+    Raises
+    ------
+    ValueError
+        On an unknown name, a ``limit_train`` that is not a positive integer, or a ``data_dir``
+        given for ``"synthetic"``.
+    MissingDataError
+        If the files are not found; ``str(error)`` says where to get them.
+    """
+    _check_limit(limit_train)
+    if name == "synthetic":
+        if data_dir is not None:
+            raise ValueError(f"the synthetic data set reads no files; received data_dir={data_dir}")
+        return synthetic(num_train=limit_train or 4096, seed=seed)
+    loaders = {"fashion-mnist": fashion_mnist, "mnist": mnist, "cifar10": cifar10}
+    if name not in loaders:
+        raise ValueError(f"name must be one of {', '.join(DATASETS)}; received name={name!r}")
+    return loaders[name](data_dir, limit_train=limit_train, seed=seed)
+
+
+def batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Minibatches ``(x[i], y[i])`` covering every example exactly once (one epoch).
+
+    The last batch is smaller when ``batch_size`` does not divide ``len(x)``. Pass a different
+    ``seed`` per epoch (for example ``base_seed + epoch``) for a new order each epoch.
+
+    Parameters
+    ----------
+    x, y
+        Inputs and targets, with the same first dimension.
+    batch_size
+        The number of examples per batch.
+    shuffle
+        Visit the examples in an order drawn with ``seed``, rather than in order.
+    seed
+        The seed of the order; unused without ``shuffle``.
+
+    Returns
+    -------
+    iterator of (numpy.ndarray, numpy.ndarray)
+        The batches of inputs and their targets. The arguments are checked at the call, not at
+        the first batch.
+    """
+    _check_count("batch_size", batch_size)
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length; received {len(x)} and {len(y)}")
+    order = np.random.default_rng(seed).permutation(len(x)) if shuffle else np.arange(len(x))
+    return _batches_in_order(x, y, batch_size, order)
+
+
+def _batches_in_order(
+    x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The batches of :func:`batches`, a generator so that its checks run at the call."""
+    for start in range(0, len(x), batch_size):
+        index = order[start : start + batch_size]
+        yield x[index], y[index]

@@ -1,0 +1,460 @@
+"""Train a ResNet with learnable (or fixed) strides, in PyTorch or Keras, and watch them move.
+
+    python -m diffstride.examples.train --framework torch --dataset synthetic --epochs 4 \\
+        --pooling diffstride --strides 1,1,2,2,2 --lambda-complexity 0.1 --out runs/demo
+
+Both frameworks run the same loop (``run``): the data as numpy batches, the loss
+``cross-entropy + lambda * J(S)`` with the paper's complexity regularizer, Adam with a separate
+learning rate for the strides (``--stride-lr``: stride gradients are per-parameter averages of
+many terms and move slowly at the weights' rate), and a test evaluation after each epoch. Keras
+runs a ``tf.function`` train step rather than ``model.fit`` so that the regularizer, the
+progress bar and the records are the same as in torch.
+
+Outputs: a progress bar with loss and accuracy, a final table (test accuracy, learned strides
+per DiffStride layer, output sizes, multiply-accumulates), ``OUT/metrics.json`` (per epoch and
+``final``: ``train_loss``, ``test_accuracy``, ``strides`` as ``[s_h, s_w]`` per DiffStride
+layer, ``macs``) and ``OUT/strides.png`` (stride trajectories, accuracy and MACs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffstride.examples import data as datasets
+
+__all__ = ["Config", "main", "parse_args", "run"]
+
+
+@dataclass
+class Config:
+    framework: str = "torch"
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    model: str = "small"
+    pooling: str = "diffstride"
+    strides: tuple[float, ...] = (1.0, 1.0, 2.0, 2.0, 2.0)
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 1e-3
+    stride_lr: float = 0.05
+    weight_decay: float = 5e-4
+    lambda_complexity: float = 0.0
+    seed: int = 0
+    out: str = "runs/train"
+    limit_train: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class Record:
+    """What one epoch leaves behind (epoch 0: before training)."""
+
+    epoch: int
+    train_loss: float | None
+    train_accuracy: float | None
+    test_accuracy: float
+    strides: list[list[float]]
+    output_sizes: list[list[int]]
+    macs: int
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Trainer:
+    """The few operations ``run`` needs from a framework."""
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]: ...
+    def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float: ...
+    def strides(self) -> list[tuple[float, float]]: ...
+    def output_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]: ...
+    def macs(self, input_size: tuple[int, int]) -> int: ...
+
+
+def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
+    import torch
+
+    from diffstride.models.torch import resnet18, small_resnet
+    from diffstride.torch import complexity_penalty
+
+    torch.manual_seed(config.seed)
+    build = small_resnet if config.model == "small" else resnet18
+    model = build(
+        config.strides,
+        pooling=_pooling(config.pooling),
+        in_channels=dataset.x_train.shape[1],
+        num_classes=dataset.num_classes,
+    )
+    stride_params = [layer.strides for layer in model.diffstride_layers()]
+    ids = {id(p) for p in stride_params}
+    groups = [
+        {
+            "params": [p for p in model.parameters() if id(p) not in ids],
+            "weight_decay": config.weight_decay,
+        }
+    ]
+    if stride_params:
+        groups.append({"params": stride_params, "lr": config.stride_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+
+    class Trainer(_Trainer):
+        def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+            model.train()
+            logits = model(torch.from_numpy(x))
+            target = torch.from_numpy(y)
+            loss = torch.nn.functional.cross_entropy(logits, target)
+            if config.lambda_complexity and stride_params:
+                loss = loss + config.lambda_complexity * complexity_penalty(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach()), float((logits.argmax(1) == target).float().mean())
+
+        def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+            model.eval()
+            correct = 0
+            with torch.no_grad():
+                for xb, yb in datasets.batches(x, y, batch_size, shuffle=False, seed=0):
+                    correct += int((model(torch.from_numpy(xb)).argmax(1).numpy() == yb).sum())
+            return correct / len(y)
+
+        def strides(self) -> list[tuple[float, float]]:
+            return [layer.current_strides() for layer in model.diffstride_layers()]
+
+        def output_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]:
+            return _chain_sizes(model.diffstride_layers(), model.pooling_layers(), input_size)
+
+        def macs(self, input_size: tuple[int, int]) -> int:
+            return model.macs(input_size)
+
+    return Trainer()
+
+
+def _keras_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
+    import keras
+    import tensorflow as tf
+
+    from diffstride.models import keras as models
+    from diffstride.tf import complexity_penalty
+
+    keras.utils.set_random_seed(config.seed)
+    build = models.small_resnet if config.model == "small" else models.resnet18
+    channels = dataset.x_train.shape[1]
+    model = build(
+        config.strides,
+        input_shape=(*dataset.x_train.shape[2:], channels),
+        pooling=_pooling(config.pooling),
+        num_classes=dataset.num_classes,
+        data_format="channels_last",
+    )
+    layers = models.diffstride_layers(model)
+    stride_vars = [layer.strides for layer in layers]
+    stride_ids = {id(v) for v in stride_vars}
+    weights = [v for v in model.trainable_variables if id(v) not in stride_ids]
+    optimizer = keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay)
+    stride_optimizer = keras.optimizers.Adam(config.stride_lr)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    lam = config.lambda_complexity
+
+    @tf.function(reduce_retracing=True)
+    def step(x: Any, y: Any) -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(y, logits)
+            if lam and stride_vars:
+                loss = loss + lam * complexity_penalty(layers)
+        grads = tape.gradient(loss, weights + stride_vars)
+        optimizer.apply(grads[: len(weights)], weights)
+        if stride_vars:
+            stride_optimizer.apply(grads[len(weights) :], stride_vars)
+        correct = tf.cast(tf.argmax(logits, axis=1) == tf.cast(y, tf.int64), tf.float32)
+        return loss, tf.reduce_mean(correct)
+
+    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def nhwc(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    class Trainer(_Trainer):
+        def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+            loss, acc = step(nhwc(x), y)
+            return float(loss), float(acc)
+
+        def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+            correct = 0
+            for xb, yb in datasets.batches(x, y, batch_size, shuffle=False, seed=0):
+                correct += int((np.argmax(predict(nhwc(xb)), axis=1) == yb).sum())
+            return correct / len(y)
+
+        def strides(self) -> list[tuple[float, float]]:
+            return [layer.current_strides() for layer in layers]
+
+        def output_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]:
+            return _chain_sizes(layers, models.pooling_layers(model), input_size)
+
+        def macs(self, input_size: tuple[int, int]) -> int:
+            return models.macs(model, input_size, in_channels=channels)
+
+    return Trainer()
+
+
+def _pooling(name: str) -> str | None:
+    return None if name == "strided" else name
+
+
+def _chain_sizes(
+    diffstride_layers: Sequence[Any], pooling_layers: Sequence[Any], input_size: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """Output size of each DiffStride layer, following the sizes through every pooling
+    layer in order (convolutions keep the size when a pooling layer downsamples)."""
+    wanted = {id(layer) for layer in diffstride_layers}
+    sizes, size = [], input_size
+    for layer in pooling_layers:
+        size = layer.output_size(size)
+        if id(layer) in wanted:
+            sizes.append(size)
+    return sizes
+
+
+TRAINERS: dict[str, Callable[[Config, datasets.Dataset], _Trainer]] = {
+    "torch": _torch_trainer,
+    "tf": _keras_trainer,
+}
+
+
+def _progress(iterable: Any, total: int, description: str, enabled: bool) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(
+        iterable,
+        total=total,
+        desc=description,
+        leave=False,
+        mininterval=0.5,
+        file=sys.stdout,
+        dynamic_ncols=True,
+    )
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Train as ``config`` says; write ``metrics.json`` and ``strides.png``; return metrics."""
+    dataset = datasets.load(config.dataset, config.data_dir, config.limit_train, config.seed)
+    trainer = TRAINERS[config.framework](config, dataset)
+    input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
+    batch_count = -(-len(dataset.y_train) // config.batch_size)
+
+    def record(epoch: int, loss: float | None, acc: float | None, seconds: float) -> Record:
+        return Record(
+            epoch=epoch,
+            train_loss=loss,
+            train_accuracy=acc,
+            test_accuracy=trainer.accuracy(dataset.x_test, dataset.y_test, 256),
+            strides=[[round(s, 5) for s in pair] for pair in trainer.strides()],
+            output_sizes=[list(size) for size in trainer.output_sizes(input_size)],
+            macs=trainer.macs(input_size),
+            seconds=round(seconds, 2),
+        )
+
+    started = time.perf_counter()
+    records = [record(0, None, None, 0.0)]
+    for epoch in range(1, config.epochs + 1):
+        losses, accuracies = [], []
+        epoch_start = time.perf_counter()
+        bar = _progress(
+            datasets.batches(
+                dataset.x_train,
+                dataset.y_train,
+                config.batch_size,
+                shuffle=True,
+                seed=config.seed * 1000 + epoch,
+            ),
+            batch_count,
+            f"epoch {epoch}/{config.epochs}",
+            config.progress,
+        )
+        for xb, yb in bar:
+            loss, acc = trainer.train_step(xb, yb)
+            losses.append(loss)
+            accuracies.append(acc)
+            if config.progress:
+                bar.set_postfix(
+                    loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{np.mean(accuracies[-20:]):.3f}"
+                )
+        records.append(
+            record(
+                epoch,
+                float(np.mean(losses)),
+                float(np.mean(accuracies)),
+                time.perf_counter() - epoch_start,
+            )
+        )
+        print(
+            f"epoch {epoch}: train loss {records[-1].train_loss:.4f}, test accuracy "
+            f"{records[-1].test_accuracy:.4f}, strides {records[-1].strides}",
+            flush=True,
+        )
+    metrics = _metrics(config, dataset, records, time.perf_counter() - started)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot(metrics, out / "strides.png")
+    print(summary_table(metrics))
+    print(f"wrote {out / 'metrics.json'} and {out / 'strides.png'}")
+    return metrics
+
+
+def _metrics(
+    config: Config, dataset: datasets.Dataset, records: list[Record], seconds: float
+) -> dict[str, Any]:
+    keys = (
+        "train_loss",
+        "train_accuracy",
+        "test_accuracy",
+        "strides",
+        "output_sizes",
+        "macs",
+        "seconds",
+    )
+    epochs = [{"epoch": r.epoch, **{k: getattr(r, k) for k in keys}} for r in records]
+    return {
+        "config": {**vars(config), "strides": list(config.strides)},
+        "dataset": {
+            "name": dataset.name,
+            "train": len(dataset.y_train),
+            "test": len(dataset.y_test),
+            "description": dataset.description,
+        },
+        "epochs": epochs,
+        "final": epochs[-1],
+        "seconds": round(seconds, 1),
+    }
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """The final table: accuracy, MACs, and each DiffStride layer's strides and output."""
+    final, config = metrics["final"], metrics["config"]
+    lines = [
+        "",
+        f"{config['framework']} | {config['model']} | pooling={config['pooling']} | "
+        f"lambda={config['lambda_complexity']} | {metrics['dataset']['name']} | "
+        f"{metrics['seconds']} s",
+        f"test accuracy {final['test_accuracy']:.4f}   MACs/image {final['macs']:,}",
+    ]
+    if final["strides"]:
+        lines.append(f"{'layer':<8}{'initial strides':<20}{'learned strides':<20}{'output':<10}")
+        initial = metrics["epochs"][0]["strides"]
+        for i, (start, end, size) in enumerate(
+            zip(initial, final["strides"], final["output_sizes"], strict=True)
+        ):
+            lines.append(f"{i:<8}{_pair(start):<20}{_pair(end):<20}{size[0]}x{size[1]}")
+    return "\n".join(lines)
+
+
+def _pair(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+
+
+def plot(metrics: dict[str, Any], path: Path) -> None:
+    """Stride trajectories (left) and test accuracy and MACs per epoch (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [e["epoch"] for e in metrics["epochs"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    trajectories = np.asarray([e["strides"] for e in metrics["epochs"]], dtype=float)
+    for layer in range(trajectories.shape[1] if trajectories.ndim == 3 else 0):
+        line = left.plot(epochs, trajectories[:, layer, 0], label=f"layer {layer} (h)")[0]
+        left.plot(epochs, trajectories[:, layer, 1], "--", color=line.get_color())
+    left.set(
+        xlabel="epoch", ylabel="stride (solid: height, dashed: width)", title="learned strides"
+    )
+    if trajectories.ndim == 3:
+        left.legend(fontsize="small")
+    right.plot(epochs, [e["test_accuracy"] for e in metrics["epochs"]], "o-", color="black")
+    right.set(xlabel="epoch", ylabel="test accuracy", title="accuracy and compute")
+    twin = right.twinx()
+    twin.plot(epochs, [e["macs"] / 1e6 for e in metrics["epochs"]], "s--", color="tab:red")
+    twin.set_ylabel("MMACs / image", color="tab:red")
+    config = metrics["config"]
+    fig.suptitle(
+        f"{config['framework']} {config['model']} {config['pooling']} "
+        f"lambda={config['lambda_complexity']} on {metrics['dataset']['name']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _strides_arg(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--strides must be comma-separated numbers; received {text!r}"
+        ) from None
+    if any(not v >= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"--strides must be >= 1; received {text!r}")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="python -m diffstride.examples.train", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--framework", choices=sorted(TRAINERS), default="torch")
+    parser.add_argument("--dataset", choices=datasets.DATASETS, default="synthetic")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--model", choices=("small", "resnet18"), default="small")
+    parser.add_argument(
+        "--pooling", choices=("diffstride", "spectral", "spatial", "strided"), default="diffstride"
+    )
+    parser.add_argument(
+        "--strides",
+        type=_strides_arg,
+        default=Config.strides,
+        help="one stride per stage, stem first (default 1,1,2,2,2)",
+    )
+    parser.add_argument("--epochs", type=int, default=Config.epochs)
+    parser.add_argument("--batch-size", type=int, default=Config.batch_size)
+    parser.add_argument("--lr", type=float, default=Config.lr)
+    parser.add_argument("--stride-lr", type=float, default=Config.stride_lr)
+    parser.add_argument("--weight-decay", type=float, default=Config.weight_decay)
+    parser.add_argument("--lambda-complexity", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=Config.out)
+    parser.add_argument("--limit-train", type=int, default=None)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error(
+            f"--epochs and --batch-size must be >= 1; received {args.epochs}, {args.batch_size}"
+        )
+    values = vars(args)
+    values["progress"] = not values.pop("no_progress")
+    return Config(**values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    try:
+        run(config)
+    except datasets.MissingDataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,362 @@
+"""The training example's data: the synthetic band property, the file readers, and batching."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffstride.examples import data
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool) -> Path:
+    """Write ``array`` as an IDX file (gzipped when ``compress``) and return its path."""
+    codes = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}
+    code = codes[array.dtype.str[1:]]
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
+def write_fake_mnist(folder: Path, num_train: int = 30, num_test: int = 10) -> None:
+    """The four MNIST-format files, training ones gzipped and test ones raw."""
+    rng = np.random.default_rng(0)
+    for split, n, compress in (("train", num_train, True), ("t10k", num_test, False)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        suffix = ".gz" if compress else ""
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", images, compress=compress)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", labels, compress=compress)
+
+
+def write_fake_cifar(folder: Path, per_batch: int = 4) -> None:
+    """The six CIFAR-10 python batches, ``per_batch`` examples each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"batch_label": name.encode(),
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def band_features(x: np.ndarray, band: int) -> np.ndarray:
+    """Magnitudes of the 2-D FFT at per-axis frequencies ``|k| <= band``: phase-invariant."""
+    k = np.abs(np.fft.fftfreq(x.shape[-1], 1.0 / x.shape[-1]))
+    spectrum = np.abs(np.fft.fft2(x[:, 0]))[:, k <= band][:, :, k <= band]
+    return spectrum.reshape(len(x), -1)
+
+
+def low_pass(x: np.ndarray, cutoff: int) -> np.ndarray:
+    """Keep only the per-axis frequencies ``|k| < cutoff`` (a hard spectral crop, not resized)."""
+    k = np.abs(np.fft.fftfreq(x.shape[-1], 1.0 / x.shape[-1]))
+    mask = (k[:, None] < cutoff) & (k[None, :] < cutoff)
+    return np.fft.ifft2(np.fft.fft2(x) * mask).real
+
+
+def nearest_centroid_accuracy(
+    f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray
+) -> float:
+    """Test accuracy of a nearest-centroid classifier on standardised features."""
+    mean, std = f_train.mean(0), f_train.std(0) + 1e-9
+    f_train, f_test = (f_train - mean) / std, (f_test - mean) / std
+    centroids = np.stack([f_train[y_train == c].mean(0) for c in np.unique(y_train)])
+    predicted = ((f_test[:, None] - centroids) ** 2).sum(-1).argmin(1)
+    return float((predicted == y_test).mean())
+
+
+@pytest.fixture(scope="module")
+def small_synthetic() -> data.Dataset:
+    return data.synthetic(num_train=1024, num_test=512, size=32, seed=0)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_shapes_and_dtypes(small_synthetic: data.Dataset) -> None:
+    ds = small_synthetic
+    assert ds.x_train.shape == (1024, 1, 32, 32)
+    assert ds.x_test.shape == (512, 1, 32, 32)
+    assert ds.x_train.dtype == ds.x_test.dtype == np.float32
+    assert ds.y_train.dtype == ds.y_test.dtype == np.int64
+    assert ds.num_classes == 4
+    assert ds.name == "synthetic"
+    assert ds.input_shape == (1, 32, 32)
+    assert "synthetic" in ds.description
+    np.testing.assert_array_equal(np.bincount(ds.y_train), [256] * 4)
+
+
+def test_synthetic_is_deterministic_by_seed() -> None:
+    a, b = data.synthetic(64, 32, seed=3), data.synthetic(64, 32, seed=3)
+    c = data.synthetic(64, 32, seed=4)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert not np.array_equal(a.x_train, c.x_train)
+
+
+def test_synthetic_test_split_does_not_depend_on_num_train() -> None:
+    a, b = data.synthetic(64, 32, seed=1), data.synthetic(128, 32, seed=1)
+    # Equal up to normalisation, which uses each one's training statistics.
+    x_a, x_b = a.x_test - a.x_test.mean(), b.x_test - b.x_test.mean()
+    np.testing.assert_allclose(x_a / x_a.std(), x_b / x_b.std(), atol=1e-4)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+
+
+def test_synthetic_is_normalised_with_train_statistics(small_synthetic: data.Dataset) -> None:
+    x = small_synthetic.x_train.astype(np.float64)
+    assert abs(x.mean()) < 1e-5
+    assert x.std() == pytest.approx(1.0, abs=1e-5)
+    # The test split uses the training statistics, so it is only close to standard.
+    assert abs(small_synthetic.x_test.mean()) < 0.05
+    assert small_synthetic.x_test.std() == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize(("size", "expected"), [(32, 2.0), (64, 2.0), (18, 2.25), (16, 2.0)])
+def test_synthetic_max_stride(size: int, expected: float) -> None:
+    assert data.synthetic_max_stride(size) == expected
+    band = data.synthetic_band(size)
+    pairs = data.synthetic_frequencies(size)
+    assert len(set(pairs)) == 4
+    assert all(max(abs(ky), abs(kx)) == band for ky, kx in pairs)
+
+
+@pytest.mark.parametrize("size", [8, 15, 32.0, True])
+def test_synthetic_rejects_small_or_non_integer_sizes(size: object) -> None:
+    with pytest.raises(ValueError, match="size must be an integer >= 16"):
+        data.synthetic(8, 8, size=size)  # type: ignore[arg-type]
+
+
+def test_synthetic_labels_are_recoverable_from_the_band(small_synthetic: data.Dataset) -> None:
+    ds, band = small_synthetic, data.synthetic_band(32)
+    accuracy = nearest_centroid_accuracy(
+        band_features(ds.x_train, band), ds.y_train, band_features(ds.x_test, band), ds.y_test
+    )
+    assert accuracy > 0.9
+
+
+def test_synthetic_labels_are_lost_without_the_band(small_synthetic: data.Dataset) -> None:
+    # Removing per-axis frequencies >= band is what a total stride of size / (2 band) does.
+    ds, band = small_synthetic, data.synthetic_band(32)
+    x_train, x_test = low_pass(ds.x_train, band), low_pass(ds.x_test, band)
+    accuracy = nearest_centroid_accuracy(
+        band_features(x_train, band), ds.y_train, band_features(x_test, band), ds.y_test
+    )
+    assert accuracy < 0.4  # chance is 0.25
+
+
+# --------------------------------------------------------------------------- IDX
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_read_idx_round_trip(tmp_path: Path, compress: bool, dtype: type) -> None:
+    array = (np.arange(2 * 3 * 5) - 7).reshape(2, 3, 5).astype(dtype)
+    path = write_idx(tmp_path / "array-idx3", array, compress=compress)
+    result = data.read_idx(path)
+    assert result.dtype == np.dtype(dtype)
+    assert result.dtype.isnative
+    assert result.flags.writeable
+    np.testing.assert_array_equal(result, array)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x01\x00\x08\x01\x00\x00\x00\x01\x00", "bad magic number"),
+        (b"\x00\x00\x07\x01\x00\x00\x00\x01\x00", "bad magic number"),
+        (b"\x00\x00", "bad magic number"),
+        (b"\x00\x00\x08\x02\x00\x00\x00\x02", "truncated header"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x03\x00\x00", "3 bytes|11 bytes"),
+        (b"\x1f\x8b not really gzip", "not a valid gzip file"),
+    ],
+)
+def test_read_idx_rejects_malformed_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "broken-idx1-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        data.read_idx(path)
+    assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- (Fashion-)MNIST
+
+
+def test_fashion_mnist_reads_gzipped_and_raw_files(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    ds = data.fashion_mnist(tmp_path)
+    assert ds.x_train.shape == (30, 1, 28, 28)
+    assert ds.x_test.shape == (10, 1, 28, 28)
+    assert ds.x_train.dtype == np.float32
+    assert ds.y_train.dtype == np.int64
+    assert (ds.num_classes, ds.name) == (10, "fashion-mnist")
+    np.testing.assert_array_equal(ds.y_test, np.arange(10))
+    assert abs(ds.x_train.mean()) < 1e-5
+
+
+def test_limit_train_keeps_a_seeded_subset(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    full = data.load("mnist", tmp_path)
+    a = data.load("mnist", tmp_path, limit_train=7, seed=5)
+    b = data.load("mnist", tmp_path, limit_train=7, seed=5)
+    assert a.x_train.shape == (7, 1, 28, 28)
+    assert len(a.x_test) == len(full.x_test)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+    assert len(set(a.y_train.tolist())) > 1
+    assert data.load("mnist", tmp_path, limit_train=1000).x_train.shape == full.x_train.shape
+
+
+def test_limit_keeps_file_order() -> None:
+    x = np.arange(100)
+    kept, _ = data._limit(x, x, 10, seed=0)
+    assert len(kept) == 10
+    assert np.all(np.diff(kept) > 0)
+    assert not np.array_equal(kept, np.arange(10))
+
+
+def test_missing_fashion_mnist_says_where_to_get_it(tmp_path: Path) -> None:
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(data.MissingDataError) as info:
+        data.fashion_mnist(tmp_path)
+    message = str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+    assert str(tmp_path) in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "https://github.com/zalandoresearch/fashion-mnist" in message
+    assert "--data-dir" in message
+    assert "t10k-labels-idx1-ubyte" in message
+    assert info.value.folder == tmp_path
+    assert "train-images-idx3-ubyte" not in info.value.missing
+
+
+def test_mnist_requires_a_folder() -> None:
+    with pytest.raises(data.MissingDataError, match="MNIST has no default folder"):
+        data.load("mnist")
+
+
+def test_mismatched_images_and_labels_are_an_error(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    labels = np.zeros(3, np.uint8)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels, compress=False)
+    with pytest.raises(ValueError, match="do not match"):
+        data.fashion_mnist(tmp_path)
+
+
+@pytest.mark.skipif(
+    not data.FASHION_MNIST_DIR.is_dir(),
+    reason=f"Fashion-MNIST is not installed in {data.FASHION_MNIST_DIR} "
+    "(apt-get install dataset-fashion-mnist)",
+)
+def test_installed_fashion_mnist() -> None:
+    ds = data.load("fashion-mnist", limit_train=100)
+    assert ds.x_train.shape == (100, 1, 28, 28)
+    assert ds.x_test.shape == (10000, 1, 28, 28)
+    assert ds.num_classes == 10
+    assert set(ds.y_test.tolist()) == set(range(10))
+    np.testing.assert_array_equal(np.bincount(ds.y_test), [1000] * 10)
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+@pytest.mark.parametrize("subfolder", ["cifar-10-batches-py", ""])
+def test_cifar10_reads_the_python_batches(tmp_path: Path, subfolder: str) -> None:
+    write_fake_cifar(tmp_path / subfolder)
+    ds = data.cifar10(tmp_path, limit_train=15)
+    assert ds.x_train.shape == (15, 3, 32, 32)
+    assert ds.x_test.shape == (4, 3, 32, 32)
+    assert (ds.num_classes, ds.name) == (10, "cifar10")
+    assert ds.y_train.dtype == np.int64
+    np.testing.assert_allclose(ds.x_train.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(ds.x_train.std(axis=(0, 2, 3)), 1.0, atol=1e-5)
+
+
+def test_cifar10_keeps_the_channel_layout(tmp_path: Path) -> None:
+    write_fake_cifar(tmp_path)
+    raw = pickle.loads((tmp_path / "test_batch").read_bytes())[b"data"]
+    ds = data.cifar10(tmp_path)
+    # Rows are 1024 red, then 1024 green, then 1024 blue values: channel 1 is the green block.
+    green = raw[:, 1024:2048].reshape(-1, 32, 32).astype(np.float64)
+    correlation = np.corrcoef(green.ravel(), ds.x_test[:, 1].ravel())[0, 1]
+    assert correlation == pytest.approx(1.0)
+
+
+def test_missing_cifar10_says_where_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(data.MissingDataError) as info:
+        data.load("cifar10", tmp_path)
+    message = str(info.value)
+    assert str(tmp_path) in message
+    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in message
+    assert "data_batch_5" in message
+
+
+class _Exploit:
+    def __reduce__(self) -> tuple:
+        return (print, ("this must not run",))
+
+
+def test_cifar10_refuses_pickles_that_run_code(tmp_path: Path) -> None:
+    write_fake_cifar(tmp_path)
+    (tmp_path / "data_batch_3").write_bytes(pickle.dumps({b"data": _Exploit()}))
+    with pytest.raises(ValueError, match=r"refusing to load builtins\.print") as info:
+        data.cifar10(tmp_path)
+    assert "data_batch_3" in str(info.value)
+
+
+# --------------------------------------------------------------------------- load
+
+
+def test_load_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match=r"name=.nope."):
+        data.load("nope")
+
+
+@pytest.mark.parametrize("limit", [0, -3, 2.5, True, "10"])
+def test_load_rejects_bad_limits(limit: object) -> None:
+    with pytest.raises(ValueError, match="limit_train must be a positive integer"):
+        data.load("synthetic", limit_train=limit)  # type: ignore[arg-type]
+
+
+def test_load_synthetic(tmp_path: Path) -> None:
+    ds = data.load("synthetic", limit_train=40, seed=2)
+    assert ds.x_train.shape == (40, 1, 32, 32)
+    assert len(ds.x_test) == 1024
+    with pytest.raises(ValueError, match="reads no files"):
+        data.load("synthetic", data_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_cover_every_example_once(shuffle: bool) -> None:
+    x, y = np.arange(23, dtype=np.float32)[:, None] * 2, np.arange(23)
+    pairs = list(data.batches(x, y, 5, shuffle=shuffle, seed=0))
+    assert [len(b) for b, _ in pairs] == [5, 5, 5, 5, 3]
+    seen = np.concatenate([t for _, t in pairs])
+    np.testing.assert_array_equal(np.sort(seen), y)
+    np.testing.assert_array_equal(np.concatenate([b for b, _ in pairs])[:, 0], seen * 2)
+    assert np.array_equal(seen, y) != shuffle
+
+
+def test_batches_are_seeded() -> None:
+    x = y = np.arange(50)
+    first = [b for b, _ in data.batches(x, y, 8, shuffle=True, seed=1)]
+    again = [b for b, _ in data.batches(x, y, 8, shuffle=True, seed=1)]
+    other = [b for b, _ in data.batches(x, y, 8, shuffle=True, seed=2)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_batches_validate_their_arguments() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        data.batches(np.zeros(3), np.zeros(3), 0, shuffle=False, seed=0)
+    with pytest.raises(ValueError, match="same length"):
+        data.batches(np.zeros(3), np.zeros(4), 2, shuffle=False, seed=0)
