@@ -62,7 +62,9 @@ SHAPES_ALL: list[tuple[int, int, int, int]] = [
 SHAPES_SMALL = SHAPES_ALL[:2]
 SHAPE_QUICK = (16, 128, 16, 16)
 FORMATS = ("channels_first", "channels_last")
-OPS = ("DiffStride", "Spectral", "AvgPool")
+#: Each spectral op once per computation path (``method=``), then the baseline.
+METHODS = ("fft", "matmul")
+OPS = (*(f"{op}/{m}" for op in ("DiffStride", "Spectral") for m in METHODS), "AvgPool")
 KINDS = ("fwd", "fwd+bwd")
 STRIDES = (2.0, 2.0)
 MODES = {
@@ -129,11 +131,17 @@ def torch_ops(mode: str, shape_nchw: tuple[int, int, int, int], fmt: str) -> dic
     torch.manual_seed(0)
     x = torch.randn(layout(shape_nchw, fmt), requires_grad=True)
     s = torch.tensor(STRIDES, requires_grad=True)
-    fns: dict[str, tuple[Callable[..., Any], list[Any]]] = {
-        "DiffStride": (lambda a, b: dt.diffstride(a, b, data_format=fmt), [x, s]),
-        "Spectral": (lambda a, b: dt.spectral_pooling(a, (2, 2), data_format=fmt), [x]),
-        "AvgPool": (lambda a, b: torch_avgpool(a, fmt), [x]),
-    }
+    fns: dict[str, tuple[Callable[..., Any], list[Any]]] = {}
+    for m in METHODS:
+        fns[f"DiffStride/{m}"] = (
+            lambda a, b, m=m: dt.diffstride(a, b, data_format=fmt, method=m),
+            [x, s],
+        )
+        fns[f"Spectral/{m}"] = (
+            lambda a, b, m=m: dt.spectral_pooling(a, (2, 2), data_format=fmt, method=m),
+            [x],
+        )
+    fns["AvgPool"] = (lambda a, b: torch_avgpool(a, fmt), [x])
     return {op: torch_bench(fn, x, s, wrt, mode) for op, (fn, wrt) in fns.items()}
 
 
@@ -217,11 +225,17 @@ def tf_ops(mode: str, shape_nchw: tuple[int, int, int, int], fmt: str) -> dict[s
     x = tf.random.stateless_normal(layout(shape_nchw, fmt), seed=(0, 0))
     s = tf.Variable(STRIDES, dtype=tf.float32)
     pool = keras.layers.AveragePooling2D(pool_size=2, strides=2, data_format=fmt)
-    fns: dict[str, tuple[Callable[[Any], Any], bool]] = {
-        "DiffStride": (lambda a: dtf.diffstride(a, s, data_format=fmt), True),
-        "Spectral": (lambda a: dtf.spectral_pooling(a, (2, 2), data_format=fmt), False),
-        "AvgPool": (pool, False),
-    }
+    fns: dict[str, tuple[Callable[[Any], Any], bool]] = {}
+    for m in METHODS:
+        fns[f"DiffStride/{m}"] = (
+            lambda a, m=m: dtf.diffstride(a, s, data_format=fmt, method=m),
+            True,
+        )
+        fns[f"Spectral/{m}"] = (
+            lambda a, m=m: dtf.spectral_pooling(a, (2, 2), data_format=fmt, method=m),
+            False,
+        )
+    fns["AvgPool"] = (pool, False)
     return {op: tf_bench(fn, x, s if with_s else None, mode) for op, (fn, with_s) in fns.items()}
 
 
@@ -291,14 +305,17 @@ def jax_ops(mode: str, shape_nchw: tuple[int, int, int, int], fmt: str) -> dict[
     x = jax.random.normal(jax.random.PRNGKey(0), shape, dtype="float32")
     s = jax.numpy.asarray(STRIDES, dtype="float32")
     size = diffstride.output_size(tuple(shape_nchw[2:]), STRIDES)
-    fns: dict[str, tuple[Callable[[Any, Any], Any], Any]] = {
-        "DiffStride": (
-            lambda a, b: dj.diffstride(a, b, data_format=fmt, output_size=size),
+    fns: dict[str, tuple[Callable[[Any, Any], Any], Any]] = {}
+    for m in METHODS:
+        fns[f"DiffStride/{m}"] = (
+            lambda a, b, m=m: dj.diffstride(a, b, data_format=fmt, output_size=size, method=m),
             (0, 1),
-        ),
-        "Spectral": (lambda a, b: dj.spectral_pooling(a, (2, 2), data_format=fmt), 0),
-        "AvgPool": (lambda a, b: jax_avgpool(a, fmt), 0),
-    }
+        )
+        fns[f"Spectral/{m}"] = (
+            lambda a, b, m=m: dj.spectral_pooling(a, (2, 2), data_format=fmt, method=m),
+            0,
+        )
+    fns["AvgPool"] = (lambda a, b: jax_avgpool(a, fmt), 0)
     return {op: jax_bench(fn, x, s, argnums) for op, (fn, argnums) in fns.items()}
 
 
@@ -492,7 +509,7 @@ def fmt_mib(value: int | None) -> str:
 
 
 HEADER = (
-    f"{'framework':<6} {'mode':<8} {'shape':<16} {'format':<14} {'op':<10} "
+    f"{'framework':<6} {'mode':<8} {'shape':<16} {'format':<14} {'op':<17} "
     f"{'fwd ms':>8} {'x avg':>6} {'fwd+bwd ms':>10} {'x avg':>6} {'peak MiB':>8}"
 )
 
@@ -500,7 +517,7 @@ HEADER = (
 def table_row(rec: Record) -> str:
     shape = "x".join(str(v) for v in rec.shape)
     row = (
-        f"{rec.framework:<6} {rec.mode:<8} {shape:<16} {rec.data_format:<14} {rec.op:<10} "
+        f"{rec.framework:<6} {rec.mode:<8} {shape:<16} {rec.data_format:<14} {rec.op:<17} "
         f"{fmt_num(rec.fwd_ms, '8.3f'):>8} {fmt_num(rec.fwd_ratio, '6.2f'):>6} "
         f"{fmt_num(rec.fwdbwd_ms, '10.3f'):>10} {fmt_num(rec.fwdbwd_ratio, '6.2f'):>6} "
         f"{fmt_mib(rec.peak_bytes):>8}"

@@ -48,6 +48,7 @@ __all__ = [
     "thresholds",
     "top_row_distances",
     "window_distances",
+    "window_masks",
 ]
 
 
@@ -288,12 +289,27 @@ def masked_crop(
     mask evaluated on the kept bins only, ``irfftn`` to ``window.output_size``.
     """
     spectrum = crop(xp.fft.rfftn(x, axes=axes), window, axes, sizes[0], xp=xp)
-    d_rows, d_cols = window_distances(sizes, window, like=t_h, xp=xp)
-    mask_h = ramp(t_h, d_rows, smoothness_factor, xp=xp)
-    mask_w = ramp(t_w, d_cols, smoothness_factor, xp=xp)
+    mask_h, mask_w = window_masks(t_h, t_w, window, sizes, smoothness_factor, xp=xp)
     mask = _outer(mask_h, mask_w, axes=axes, ndim=len(x.shape), xp=xp)
     masked = spectrum * xp.astype(mask, _complex_dtype(t_h.dtype, xp=xp))
     return xp.fft.irfftn(masked, s=window.output_size, axes=axes)
+
+
+def window_masks(
+    t_h: Array,
+    t_w: Array,
+    window: Window,
+    sizes: tuple[Size, Size],
+    smoothness_factor: float,
+    *,
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """The ramp on the kept rows (top block, then bottom block) and on the kept columns."""
+    d_rows, d_cols = window_distances(sizes, window, like=t_h, xp=xp)
+    return (
+        ramp(t_h, d_rows, smoothness_factor, xp=xp),
+        ramp(t_w, d_cols, smoothness_factor, xp=xp),
+    )
 
 
 def _outer(rows: Array, cols: Array, *, axes: tuple[int, int], ndim: int, xp: Namespace) -> Array:

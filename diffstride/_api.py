@@ -12,10 +12,11 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from diffstride import _agnostic, _sizes
+from diffstride import _agnostic, _matmul, _sizes
 from diffstride._registry import Backend, backend_for, get_backend
 from diffstride._validation import (
     check_limits,
+    check_method,
     check_smoothness_factor,
     check_spatial_sizes,
     check_stride_values,
@@ -54,6 +55,24 @@ def spatial_sizes(x: Any, data_format: str, backend: Backend) -> tuple[Any, Any]
     return tuple(  # type: ignore[return-value]
         backend.size(x, axis) if size is None else int(size)
         for size, axis in zip(sizes, axes, strict=True)
+    )
+
+
+#: ``method="auto"`` takes the GEMM formulation up to this spatial size (see benchmarks/).
+AUTO_MATMUL_MAX_SIZE = 64
+
+
+def _use_matmul(method: str, window: _agnostic.Window, sizes: tuple[Any, Any]) -> bool:
+    """The GEMM path needs static sizes; ``auto`` takes it for small maps, where its dense
+    matrices beat an FFT."""
+    static = all(isinstance(v, int) for v in (*sizes, *vars(window).values()))
+    if method == "matmul" and not static:
+        raise ValueError(
+            "method='matmul' needs static sizes; received an input whose spatial or output "
+            "sizes are only known at run time (use method='fft' or 'auto')"
+        )
+    return static and (
+        method == "matmul" or (method == "auto" and max(sizes) <= AUTO_MATMUL_MAX_SIZE)
     )
 
 
@@ -136,9 +155,11 @@ def diffstride_on(
     lower_limit_stride: float | None = None,
     upper_limit_stride: float | None = None,
     output_size: Sequence[int] | None = None,
+    method: str = "auto",
     check_values: bool = True,
 ) -> Any:
     """DiffStride on an explicit backend; see :func:`diffstride` for the arguments."""
+    method = check_method(method)
     xp = backend.namespace()
     axes = spatial_axes(data_format)
     sizes = spatial_sizes(x, data_format, backend)
@@ -167,15 +188,24 @@ def diffstride_on(
     )
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
+    if _use_matmul(method, window, sizes):
+        masks = _agnostic.window_masks(t_h, t_w, window, sizes, smoothness, xp=xp)
+        return _matmul.apply_separable(x, window, *masks, sizes=sizes, axes=axes, xp=xp)
     return _agnostic.masked_crop(
         x, t_h, t_w, window, sizes=sizes, smoothness_factor=smoothness, axes=axes, xp=xp
     )
 
 
 def spectral_pooling_on(
-    backend: Backend, x: Any, strides: Any, *, data_format: str = "channels_first"
+    backend: Backend,
+    x: Any,
+    strides: Any,
+    *,
+    data_format: str = "channels_first",
+    method: str = "auto",
 ) -> Any:
     """Fixed spectral pooling on an explicit backend; see :func:`spectral_pooling`."""
+    method = check_method(method)
     xp = backend.namespace()
     axes = spatial_axes(data_format)
     sizes = _check_input(x, data_format, xp)
@@ -184,6 +214,8 @@ def spectral_pooling_on(
     window = _sizes.spectral_window(sizes, check_stride_values(strides))
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
+    if _use_matmul(method, window, sizes):
+        return _matmul.apply_separable(x, window, None, None, sizes=sizes, axes=axes, xp=xp)
     return _agnostic.spectral_crop(x, window, axes=axes, xp=xp)
 
 
@@ -201,6 +233,7 @@ def diffstride(
     lower_limit_stride: float | None = None,
     upper_limit_stride: float | None = None,
     output_size: Sequence[int] | None = None,
+    method: str = "auto",
     backend: str | None = None,
 ) -> Any:
     """Spectral pooling with learnable strides (Riad et al., ICLR 2022).
@@ -227,6 +260,9 @@ def diffstride(
     output_size
         Static ``(h, w)`` that fixes the crop (needed under ``jax.jit``); by default it is
         computed from the concrete stride values.
+    method
+        ``"fft"`` (transforms), ``"matmul"`` (the same map as four real GEMMs, static sizes
+        only) or ``"auto"`` (matmul for maps up to ``AUTO_MATMUL_MAX_SIZE``, else fft).
     backend
         Force a registered backend by name instead of dispatching on ``x``.
 
@@ -251,11 +287,17 @@ def diffstride(
         lower_limit_stride=lower_limit_stride,
         upper_limit_stride=upper_limit_stride,
         output_size=output_size,
+        method=method,
     )
 
 
 def spectral_pooling(
-    x: Any, strides: Any, *, data_format: str = "channels_first", backend: str | None = None
+    x: Any,
+    strides: Any,
+    *,
+    data_format: str = "channels_first",
+    method: str = "auto",
+    backend: str | None = None,
 ) -> Any:
     """Fixed spectral pooling: the crop of the original ``FixedSpectralPooling``, no mask.
 
@@ -264,7 +306,9 @@ def spectral_pooling(
     >>> diffstride.spectral_pooling(x, (2, 3)).shape
     (2, 3, 16, 5)
     """
-    return spectral_pooling_on(_backend(x, backend), x, strides, data_format=data_format)
+    return spectral_pooling_on(
+        _backend(x, backend), x, strides, data_format=data_format, method=method
+    )
 
 
 def bind(backend_name: str) -> tuple[Any, Any]:
@@ -280,6 +324,7 @@ def bind(backend_name: str) -> tuple[Any, Any]:
         lower_limit_stride: float | None = None,
         upper_limit_stride: float | None = None,
         output_size: Sequence[int] | None = None,
+        method: str = "auto",
     ) -> Any:
         return diffstride_on(
             get_backend(backend_name),
@@ -291,10 +336,15 @@ def bind(backend_name: str) -> tuple[Any, Any]:
             lower_limit_stride=lower_limit_stride,
             upper_limit_stride=upper_limit_stride,
             output_size=output_size,
+            method=method,
         )
 
-    def bound_spectral_pooling(x: Any, strides: Any, *, data_format: str = "channels_first") -> Any:
-        return spectral_pooling_on(get_backend(backend_name), x, strides, data_format=data_format)
+    def bound_spectral_pooling(
+        x: Any, strides: Any, *, data_format: str = "channels_first", method: str = "auto"
+    ) -> Any:
+        return spectral_pooling_on(
+            get_backend(backend_name), x, strides, data_format=data_format, method=method
+        )
 
     for bound, generic in (
         (bound_diffstride, diffstride),

@@ -17,6 +17,7 @@ from diffstride import _agnostic, _sizes
 from diffstride._validation import (
     check_data_format,
     check_limits,
+    check_method,
     check_smoothness_factor,
     check_spatial_sizes,
     check_stride_values,
@@ -72,6 +73,7 @@ class DiffStrideMixin(_LayoutMixin):
         lower_limit_stride: float | None = None,
         upper_limit_stride: float | None = None,
         data_format: str = "channels_first",
+        method: str = "auto",
     ) -> None:
         pair = _pair_of_strides(strides)
         if shared_stride and pair[0] != pair[1]:
@@ -87,6 +89,7 @@ class DiffStrideMixin(_LayoutMixin):
             lower_limit_stride, upper_limit_stride
         )
         self.data_format = check_data_format(data_format)
+        self.method = check_method(method)
 
     @property
     def stride_shape(self) -> tuple[int]:
@@ -103,6 +106,7 @@ class DiffStrideMixin(_LayoutMixin):
             "data_format": self.data_format,
             "lower_limit_stride": self.lower_limit_stride,
             "upper_limit_stride": self.upper_limit_stride,
+            "method": self.method,
         }
 
     def _diffstride_config(self) -> dict[str, Any]:
@@ -159,15 +163,20 @@ class DiffStrideMixin(_LayoutMixin):
             if getattr(self, name) is not None:
                 parts.append(f"{name}={getattr(self, name):g}")
         parts.append(f"data_format={self.data_format!r}")
+        if self.method != "auto":
+            parts.append(f"method={self.method!r}")
         return ", ".join(parts)
 
 
 class FixedSpectralPoolingMixin(_LayoutMixin):
     """Arguments of ``FixedSpectralPooling``: fixed strides >= 1, no parameter."""
 
-    def _init_spectral(self, strides: Any = (2.0, 2.0), data_format: str = "channels_first"):
+    def _init_spectral(
+        self, strides: Any = (2.0, 2.0), data_format: str = "channels_first", method: str = "auto"
+    ) -> None:
         self.strides_value = _pair_of_strides(strides)
         self.data_format = check_data_format(data_format)
+        self.method = check_method(method)
 
     def output_size(self, input_size: Sequence[int]) -> tuple[int, int]:
         return _sizes.spectral_pooling_output_size(input_size, self.strides_value)

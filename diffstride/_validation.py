@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "check_data_format",
     "check_limits",
+    "check_method",
     "check_smoothness_factor",
     "check_spatial_sizes",
     "check_stride_values",
@@ -21,6 +22,14 @@ __all__ = [
 ]
 
 DATA_FORMATS = ("channels_first", "channels_last")
+METHODS = ("auto", "fft", "matmul")
+
+
+def check_method(method: Any) -> str:
+    """The computation path: FFTs, the GEMM formulation, or chosen by size."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; received method={method!r}")
+    return method
 
 
 def check_data_format(data_format: Any) -> str:

@@ -56,6 +56,7 @@ class DiffStride(DiffStrideMixin):
         lower_limit_stride: float | None = None,
         upper_limit_stride: float | None = None,
         data_format: str = "channels_first",
+        method: str = "auto",
     ) -> None:
         self._init_diffstride(
             strides,
@@ -65,6 +66,7 @@ class DiffStride(DiffStrideMixin):
             lower_limit_stride,
             upper_limit_stride,
             data_format,
+            method,
         )
         self.trainable = bool(trainable)
         self._params: dict[str, Any] | None = None

@@ -227,6 +227,7 @@ class DiffStride(DiffStrideMixin):
         lower_limit_stride: float | None = None,
         upper_limit_stride: float | None = None,
         data_format: str = "channels_first",
+        method: str = "auto",
     ) -> None:
         self._init_diffstride(
             strides,
@@ -236,6 +237,7 @@ class DiffStride(DiffStrideMixin):
             lower_limit_stride,
             upper_limit_stride,
             data_format,
+            method,
         )
         self.strides = np.asarray(self.initial_value, dtype=np.float32)
 
@@ -253,9 +255,9 @@ class DiffStride(DiffStrideMixin):
 
     def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(grad_x, grad_strides)`` of ``sum(self(x) * cotangent)``."""
-        grad_x, grad_strides = diffstride_vjp(
-            x, self.strides.astype(x.dtype), cotangent, **self._functional_kwargs()
-        )
+        kwargs = self._functional_kwargs()
+        del kwargs["method"]  # the VJP is analytic, whatever path the forward takes
+        grad_x, grad_strides = diffstride_vjp(x, self.strides.astype(x.dtype), cotangent, **kwargs)
         return grad_x, grad_strides.astype(np.float32)
 
     def __repr__(self) -> str:

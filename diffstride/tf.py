@@ -96,6 +96,7 @@ class DiffStride(DiffStrideMixin, keras.layers.Layer):
         lower_limit_stride: float | None = None,
         upper_limit_stride: float | None = None,
         data_format: str | None = None,
+        method: str = "auto",
         **kwargs: Any,
     ) -> None:
         _check_keras_backend()
@@ -108,6 +109,7 @@ class DiffStride(DiffStrideMixin, keras.layers.Layer):
             lower_limit_stride,
             upper_limit_stride,
             _default_format(data_format),
+            method,
         )
 
     def build(self, input_shape: Any) -> None:
@@ -172,15 +174,21 @@ class FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
     """
 
     def __init__(
-        self, strides: Any = (2.0, 2.0), data_format: str | None = None, **kwargs: Any
+        self,
+        strides: Any = (2.0, 2.0),
+        data_format: str | None = None,
+        method: str = "auto",
+        **kwargs: Any,
     ) -> None:
         _check_keras_backend()
         super().__init__(**kwargs)
-        self._init_spectral(strides, _default_format(data_format))
+        self._init_spectral(strides, _default_format(data_format), method)
 
     def call(self, inputs: Any) -> Any:
         self._check_input_shape(inputs.shape)
-        return spectral_pooling(inputs, self.strides_value, data_format=self.data_format)
+        return spectral_pooling(
+            inputs, self.strides_value, data_format=self.data_format, method=self.method
+        )
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         shape = list(input_shape)
@@ -193,6 +201,7 @@ class FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
             **super().get_config(),
             "strides": self.strides_value,
             "data_format": self.data_format,
+            "method": self.method,
         }
 
 

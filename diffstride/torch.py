@@ -74,6 +74,7 @@ class DiffStride(DiffStrideMixin, nn.Module):
         lower_limit_stride: float | None = None,
         upper_limit_stride: float | None = None,
         data_format: str = "channels_first",
+        method: str = "auto",
     ) -> None:
         nn.Module.__init__(self)
         self._init_diffstride(
@@ -84,6 +85,7 @@ class DiffStride(DiffStrideMixin, nn.Module):
             lower_limit_stride,
             upper_limit_stride,
             data_format,
+            method,
         )
         self.strides = nn.Parameter(
             torch.tensor(self.initial_value, dtype=torch.float32), requires_grad=bool(trainable)
@@ -121,13 +123,17 @@ class FixedSpectralPooling(FixedSpectralPoolingMixin, nn.Module):
     torch.Size([1, 3, 16, 16])
     """
 
-    def __init__(self, strides: Any = (2.0, 2.0), data_format: str = "channels_first") -> None:
+    def __init__(
+        self, strides: Any = (2.0, 2.0), data_format: str = "channels_first", method: str = "auto"
+    ) -> None:
         nn.Module.__init__(self)
-        self._init_spectral(strides, data_format)
+        self._init_spectral(strides, data_format, method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_shape(x.shape)
-        return spectral_pooling(x, self.strides_value, data_format=self.data_format)
+        return spectral_pooling(
+            x, self.strides_value, data_format=self.data_format, method=self.method
+        )
 
     def extra_repr(self) -> str:
         return self._extra_repr()

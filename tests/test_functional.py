@@ -85,11 +85,10 @@ def test_torch_float64_end_to_end() -> None:
     x = torch.from_numpy(X.astype(np.float64)).requires_grad_()
     s = torch.tensor([2.0, 1.5], dtype=torch.float64, requires_grad=True)
     y = ds(x, s)
-    y.sum().backward()
+    cot = np.random.default_rng(5).standard_normal(tuple(y.shape))  # the sum's is ~0 for S
+    y.backward(torch.from_numpy(cot))
     assert y.dtype == x.grad.dtype == s.grad.dtype == torch.float64
-    ref_x, ref_s = reference.diffstride_vjp(
-        X.astype(np.float64), np.array([2.0, 1.5]), np.ones(y.shape)
-    )
+    ref_x, ref_s = reference.diffstride_vjp(X.astype(np.float64), np.array([2.0, 1.5]), cot)
     np.testing.assert_allclose(x.grad.numpy(), ref_x, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(s.grad.numpy(), ref_s, rtol=1e-8)
 
@@ -170,3 +169,32 @@ def test_tf_graph_mode_with_unknown_spatial_sizes() -> None:
         loss = tf.reduce_sum(expected**2)
     np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(grad.numpy(), tape.gradient(loss, strides).numpy(), rtol=1e-4)
+
+
+def test_method_argument() -> None:
+    with pytest.raises(ValueError, match="method='gemm'"):
+        reference.diffstride(X, (2.0, 2.0), method="gemm")
+    fft = reference.diffstride(X, (2.0, 1.5), method="fft")
+    np.testing.assert_allclose(
+        reference.diffstride(X, (2.0, 1.5), method="matmul"), fft, rtol=1e-4, atol=1e-5
+    )
+    big = np.random.default_rng(2).standard_normal((1, 1, 80, 70)).astype(np.float32)
+    np.testing.assert_allclose(
+        reference.diffstride(big, (2.0, 2.0)),  # auto: fft above 64
+        reference.diffstride(big, (2.0, 2.0), method="matmul"),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_matmul_needs_static_sizes_in_graph_mode() -> None:
+    import tensorflow as tf
+
+    from diffstride.tf import diffstride as ds
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 3, None, None), tf.float32)])
+    def run(x: tf.Tensor) -> tf.Tensor:
+        return ds(x, tf.constant([2.0, 2.0]), method="matmul")
+
+    with pytest.raises(ValueError, match="method='matmul' needs static sizes"):
+        run(tf.constant(X))

@@ -237,6 +237,31 @@ def test_keras_fit_save_load(tmp_path: Any) -> None:
     assert loaded.layers[2].get_config() == model.layers[2].get_config()
 
 
+def test_layers_take_the_computation_path() -> None:
+    import tensorflow as tf
+    import torch
+
+    from diffstride import tf as dtf
+    from diffstride import torch as dtorch
+
+    x = np.random.default_rng(3).standard_normal((2, 3, 20, 20)).astype(np.float32)
+    outputs = []
+    for method in ("fft", "matmul"):
+        torch_layer = dtorch.DiffStride((2.0, 1.5), method=method).eval()
+        keras_layer = dtf.DiffStride((2.0, 1.5), data_format="channels_first", method=method)
+        assert keras_layer.get_config()["method"] == method
+        assert dtf.DiffStride.from_config(keras_layer.get_config()).method == method
+        outputs += [
+            torch_layer(torch.from_numpy(x)).detach().numpy(),
+            keras_layer(tf.constant(x)).numpy(),
+        ]
+    for output in outputs[1:]:
+        np.testing.assert_allclose(output, outputs[0], rtol=1e-4, atol=1e-5)
+    assert "method='matmul'" in repr(dtorch.DiffStride(method="matmul"))
+    with pytest.raises(ValueError, match="method='dense'"):
+        dtorch.FixedSpectralPooling(method="dense")
+
+
 def test_keras_eval_does_not_mutate_and_float64() -> None:
     import tensorflow as tf
 

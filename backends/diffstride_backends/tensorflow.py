@@ -50,6 +50,17 @@ def _make_namespace() -> SimpleNamespace:
         inner = tf.signal.irfft2d(tf.transpose(z, forward), fft_length=length)
         return tf.transpose(inner, backward)
 
+    def matmul(a: Any, b: Any) -> Any:
+        # TF 2.21's CPU BatchMatMulV2 corrupts the heap when a rank-4 operand with a size-1
+        # batch dim is broadcast against a matrix; fold the batch dims into one instead.
+        for batched, matrix, left in ((a, b, True), (b, a, False)):
+            if len(batched.shape) > 3 and len(matrix.shape) == 2:
+                shape = tf.shape(batched)
+                folded = tf.reshape(batched, tf.concat([[-1], shape[-2:]], 0))
+                product = tf.matmul(folded, matrix) if left else tf.matmul(matrix, folded)
+                return tf.reshape(product, tf.concat([shape[:-2], tf.shape(product)[-2:]], 0))
+        return tf.matmul(a, b)
+
     def asarray(value: Any, dtype: Any = None, device: Any = None) -> Any:
         del device  # placement follows TensorFlow's device scope
         return tf.convert_to_tensor(value, dtype=dtype)
@@ -80,6 +91,8 @@ def _make_namespace() -> SimpleNamespace:
         minimum=tf.minimum,
         stack=lambda arrays, axis=0: tf.stack(list(arrays), axis=axis),
         isfinite=tf.math.is_finite,
+        matrix_transpose=tf.linalg.matrix_transpose,
+        matmul=matmul,
         zeros=lambda shape, dtype=None, device=None: tf.zeros(shape, dtype=dtype),
         astype=astype,
         concat=lambda arrays, axis=0: tf.concat(list(arrays), axis=axis),

@@ -19,6 +19,7 @@ follows ``diffstride._registry.Backend`` and adds two testing hooks: ``from_nump
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -26,9 +27,9 @@ from typing import Any
 import pytest
 
 from diffstride import available_backends, get_backend
-from diffstride_conformance.checks import CHECKS, checks_for
+from diffstride_conformance.checks import CHECKS, METHODS, PATH_FREE, checks_for
 
-__all__ = ["CHECKS", "backends_under_test", "checks_for", "parametrize_with_checks"]
+__all__ = ["CHECKS", "METHODS", "backends_under_test", "checks_for", "parametrize_with_checks"]
 
 ENV_VAR = "DIFFSTRIDE_BACKEND"
 
@@ -44,9 +45,12 @@ def backends_under_test() -> list[str]:
 def parametrize_with_checks(
     backends: Iterable[str],
     *,
+    methods: Iterable[str] = METHODS,
     expected_failed_checks: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Callable[[Any], Any]:
-    """Parametrize a test over ``(backend, check)`` with ids like ``torch-check_golden_outputs``.
+    """Parametrize a test over ``(backend, check)`` with ids like
+    ``torch-matmul-check_golden_outputs``; every path in ``methods`` is checked, and each
+    ``check`` is ready to call as ``check(backend)``.
 
     ``expected_failed_checks`` maps a backend name to ``{check name: reason}``; those checks are
     marked as strict xfails, so they fail the run once they start passing.
@@ -57,9 +61,17 @@ def parametrize_with_checks(
         for check in checks_for(name):
             reason = expected.get(name, {}).get(check.__name__)
             marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-            params.append(
-                pytest.param(_LazyBackend(name), check, id=f"{name}-{check.__name__}", marks=marks)
-            )
+            paths = ("auto",) if check in PATH_FREE else tuple(methods)
+            for method in paths:
+                label = check.__name__ if check in PATH_FREE else f"{method}-{check.__name__}"
+                params.append(
+                    pytest.param(
+                        _LazyBackend(name),
+                        functools.partial(check, method=method),
+                        id=f"{name}-{label}",
+                        marks=marks,
+                    )
+                )
     return pytest.mark.parametrize(("backend", "check"), params)
 
 

@@ -1,6 +1,7 @@
 """Checks that hold a backend to the numpy reference and to the original's golden data.
 
-Each check is a function of one loaded backend (``diffstride._registry.Backend`` plus the
+Each check is a function of one loaded backend and a computation path (``method``: "fft" or
+"matmul", see ``diffstride._matmul``) (``diffstride._registry.Backend`` plus the
 testing hooks ``from_numpy`` and ``vjp``). It raises ``AssertionError`` on a mismatch and
 ``pytest.skip`` where it does not apply (gradients of a backend without autodiff, float64 where
 the framework is configured for float32 only).
@@ -74,19 +75,20 @@ def _diffstride_with_grads(
 # --- golden data of the original ------------------------------------------------------------
 
 
-def check_golden_outputs(backend: Any) -> None:
+def check_golden_outputs(backend: Any, method: str = "auto") -> None:
     """Outputs equal the original's on every golden case."""
     for case in golden.diffstride_cases():
         y = diffstride_on(
             backend,
             backend.from_numpy(case["x"]),
             backend.from_numpy(case["strides_init"]),
+            method=method,
             **golden.diffstride_kwargs(case["meta"]),
         )
         assert_close(backend.concrete(y), case["y"], OUTPUT_RTOL, f"{case['id']} output")
 
 
-def check_golden_gradients(backend: Any) -> None:
+def check_golden_gradients(backend: Any, method: str = "auto") -> None:
     """Input and stride gradients equal the original's on every golden case."""
     _require_gradients(backend)
     for case in golden.diffstride_cases():
@@ -95,22 +97,23 @@ def check_golden_gradients(backend: Any) -> None:
             case["x"],
             case["strides_init"],
             case["cot"],
+            method=method,
             **golden.diffstride_kwargs(case["meta"]),
         )
         assert_close(grad_x, case["grad_x"], OUTPUT_RTOL, f"{case['id']} grad_x")
         assert_close(grad_s, case["grad_strides"], STRIDE_GRAD_RTOL, f"{case['id']} grad_strides")
 
 
-def check_golden_spectral_pooling(backend: Any) -> None:
+def check_golden_spectral_pooling(backend: Any, method: str = "auto") -> None:
     """Fixed spectral pooling: outputs (and input gradients) equal the original's."""
     for case, kwargs in spectral_pooling_cases_with_kwargs():
         x = backend.from_numpy(case["x"])
-        y = spectral_pooling_on(backend, x, **kwargs)
+        y = spectral_pooling_on(backend, x, method=method, **kwargs)
         assert_close(backend.concrete(y), case["y"], OUTPUT_RTOL, f"{case['id']} output")
         if backend.differentiable:
 
             def fn(x_: Any, kwargs: dict[str, Any] = kwargs) -> Any:
-                return spectral_pooling_on(backend, x_, **kwargs)
+                return spectral_pooling_on(backend, x_, method=method, **kwargs)
 
             _, (grad_x,) = backend.vjp(fn, [x], case["cot"])
             assert_close(grad_x, case["grad_x"], OUTPUT_RTOL, f"{case['id']} grad_x")
@@ -123,7 +126,7 @@ def spectral_pooling_cases_with_kwargs() -> list[tuple[dict[str, Any], dict[str,
     ]
 
 
-def check_numpy_vjp_matches_golden(backend: Any) -> None:
+def check_numpy_vjp_matches_golden(backend: Any, method: str = "auto") -> None:
     """The numpy reference VJP equals the original's gradients (run once, for numpy)."""
     del backend
     for case in golden.diffstride_cases():
@@ -159,7 +162,7 @@ def _to_layout(array: np.ndarray, data_format: str) -> np.ndarray:
     )
 
 
-def _compare_with_reference(backend: Any, config: tuple[Any, ...], seed: int) -> None:
+def _compare_with_reference(backend: Any, config: tuple[Any, ...], seed: int, method: str) -> None:
     shape, strides, smoothness, cropping, data_format, (low, high), dtype = config
     rng = np.random.default_rng(seed)
     x = _to_layout(rng.standard_normal(shape).astype(dtype), data_format)
@@ -184,14 +187,16 @@ def _compare_with_reference(backend: Any, config: tuple[Any, ...], seed: int) ->
             upper_limit_stride=high,
         )
     ), f"{config}: output shape {expected.shape} disagrees with diffstride.output_size"
-    y = diffstride_on(backend, _from_numpy(backend, x), _from_numpy(backend, s), **kwargs)
+    y = diffstride_on(
+        backend, _from_numpy(backend, x), _from_numpy(backend, s), method=method, **kwargs
+    )
     y = backend.concrete(y)
     assert y.dtype == np.dtype(dtype), f"{config}: dtype {y.dtype} is not {dtype}"
     assert_close(y, expected, _rtol(dtype), f"{config} output")
     if not backend.differentiable:
         return
     cot = rng.standard_normal(expected.shape).astype(dtype)
-    _, (grad_x, grad_s) = _diffstride_with_grads(backend, x, s, cot, **kwargs)
+    _, (grad_x, grad_s) = _diffstride_with_grads(backend, x, s, cot, method=method, **kwargs)
     ref_x, ref_s = reference.diffstride_vjp(x, s, cot, **kwargs)
     assert grad_x.dtype == np.dtype(dtype)
     assert grad_s.dtype == np.dtype(dtype)
@@ -199,11 +204,11 @@ def _compare_with_reference(backend: Any, config: tuple[Any, ...], seed: int) ->
     assert_close(grad_s, ref_s, 10 * _rtol(dtype), f"{config} grad_strides")
 
 
-def check_matches_numpy_reference(backend: Any) -> None:
+def check_matches_numpy_reference(backend: Any, method: str = "auto") -> None:
     """Outputs, dtypes and gradients equal the numpy reference on hand-picked configurations
     (odd sizes, channels_last, shared stride, R = 0, no cropping, limits, float64, tiny)."""
     for seed, config in enumerate(REFERENCE_CONFIGS):
-        _compare_with_reference(backend, config, seed)
+        _compare_with_reference(backend, config, seed, method)
 
 
 @st.composite
@@ -220,7 +225,7 @@ def _configs(draw: Any) -> tuple[Any, ...]:
     return (shape, strides, smoothness, cropping, data_format, (None, None), "float32")
 
 
-def check_random_configurations(backend: Any) -> None:
+def check_random_configurations(backend: Any, method: str = "auto") -> None:
     """Hypothesis-drawn sizes (odd/even, tiny, non-square), strides and R agree with the
     reference, and the output shape equals ``diffstride.output_size``."""
 
@@ -229,12 +234,12 @@ def check_random_configurations(backend: Any) -> None:
     )
     @given(config=_configs(), seed=st.integers(0, 2**16))
     def run(config: tuple[Any, ...], seed: int) -> None:
-        _compare_with_reference(backend, config, seed)
+        _compare_with_reference(backend, config, seed, method)
 
     run()
 
 
-def check_spectral_pooling_matches_reference(backend: Any) -> None:
+def check_spectral_pooling_matches_reference(backend: Any, method: str = "auto") -> None:
     """Spectral pooling on odd, tiny and channels_last inputs equals the numpy reference."""
     rng = np.random.default_rng(7)
     for shape, strides, data_format in [
@@ -244,7 +249,9 @@ def check_spectral_pooling_matches_reference(backend: Any) -> None:
     ]:
         x = _to_layout(rng.standard_normal(shape).astype(np.float32), data_format)
         expected = reference.spectral_pooling(x, strides, data_format=data_format)
-        got = spectral_pooling_on(backend, backend.from_numpy(x), strides, data_format=data_format)
+        got = spectral_pooling_on(
+            backend, backend.from_numpy(x), strides, data_format=data_format, method=method
+        )
         assert_close(backend.concrete(got), expected, OUTPUT_RTOL, f"{shape} {strides}")
         assert tuple(got.shape) == expected.shape
 
@@ -252,25 +259,26 @@ def check_spectral_pooling_matches_reference(backend: Any) -> None:
 # --- contract: dtypes, layouts, errors, edge cases ------------------------------------------
 
 
-def check_channels_last_is_a_transpose(backend: Any) -> None:
+def check_channels_last_is_a_transpose(backend: Any, method: str = "auto") -> None:
     """channels_last gives the channels_first result, transposed."""
     x = np.random.default_rng(3).standard_normal((2, 3, 14, 11)).astype(np.float32)
-    first = diffstride_on(backend, backend.from_numpy(x), (2.0, 1.5))
+    first = diffstride_on(backend, backend.from_numpy(x), (2.0, 1.5), method=method)
     last = diffstride_on(
         backend,
         backend.from_numpy(_to_layout(x, "channels_last")),
         (2.0, 1.5),
         data_format="channels_last",
+        method=method,
     )
     assert_close(
         backend.concrete(last), np.moveaxis(backend.concrete(first), 1, 3), OUTPUT_RTOL, "NHWC"
     )
 
 
-def check_empty_batch(backend: Any) -> None:
+def check_empty_batch(backend: Any, method: str = "auto") -> None:
     """An empty batch gives an empty result of the right shape."""
     x = backend.from_numpy(np.zeros((0, 3, 16, 16), dtype=np.float32))
-    y = diffstride_on(backend, x, (2.0, 2.0))
+    y = diffstride_on(backend, x, (2.0, 2.0), method=method)
     assert tuple(y.shape) == (0, 3, *diffstride.output_size((16, 16), (2.0, 2.0)))
 
 
@@ -295,34 +303,34 @@ BAD_CALLS: list[tuple[str, Any, dict[str, Any], type[Exception], str]] = [
 ]
 
 
-def check_bad_input_is_rejected(backend: Any) -> None:
+def check_bad_input_is_rejected(backend: Any, method: str = "auto") -> None:
     """Bad arguments raise ValueError/TypeError naming the argument and the value."""
     for _label, shape, kwargs, error, fragment in BAD_CALLS:
         kwargs = dict(kwargs)
         strides = kwargs.pop("strides", (2.0, 2.0))
         x = backend.from_numpy(np.zeros(shape, dtype=np.float32))
         with pytest.raises(error, match=re.escape(fragment)):
-            diffstride_on(backend, x, strides, **kwargs)
+            diffstride_on(backend, x, strides, method=method, **kwargs)
     for dtype in (np.int32, np.complex64):
         x = backend.from_numpy(np.zeros((1, 1, 8, 8), dtype=dtype))
         with pytest.raises(TypeError, match="real floating"):
-            diffstride_on(backend, x, (2.0, 2.0))
+            diffstride_on(backend, x, (2.0, 2.0), method=method)
 
 
-def check_dtype_is_kept(backend: Any) -> None:
+def check_dtype_is_kept(backend: Any, method: str = "auto") -> None:
     """float32 and float64 inputs give outputs (and gradients) of the same dtype."""
     for dtype in (np.float32, np.float64):
         x = np.ones((1, 2, 10, 10), dtype=dtype)
-        y = diffstride_on(backend, _from_numpy(backend, x), (2.0, 2.0))
+        y = diffstride_on(backend, _from_numpy(backend, x), (2.0, 2.0), method=method)
         assert np.asarray(backend.concrete(y)).dtype == dtype, f"{dtype.__name__} -> {y.dtype}"
-        z = spectral_pooling_on(backend, _from_numpy(backend, x), (2.0, 2.0))
+        z = spectral_pooling_on(backend, _from_numpy(backend, x), (2.0, 2.0), method=method)
         assert np.asarray(backend.concrete(z)).dtype == dtype
 
 
 # --- the reference itself ------------------------------------------------------------------
 
 
-def check_numpy_vjp_matches_finite_differences(backend: Any) -> None:
+def check_numpy_vjp_matches_finite_differences(backend: Any, method: str = "auto") -> None:
     """float64 central differences confirm the analytic VJP, for x and for the strides
     (strides chosen away from crop-size jumps: the size is the same at S +- h)."""
     del backend
@@ -398,6 +406,13 @@ REFERENCE_CHECKS: tuple[Check, ...] = (
 )
 
 
+#: The computation paths every backend is held to on every check.
+METHODS = ("fft", "matmul")
+
+#: Checks that do not depend on the path; they run once per backend.
+PATH_FREE: tuple[Check, ...] = (*REFERENCE_CHECKS,)
+
+
 def checks_for(backend_name: str) -> list[Check]:
-    """The checks a backend is held to."""
+    """The checks a backend is held to (each is called as ``check(backend, method=...)``)."""
     return [*CHECKS, *(REFERENCE_CHECKS if backend_name == "numpy" else ())]
