@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,18 @@ def test_unknown_pooling_is_rejected() -> None:
         small_resnet(pooling="max")
     with pytest.raises(ValueError, match="integer strides"):
         small_resnet([1, 1, 1.5, 2, 2], pooling="spatial")
+
+
+def test_stride_report_chains_sizes() -> None:
+    from diffstride.models import keras as keras_models
+    from diffstride.models.torch import small_resnet
+
+    model = small_resnet([1, 1, 3, 2, 3], pooling="diffstride", in_channels=1)
+    report = model.stride_report((28, 28))
+    assert [row["layer"] for row in report] == ["DiffStride"] * 4
+    assert report[0]["input_size"] == [28, 28]
+    for before, after in itertools.pairwise(report):
+        assert after["input_size"] == before["output_size"]
+    assert [row["strides"] for row in report[1:]] == [[3.0, 3.0], [2.0, 2.0], [3.0, 3.0]]
+    keras_model = keras_models.small_resnet([1, 1, 3, 2, 3], input_shape=(28, 28, 1))
+    assert keras_models.report(keras_model, (28, 28)) == report

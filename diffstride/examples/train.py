@@ -130,7 +130,7 @@ def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
             return [layer.current_strides() for layer in model.diffstride_layers()]
 
         def output_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]:
-            return _chain_sizes(model.diffstride_layers(), model.pooling_layers(), input_size)
+            return _diffstride_sizes(model.stride_report(input_size))
 
         def macs(self, input_size: tuple[int, int]) -> int:
             return model.macs(input_size)
@@ -198,7 +198,7 @@ def _keras_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
             return [layer.current_strides() for layer in layers]
 
         def output_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]:
-            return _chain_sizes(layers, models.pooling_layers(model), input_size)
+            return _diffstride_sizes(models.report(model, input_size))
 
         def macs(self, input_size: tuple[int, int]) -> int:
             return models.macs(model, input_size, in_channels=channels)
@@ -210,18 +210,8 @@ def _pooling(name: str) -> str | None:
     return None if name == "strided" else name
 
 
-def _chain_sizes(
-    diffstride_layers: Sequence[Any], pooling_layers: Sequence[Any], input_size: tuple[int, int]
-) -> list[tuple[int, int]]:
-    """Output size of each DiffStride layer, following the sizes through every pooling
-    layer in order (convolutions keep the size when a pooling layer downsamples)."""
-    wanted = {id(layer) for layer in diffstride_layers}
-    sizes, size = [], input_size
-    for layer in pooling_layers:
-        size = layer.output_size(size)
-        if id(layer) in wanted:
-            sizes.append(size)
-    return sizes
+def _diffstride_sizes(report: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    return [tuple(row["output_size"]) for row in report if row["layer"] == "DiffStride"]
 
 
 TRAINERS: dict[str, Callable[[Config, datasets.Dataset], _Trainer]] = {

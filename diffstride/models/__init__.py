@@ -11,6 +11,14 @@ from diffstride.models._spec import (
     estimate_macs,
     resnet18_spec,
     small_spec,
+    stride_report,
 )
 
-__all__ = ["POOLINGS", "ResNetSpec", "estimate_macs", "resnet18_spec", "small_spec"]
+__all__ = [
+    "POOLINGS",
+    "ResNetSpec",
+    "estimate_macs",
+    "resnet18_spec",
+    "small_spec",
+    "stride_report",
+]

@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["POOLINGS", "ResNetSpec", "estimate_macs", "resnet18_spec", "small_spec"]
+__all__ = [
+    "POOLINGS",
+    "ResNetSpec",
+    "estimate_macs",
+    "resnet18_spec",
+    "small_spec",
+    "stride_report",
+]
 
 #: Downsampling choices: learnable spectral, fixed spectral, strided average, strided conv.
 POOLINGS = ("diffstride", "spectral", "spatial", None)
@@ -119,3 +126,24 @@ def estimate_macs(
             macs += k2 * c_in * c_out * h * w
         macs += k2 * c_out * c_out * h * w
     return macs + spec.filters[-1] * num_classes
+
+
+def stride_report(pooling_layers: Sequence[Any], input_size: tuple[int, int]) -> list[dict]:
+    """Each pooling layer of a model (forward order) with its current strides (DiffStride's
+    learned ones) and its input and output sizes for an ``input_size`` image. Convolutions keep
+    the size when a pooling layer downsamples, so the sizes chain from one layer to the next."""
+    rows, size = [], tuple(input_size)
+    for index, layer in enumerate(pooling_layers):
+        output = tuple(layer.output_size(size))
+        strides = layer.current_strides() if hasattr(layer, "current_strides") else None
+        rows.append(
+            {
+                "index": index,
+                "layer": type(layer).__name__,
+                "strides": None if strides is None else list(strides),
+                "input_size": list(size),
+                "output_size": list(output),
+            }
+        )
+        size = output
+    return rows

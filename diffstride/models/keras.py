@@ -24,10 +24,19 @@ from diffstride.models._spec import (
     estimate_macs,
     resnet18_spec,
     small_spec,
+    stride_report,
 )
 from diffstride.tf import DiffStride, FixedSpectralPooling, SpatialPooling
 
-__all__ = ["diffstride_layers", "macs", "pooling_layers", "resnet", "resnet18", "small_resnet"]
+__all__ = [
+    "diffstride_layers",
+    "macs",
+    "pooling_layers",
+    "report",
+    "resnet",
+    "resnet18",
+    "small_resnet",
+]
 
 _POOLING_TYPES = (DiffStride, FixedSpectralPooling, SpatialPooling)
 
@@ -126,3 +135,8 @@ def macs(model: keras.Model, input_size: tuple[int, int], *, in_channels: int) -
         num_classes=model.outputs[0].shape[-1],
         pooling_sizes=[p.output_size for p in poolings] if poolings else None,
     )
+
+
+def report(model: keras.Model, input_size: tuple[int, int]) -> list[dict]:
+    """Each pooling layer's strides and sizes for an ``input_size`` image."""
+    return stride_report(pooling_layers(model), input_size)

@@ -23,6 +23,7 @@ from diffstride.models._spec import (
     estimate_macs,
     resnet18_spec,
     small_spec,
+    stride_report,
 )
 from diffstride.torch import DiffStride, FixedSpectralPooling, SpatialPooling
 
@@ -131,6 +132,10 @@ class ResNet(nn.Module):
 
     def diffstride_layers(self) -> list[DiffStride]:
         return [m for m in self.pooling_layers() if isinstance(m, DiffStride)]
+
+    def stride_report(self, input_size: tuple[int, int]) -> list[dict]:
+        """Each pooling layer's strides and sizes for an ``input_size`` image."""
+        return stride_report(self.pooling_layers(), input_size)
 
     def macs(self, input_size: tuple[int, int]) -> int:
         """Multiply-accumulates per image at the current strides (see ``estimate_macs``)."""
