@@ -58,22 +58,26 @@ def spatial_sizes(x: Any, data_format: str, backend: Backend) -> tuple[Any, Any]
     )
 
 
-#: ``method="auto"`` takes the GEMM formulation up to this spatial size (see benchmarks/).
-AUTO_MATMUL_MAX_SIZE = 64
+#: ``method="auto"`` takes the GEMM formulation for fixed spectral pooling up to this spatial
+#: size; DiffStride stays on the FFTs (measured on 2 CPU cores, see the README: the GEMMs won
+#: for fixed pooling at 32x32 in torch, jax and TF, but with a learnable mask the backward
+#: pass adds the masks' GEMMs and the FFT path was as fast or faster in torch and jax).
+AUTO_MATMUL_MAX_SIZE = 32
 
 
-def _use_matmul(method: str, window: _agnostic.Window, sizes: tuple[Any, Any]) -> bool:
-    """The GEMM path needs static sizes; ``auto`` takes it for small maps, where its dense
-    matrices beat an FFT."""
+def _use_matmul(
+    method: str, window: _agnostic.Window, sizes: tuple[Any, Any], *, learnable: bool
+) -> bool:
+    """The GEMM path needs static sizes; ``auto`` takes it for fixed pooling of small maps."""
     static = all(isinstance(v, int) for v in (*sizes, *vars(window).values()))
     if method == "matmul" and not static:
         raise ValueError(
             "method='matmul' needs static sizes; received an input whose spatial or output "
             "sizes are only known at run time (use method='fft' or 'auto')"
         )
-    return static and (
-        method == "matmul" or (method == "auto" and max(sizes) <= AUTO_MATMUL_MAX_SIZE)
-    )
+    if method == "auto":
+        return static and not learnable and max(sizes) <= AUTO_MATMUL_MAX_SIZE
+    return method == "matmul"
 
 
 def _is_empty(x: Any) -> bool:
@@ -188,7 +192,7 @@ def diffstride_on(
     )
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
-    if _use_matmul(method, window, sizes):
+    if _use_matmul(method, window, sizes, learnable=True):
         masks = _agnostic.window_masks(t_h, t_w, window, sizes, smoothness, xp=xp)
         return _matmul.apply_separable(x, window, *masks, sizes=sizes, axes=axes, xp=xp)
     return _agnostic.masked_crop(
@@ -214,7 +218,7 @@ def spectral_pooling_on(
     window = _sizes.spectral_window(sizes, check_stride_values(strides))
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
-    if _use_matmul(method, window, sizes):
+    if _use_matmul(method, window, sizes, learnable=False):
         return _matmul.apply_separable(x, window, None, None, sizes=sizes, axes=axes, xp=xp)
     return _agnostic.spectral_crop(x, window, axes=axes, xp=xp)
 
@@ -261,8 +265,8 @@ def diffstride(
         Static ``(h, w)`` that fixes the crop (needed under ``jax.jit``); by default it is
         computed from the concrete stride values.
     method
-        ``"fft"`` (transforms), ``"matmul"`` (the same map as four real GEMMs, static sizes
-        only) or ``"auto"`` (matmul for maps up to ``AUTO_MATMUL_MAX_SIZE``, else fft).
+        ``"fft"`` (transforms), ``"matmul"`` (the same map as two real GEMMs, static sizes
+        only) or ``"auto"`` (fft here; see ``AUTO_MATMUL_MAX_SIZE``).
     backend
         Force a registered backend by name instead of dispatching on ``x``.
 

@@ -5,9 +5,9 @@ height it is the complex matrix ``P = IF_kh diag(m_h) F_rows`` (the DFT restrict
 kept rows, the mask, the inverse DFT of the cropped length); along the width it is
 ``B = F_cols diag(m_w) G`` (the rfft restricted to the kept columns, the mask, and ``G``, the
 inverse real DFT written as ``Re(z G)`` with weights 1 on the DC and Nyquist bins and 2
-elsewhere). As ``x`` is real, ``y = Re(P x B) = Re(P) x Re(B) - Im(P) x Im(B)``: four real
-GEMMs, no complex numbers in the backward pass, and no transposes for channels_last (the
-width matrix multiplies from the left of the trailing ``(W, C)`` block).
+elsewhere). As ``x`` is real, ``y = Re(P x B) = Re(P) x Re(B) - Im(P) x Im(B)``, computed as
+two real GEMMs over the whole batch (see :func:`apply_separable`), with no complex numbers in
+the backward pass.
 
 The DFT factors depend only on the sizes and the window, so they are built once in float64
 numpy (cached) and cast per call; the masks come from the core's ramp, so the stride gradient
@@ -81,20 +81,35 @@ def apply_separable(
     axes: tuple[int, int],
     xp: Any,
 ) -> Any:
-    """``y = Re(P x B)`` over the spatial ``axes`` (NCHW: (2, 3); NHWC: (1, 2))."""
+    """``y = Re(P x B)`` over the spatial ``axes`` (NCHW: (2, 3); NHWC: (1, 2)), as two
+    plain 2-D GEMMs: ``T = x B_cat`` with ``B_cat = [Re B | Im B]`` (width), then
+    ``Y = A_cat [T_re; T_im]`` with ``A_cat = [Re P | -Im P]`` (height).
+
+    Each GEMM is one matrix product over the whole batch, so the backward pass reduces the
+    weights' gradients (the masks') inside one GEMM too, instead of per-sample products
+    summed afterwards, which broadcast matmuls do. The price is a permute of the intermediate
+    (and, for channels_last, of the input) to bring each contracted axis to its place.
+    """
     u, v = height_factors(sizes[0], window)
     e, g = width_factors(sizes[1], window)
     a_re, a_im = _masked_product(u, mask_h, v, x, xp)  # (h_out, H)
     b_re, b_im = _masked_product(e, mask_w, g, x, xp)  # (W, w_out)
-    if axes[1] % len(x.shape) == len(x.shape) - 1:  # width innermost: x @ B, then A @ .
-        return xp.matmul(a_re, xp.matmul(x, b_re)) - xp.matmul(a_im, xp.matmul(x, b_im))
-    # channels_last (N, H, W, C): B^T from the left of each (W, C) block, then A of the
-    # (H, w_out * C) block; reshapes of contiguous arrays only, no transposes.
-    n, h, _, c = x.shape
+    a_cat = xp.concat([a_re, -a_im], axis=1)  # (h_out, 2H)
+    b_cat = xp.concat([b_re, b_im], axis=1)  # (W, 2 w_out)
+    height, width = sizes
     h_out, w_out = window.height, window.width
-
-    def along_height(a: Any, b: Any) -> Any:
-        t = xp.reshape(xp.matmul(xp.matrix_transpose(b), x), (n, h, w_out * c))
-        return xp.reshape(xp.matmul(a, t), (n, h_out, w_out, c))
-
-    return along_height(a_re, b_re) - along_height(a_im, b_im)
+    channels_first = axes[1] % len(x.shape) == len(x.shape) - 1
+    if channels_first:  # (N, C, H, W): rows of x are (N, C, H)
+        n, c = x.shape[0], x.shape[1]
+        rows = x
+    else:  # (N, H, W, C) -> (N, H, C, W): rows (N, H, C)
+        n, c = x.shape[0], x.shape[3]
+        rows = xp.permute_dims(x, (0, 1, 3, 2))
+    t = xp.matmul(xp.reshape(rows, (-1, width)), b_cat)  # (rows, 2 w_out)
+    if channels_first:  # (N, C, H, 2, w) -> (2, H, N, C, w)
+        t = xp.permute_dims(xp.reshape(t, (n, c, height, 2, w_out)), (3, 2, 0, 1, 4))
+    else:  # (N, H, C, 2, w) -> (2, H, N, C, w)
+        t = xp.permute_dims(xp.reshape(t, (n, height, c, 2, w_out)), (3, 1, 0, 2, 4))
+    y = xp.matmul(a_cat, xp.reshape(t, (2 * height, -1)))  # (h_out, N * C * w_out)
+    y = xp.reshape(y, (h_out, n, c, w_out))
+    return xp.permute_dims(y, (1, 2, 0, 3) if channels_first else (1, 0, 3, 2))

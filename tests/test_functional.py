@@ -198,3 +198,14 @@ def test_matmul_needs_static_sizes_in_graph_mode() -> None:
 
     with pytest.raises(ValueError, match="method='matmul' needs static sizes"):
         run(tf.constant(X))
+
+
+def test_auto_method_choice() -> None:
+    from diffstride import _api, _sizes
+
+    small = _sizes.spectral_window((32, 32), (2.0, 2.0))
+    large = _sizes.spectral_window((64, 64), (2.0, 2.0))
+    assert _api._use_matmul("auto", small, (32, 32), learnable=False)
+    assert not _api._use_matmul("auto", large, (64, 64), learnable=False)
+    assert not _api._use_matmul("auto", small, (32, 32), learnable=True)
+    assert _api._use_matmul("matmul", large, (64, 64), learnable=True)

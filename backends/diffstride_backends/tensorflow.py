@@ -93,6 +93,7 @@ def _make_namespace() -> SimpleNamespace:
         isfinite=tf.math.is_finite,
         matrix_transpose=tf.linalg.matrix_transpose,
         matmul=matmul,
+        permute_dims=lambda x, axes: tf.transpose(x, axes),
         zeros=lambda shape, dtype=None, device=None: tf.zeros(shape, dtype=dtype),
         astype=astype,
         concat=lambda arrays, axis=0: tf.concat(list(arrays), axis=axis),
