@@ -146,3 +146,19 @@ def test_stride_report_chains_sizes() -> None:
     assert [row["strides"] for row in report[1:]] == [[3.0, 3.0], [2.0, 2.0], [3.0, 3.0]]
     keras_model = keras_models.small_resnet([1, 1, 3, 2, 3], input_shape=(28, 28, 1))
     assert keras_models.report(keras_model, (28, 28)) == report
+
+
+def test_resnet18_builds_in_both_frameworks() -> None:
+    import torch
+
+    from diffstride.models import keras as keras_models
+    from diffstride.models.torch import resnet18
+
+    model = resnet18(pooling="diffstride", in_channels=3, num_classes=10)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    assert len(model.diffstride_layers()) == 4
+    keras_model = keras_models.resnet18(input_shape=(16, 16, 3), pooling="spectral")
+    assert keras_model(np.zeros((2, 16, 16, 3), "float32")).shape == (2, 10)
+    assert keras_models.macs(keras_model, (16, 16), in_channels=3) == resnet18(
+        pooling="spectral"
+    ).macs((16, 16))

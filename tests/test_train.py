@@ -75,3 +75,27 @@ def test_bad_strides_argument(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         train.parse_args(["--strides", "1,0.5,2"])
     assert "--strides must be >= 1" in capsys.readouterr().err
+
+
+def test_seeds_make_runs_repeatable(tmp_path: Path) -> None:
+    def final(name: str) -> dict:
+        train.main(
+            [
+                "--epochs",
+                "1",
+                "--limit-train",
+                "64",
+                "--batch-size",
+                "32",
+                "--seed",
+                "3",
+                "--out",
+                str(tmp_path / name),
+                "--no-progress",
+            ]
+        )
+        return json.loads((tmp_path / name / "metrics.json").read_text())["final"]
+
+    first, second = final("a"), final("b")
+    assert first["strides"] == second["strides"]
+    assert first["train_loss"] == second["train_loss"]
