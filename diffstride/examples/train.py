@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -69,8 +69,9 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Trainer:
-    """The few operations ``run`` needs from a framework."""
+class _Trainer(Protocol):
+    """The few operations ``run`` needs from a framework (one implementation per framework
+    below: ``_torch_trainer``, ``_keras_trainer``)."""
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]: ...
     def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float: ...
@@ -105,7 +106,7 @@ def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
         groups.append({"params": stride_params, "lr": config.stride_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
 
-    class Trainer(_Trainer):
+    class Trainer:
         def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
             model.train()
             logits = model(torch.from_numpy(x))
@@ -183,7 +184,7 @@ def _keras_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
     def nhwc(x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
-    class Trainer(_Trainer):
+    class Trainer:
         def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
             loss, acc = step(nhwc(x), y)
             return float(loss), float(acc)
