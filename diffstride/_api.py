@@ -8,6 +8,7 @@ itself lives in ``_agnostic`` and is never repeated here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from array_api_compat import device as _device
@@ -121,10 +122,16 @@ def window_for(
     cropping: bool,
     smoothness_factor: float,
     xp: Any,
+    strides: Any = None,
+    limits: tuple[float | None, float | None] = (None, None),
 ) -> _agnostic.Window:
-    """The crop: a static ``output_size``, the full spectrum, or the bins whose mask is > 0
-    (counted from the thresholds the forward pass uses; ints where the backend can read
-    them, symbolic sizes where it slices with them, else an error asking for output_size)."""
+    """The crop: a static ``output_size``, the full spectrum, or the bins whose mask is > 0.
+
+    Where the ``strides`` array's values can be read (eager mode), the window is decided in
+    numpy from them, with the same agnostic functions in the same precision (bit-identical,
+    one device read instead of a dozen small framework ops); else it is counted from the
+    ``thresholds`` the forward pass uses, as symbolic sizes where the backend slices with
+    them, or it is an error asking for ``output_size``."""
     if output_size is not None:
         if not all(isinstance(n, int) for n in sizes):
             raise ValueError(
@@ -134,6 +141,16 @@ def window_for(
         return _sizes.window_for_size(sizes, output_size)
     if not cropping:
         return _sizes.full_window(sizes)
+    stride_values = None if strides is None else backend.concrete(strides)
+    if stride_values is not None and all(isinstance(n, int) for n in sizes):
+        return _sizes.concrete_window(
+            stride_values,
+            sizes,
+            smoothness_factor=smoothness_factor,
+            cropping=True,
+            lower_limit_stride=limits[0],
+            upper_limit_stride=limits[1],
+        )
     counts = _agnostic.kept_counts(*thresholds, sizes, smoothness_factor, xp=xp)
     values = [backend.concrete(count) for count in counts]
     if all(value is not None for value in values):
@@ -189,15 +206,73 @@ def diffstride_on(
         cropping=bool(cropping),
         smoothness_factor=smoothness,
         xp=xp,
+        strides=stride_array,
+        limits=limits,
     )
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
+    masks = _agnostic.window_masks(t_h, t_w, window, sizes, smoothness, xp=xp)
     if _use_matmul(method, window, sizes, learnable=True):
-        masks = _agnostic.window_masks(t_h, t_w, window, sizes, smoothness, xp=xp)
         return _matmul.apply_separable(x, window, *masks, sizes=sizes, axes=axes, xp=xp)
-    return _agnostic.masked_crop(
-        x, t_h, t_w, window, sizes=sizes, smoothness_factor=smoothness, axes=axes, xp=xp
-    )
+    return _fft_path(backend, x, masks, window, sizes=sizes, axes=axes, xp=xp)
+
+
+def _fft_path(
+    backend: Backend,
+    x: Any,
+    masks: tuple[Any, Any] | None,
+    window: _agnostic.Window,
+    *,
+    sizes: tuple[Any, Any],
+    axes: tuple[int, int],
+    xp: Any,
+) -> Any:
+    """The FFT formulation, with the core's hand-written VJP where the backend can register
+    one (``custom_vjp``) and the sizes are static; else through the framework's autodiff."""
+    static = all(isinstance(v, int) for v in (*sizes, *vars(window).values()))
+    mask_h, mask_w = (None, None) if masks is None else masks
+    if getattr(backend, "custom_vjp", None) is None or not static:
+        return _agnostic.masked_crop(x, mask_h, mask_w, window, sizes=sizes, axes=axes, xp=xp)[0]
+    fused = _fused_fft(backend, window, sizes, axes, masks is not None)
+    return fused(x) if masks is None else fused(x, mask_h, mask_w)
+
+
+@lru_cache(maxsize=512)
+def _fused_fft(
+    backend: Backend,
+    window: _agnostic.Window,
+    sizes: tuple[int, int],
+    axes: tuple[int, int],
+    masked: bool,
+) -> Any:
+    """``f(x[, mask_h, mask_w])`` with the core's VJP, registered once per configuration
+    (jax traces a new function object again; one per call made eager jax 20x slower)."""
+    xp = backend.namespace()
+
+    def unpack(primals: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+        return (*primals, None, None) if not masked else primals  # type: ignore[return-value]
+
+    def forward(*primals: Any) -> tuple[Any, Any]:
+        return _agnostic.masked_crop(*unpack(primals), window, sizes=sizes, axes=axes, xp=xp)
+
+    def backward(
+        spectrum: Any, primals: tuple[Any, ...], cotangent: Any, needs: tuple[bool, ...]
+    ) -> tuple[Any, ...]:
+        _, mask_h, mask_w = unpack(primals)
+        grads = _agnostic.masked_crop_vjp(
+            cotangent,
+            spectrum,
+            mask_h,
+            mask_w,
+            window,
+            sizes=sizes,
+            axes=axes,
+            needs=(*needs, False, False)[:3],
+            xp=xp,
+        )
+        return grads[: len(primals)]
+
+    return backend.custom_vjp(forward, backward)  # type: ignore[attr-defined]
 
 
 def spectral_pooling_on(
@@ -220,7 +295,7 @@ def spectral_pooling_on(
         return _empty_result(x, window, axes, xp)
     if _use_matmul(method, window, sizes, learnable=False):
         return _matmul.apply_separable(x, window, None, None, sizes=sizes, axes=axes, xp=xp)
-    return _agnostic.spectral_crop(x, window, axes=axes, xp=xp)
+    return _fft_path(backend, x, None, window, sizes=sizes, axes=axes, xp=xp)
 
 
 def _backend(x: Any, backend: str | None) -> Backend:

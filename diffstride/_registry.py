@@ -63,6 +63,12 @@ class Backend(Protocol):
         """``x`` as a numpy array, or ``None`` when it is symbolic (jit, graph mode)."""
         ...
 
+    # Optional, not part of the runtime check: ``custom_vjp(forward, backward)`` returns a
+    # differentiable ``f(*primals)`` equal to ``forward(*primals)[0]`` (``forward`` returns
+    # ``(out, residual)``), whose gradient is ``backward(residual, primals, cotangent, needs)``
+    # (``needs``: which primals want a gradient; the others may get ``None``). The FFT path
+    # registers the core's hand-written VJP through it (``_agnostic.masked_crop_vjp``).
+
 
 def _target(name: str) -> str | None:
     """``module:attr`` for a backend name: entry points first, then the built-in list."""

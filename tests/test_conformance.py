@@ -37,7 +37,10 @@ class _WrongGradient:
 
 
 class _ScaledFFT(_WrongGradient):
-    """A namespace whose inverse FFT is off by a factor in the backward pass only."""
+    """A namespace whose inverse FFT is off by a factor in the backward pass only (through
+    autodiff: this adapter registers no ``custom_vjp``)."""
+
+    custom_vjp = None
 
     def namespace(self) -> Any:
         from types import SimpleNamespace
@@ -67,9 +70,28 @@ class _ScaledFFT(_WrongGradient):
         return x.detach()
 
 
+class _WrongCustomVJP(_WrongGradient):
+    """Registers the core's VJP with a bug: the input's gradient is 1% too large."""
+
+    def stop_gradient(self, x: Any) -> Any:
+        return x.detach()
+
+    def custom_vjp(self, forward: Any, backward: Any) -> Any:
+        def scaled(*args: Any) -> tuple[Any, ...]:
+            grads = backward(*args)
+            return (None if grads[0] is None else grads[0] * 1.01, *grads[1:])
+
+        return self._inner.custom_vjp(forward, scaled)
+
+
 @pytest.mark.parametrize(
     ("broken", "method"),
-    [(_WrongGradient, "fft"), (_WrongGradient, "matmul"), (_ScaledFFT, "fft")],
+    [
+        (_WrongGradient, "fft"),
+        (_WrongGradient, "matmul"),
+        (_ScaledFFT, "fft"),
+        (_WrongCustomVJP, "fft"),
+    ],
 )
 @pytest.mark.parametrize("check", [check_golden_gradients, check_matches_numpy_reference])
 def test_suite_catches_a_wrong_gradient(broken: type, method: str, check: Any) -> None:
