@@ -245,8 +245,8 @@ def _fused_fft(
     axes: tuple[int, int],
     masked: bool,
 ) -> Any:
-    """``f(x[, mask_h, mask_w])`` with the core's VJP, registered once per configuration
-    (jax traces a new function object again; one per call made eager jax 20x slower)."""
+    """``f(x[, mask_h, mask_w])`` with the core's VJP, built once per configuration: a
+    framework that traces functions (jax, tf.function) caches on the function's identity."""
     xp = backend.namespace()
 
     def unpack(primals: tuple[Any, ...]) -> tuple[Any, Any, Any]:

@@ -53,6 +53,23 @@ def test_jax_jit_needs_output_size() -> None:
     )
 
 
+def test_jax_forward_mode() -> None:
+    """``jax.jvp``/``jacfwd`` work (a ``custom_vjp`` would refuse them) and agree with reverse
+    mode."""
+    import jax
+    import jax.numpy as jnp
+
+    from diffstride.jax import diffstride as ds
+
+    size = diffstride.output_size((20, 18), (2.0, 1.5))
+
+    def loss(strides: jax.Array) -> jax.Array:
+        return jnp.sum(ds(jnp.asarray(X), strides, output_size=size) ** 2)
+
+    strides = jnp.asarray([2.0, 1.5])
+    np.testing.assert_allclose(jax.jacfwd(loss)(strides), jax.grad(loss)(strides), rtol=1e-4)
+
+
 def test_tf_function_matches_eager() -> None:
     import tensorflow as tf
 

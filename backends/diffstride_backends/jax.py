@@ -5,7 +5,9 @@ Concrete values: under ``jax.grad`` the strides are tracers whose values are kno
 are read through ``stop_gradient``; under ``jax.jit`` they are not, and ``concrete`` returns
 None, which makes the caller ask for a static ``output_size``.
 
-``custom_vjp`` registers the core's hand-written VJP of the FFT path with ``jax.custom_vjp``.
+No ``custom_vjp``: registering the core's hand-written VJP with ``jax.custom_vjp`` made jit's
+forward+backward only 3-15% faster (XLA already fuses what autodiff emits), and a
+``custom_vjp`` function refuses forward mode (``jax.jvp``, ``jax.jacfwd``).
 """
 
 from __future__ import annotations
@@ -43,26 +45,6 @@ class JaxBackend:
             return np.asarray(jax.lax.stop_gradient(x))
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
             return None
-
-    def custom_vjp(self, forward: Any, backward: Any) -> Any:
-        """``forward(*primals) -> (out, residual)`` with the gradient ``backward(residual,
-        primals, cotangent, needs) -> grads``."""
-        import jax
-
-        @jax.custom_vjp
-        def fused(*primals: Any) -> Any:
-            return forward(*primals)[0]
-
-        def fused_forward(*primals: Any) -> Any:
-            out, residual = forward(*primals)
-            return out, (residual, primals)
-
-        def fused_backward(saved: Any, cotangent: Any) -> Any:
-            residual, primals = saved
-            return tuple(backward(residual, primals, cotangent, (True,) * len(primals)))
-
-        fused.defvjp(fused_forward, fused_backward)
-        return fused
 
     # Testing hooks, used by diffstride_conformance.
     def from_numpy(self, array: np.ndarray) -> Any:
