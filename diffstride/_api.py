@@ -81,6 +81,12 @@ def _use_matmul(
     return method == "matmul"
 
 
+def _broadcasts(backend: Backend) -> bool:
+    """Whether the backend multiplies a matrix by a stack of matrices without copying the
+    stack (optional adapter attribute ``broadcast_matmul``; see ``_matmul.apply_separable``)."""
+    return bool(getattr(backend, "broadcast_matmul", False))
+
+
 def _is_empty(x: Any) -> bool:
     return any(size == 0 for size in x.shape)
 
@@ -213,7 +219,9 @@ def diffstride_on(
         return _empty_result(x, window, axes, xp)
     masks = _agnostic.window_masks(t_h, t_w, window, sizes, smoothness, xp=xp)
     if _use_matmul(method, window, sizes, learnable=True):
-        return _matmul.apply_separable(x, window, *masks, sizes=sizes, axes=axes, xp=xp)
+        return _matmul.apply_separable(
+            x, window, *masks, sizes=sizes, axes=axes, broadcast=_broadcasts(backend), xp=xp
+        )
     return _fft_path(backend, x, masks, window, sizes=sizes, axes=axes, xp=xp)
 
 
@@ -294,7 +302,9 @@ def spectral_pooling_on(
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
     if _use_matmul(method, window, sizes, learnable=False):
-        return _matmul.apply_separable(x, window, None, None, sizes=sizes, axes=axes, xp=xp)
+        return _matmul.apply_separable(
+            x, window, None, None, sizes=sizes, axes=axes, broadcast=_broadcasts(backend), xp=xp
+        )
     return _fft_path(backend, x, None, window, sizes=sizes, axes=axes, xp=xp)
 
 

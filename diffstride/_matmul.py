@@ -6,8 +6,7 @@ kept rows, the mask, the inverse DFT of the cropped length); along the width it 
 ``B = F_cols diag(m_w) G`` (the rfft restricted to the kept columns, the mask, and ``G``, the
 inverse real DFT written as ``Re(z G)`` with weights 1 on the DC and Nyquist bins and 2
 elsewhere). As ``x`` is real, ``y = Re(P x B) = Re(P) x Re(B) - Im(P) x Im(B)``, computed as
-two real GEMMs over the whole batch (see :func:`apply_separable`), with no complex numbers in
-the backward pass.
+two real GEMMs (see :func:`apply_separable`), with no complex numbers in the backward pass.
 
 The DFT factors depend only on the sizes and the window, so they are built once in float64
 numpy (cached) and cast per call; the masks come from the core's ramp, so the stride gradient
@@ -79,37 +78,86 @@ def apply_separable(
     *,
     sizes: tuple[int, int],
     axes: tuple[int, int],
+    broadcast: bool = False,
     xp: Any,
 ) -> Any:
-    """``y = Re(P x B)`` over the spatial ``axes`` (NCHW: (2, 3); NHWC: (1, 2)), as two
-    plain 2-D GEMMs: ``T = x B_cat`` with ``B_cat = [Re B | Im B]`` (width), then
-    ``Y = A_cat [T_re; T_im]`` with ``A_cat = [Re P | -Im P]`` (height).
+    """``y = Re(P x B)`` over the spatial ``axes`` (NCHW: (2, 3); NHWC: (1, 2)) as two GEMMs.
 
-    Each GEMM is one matrix product over the whole batch, so the backward pass reduces the
-    weights' gradients (the masks') inside one GEMM too, instead of per-sample products
-    summed afterwards, which broadcast matmuls do. The price is a permute of the intermediate
-    (and, for channels_last, of the input) to bring each contracted axis to its place.
+    Two layouts of the same products, because frameworks differ in what a GEMM costs:
+
+    * ``broadcast=True`` (TensorFlow): a small matrix times a stack of matrices, with the
+      real and imaginary parts interleaved into the contracted dimension, so that no
+      activation is ever transposed. TensorFlow's batched matmul reads such operands as they
+      lie; this halved tf.function NHWC time against the permuted form.
+    * ``broadcast=False`` (torch, jax, default): each product is one plain 2-D GEMM over the
+      whole batch, at the price of permuting the intermediate (and NHWC input). torch folds a
+      matrix-times-stack product through transposed copies of the stack, which cost more.
     """
     u, v = height_factors(sizes[0], window)
     e, g = width_factors(sizes[1], window)
-    a_re, a_im = _masked_product(u, mask_h, v, x, xp)  # (h_out, H)
-    b_re, b_im = _masked_product(e, mask_w, g, x, xp)  # (W, w_out)
-    a_cat = xp.concat([a_re, -a_im], axis=1)  # (h_out, 2H)
-    b_cat = xp.concat([b_re, b_im], axis=1)  # (W, 2 w_out)
-    height, width = sizes
-    h_out, w_out = window.height, window.width
+    a_re, a_im = _masked_product(u, mask_h, v, x, xp)  # (h, H)
+    b_re, b_im = _masked_product(e, mask_w, g, x, xp)  # (W, w)
     channels_first = axes[1] % len(x.shape) == len(x.shape) - 1
+    apply = _broadcast_gemms if broadcast else _permuted_gemms
+    return apply(x, (a_re, a_im), (b_re, b_im), sizes, window.output_size, channels_first, xp)
+
+
+def _broadcast_gemms(
+    x: Any,
+    a: tuple[Any, Any],
+    b: tuple[Any, Any],
+    sizes: tuple[int, int],
+    output_size: tuple[int, int],
+    channels_first: bool,
+    xp: Any,
+) -> Any:
+    """NCHW: ``T = x [Re B | Im B]`` lies as ``(N C, H, 2, w)``; ``y[n, c] = A' T[n, c]`` with
+    the columns of ``Re P`` and ``-Im P`` interleaved. NHWC: ``U[n] = A'' x[n]`` with the rows
+    of ``Re P`` and ``Im P`` interleaved lies as ``(N h, 2, W, C)``; ``y[n, i] = [Re B^T |
+    -Im B^T] U[n, i]``."""
+    (a_re, a_im), (b_re, b_im) = a, b
+    (height, width), (h_out, w_out) = sizes, output_size
+    n = x.shape[0]
+    if channels_first:
+        c = x.shape[1]
+        a_interleaved = xp.reshape(xp.stack([a_re, -a_im], axis=2), (h_out, 2 * height))
+        t = xp.matmul(xp.reshape(x, (-1, width)), xp.concat([b_re, b_im], axis=1))
+        y = xp.matmul(a_interleaved, xp.reshape(t, (-1, 2 * height, w_out)))
+        return xp.reshape(y, (n, c, h_out, w_out))
+    c = x.shape[3]
+    a_interleaved = xp.reshape(xp.stack([a_re, a_im], axis=1), (2 * h_out, height))
+    b_cat = xp.concat([xp.matrix_transpose(b_re), -xp.matrix_transpose(b_im)], axis=1)
+    u_rows = xp.matmul(a_interleaved, xp.reshape(x, (n, height, width * c)))
+    y = xp.matmul(b_cat, xp.reshape(u_rows, (-1, 2 * width, c)))
+    return xp.reshape(y, (n, h_out, w_out, c))
+
+
+def _permuted_gemms(
+    x: Any,
+    a: tuple[Any, Any],
+    b: tuple[Any, Any],
+    sizes: tuple[int, int],
+    output_size: tuple[int, int],
+    channels_first: bool,
+    xp: Any,
+) -> Any:
+    """``T = x [Re B | Im B]`` over the rows ``(N, C, H)`` (NHWC: ``(N, H, C)``), permuted to
+    ``(2, H, N, C, w)``, then ``Y = [Re P | -Im P] T`` as one GEMM, permuted back."""
+    (a_re, a_im), (b_re, b_im) = a, b
+    (height, width), (h_out, w_out) = sizes, output_size
+    a_cat = xp.concat([a_re, -a_im], axis=1)  # (h, 2H)
+    b_cat = xp.concat([b_re, b_im], axis=1)  # (W, 2w)
     if channels_first:  # (N, C, H, W): rows of x are (N, C, H)
         n, c = x.shape[0], x.shape[1]
         rows = x
     else:  # (N, H, W, C) -> (N, H, C, W): rows (N, H, C)
         n, c = x.shape[0], x.shape[3]
         rows = xp.permute_dims(x, (0, 1, 3, 2))
-    t = xp.matmul(xp.reshape(rows, (-1, width)), b_cat)  # (rows, 2 w_out)
+    t = xp.matmul(xp.reshape(rows, (-1, width)), b_cat)  # (rows, 2w)
     if channels_first:  # (N, C, H, 2, w) -> (2, H, N, C, w)
         t = xp.permute_dims(xp.reshape(t, (n, c, height, 2, w_out)), (3, 2, 0, 1, 4))
     else:  # (N, H, C, 2, w) -> (2, H, N, C, w)
         t = xp.permute_dims(xp.reshape(t, (n, height, c, 2, w_out)), (3, 1, 0, 2, 4))
-    y = xp.matmul(a_cat, xp.reshape(t, (2 * height, -1)))  # (h_out, N * C * w_out)
+    y = xp.matmul(a_cat, xp.reshape(t, (2 * height, -1)))  # (h, N C w)
     y = xp.reshape(y, (h_out, n, c, w_out))
     return xp.permute_dims(y, (1, 2, 0, 3) if channels_first else (1, 0, 3, 2))

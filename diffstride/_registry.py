@@ -68,6 +68,8 @@ class Backend(Protocol):
     # ``(out, residual)``), whose gradient is ``backward(residual, primals, cotangent, needs)``
     # (``needs``: which primals want a gradient; the others may get ``None``). The FFT path
     # registers the core's hand-written VJP through it (``_agnostic.masked_crop_vjp``).
+    # ``broadcast_matmul = True`` says a matrix times a stack of matrices costs no copy of
+    # the stack; the GEMM path then lays its products out without transposes.
 
 
 def _target(name: str) -> str | None:

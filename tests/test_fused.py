@@ -133,3 +133,22 @@ def test_torch_gradients_of_a_subset_of_inputs() -> None:
     y = diffstride(x_leaf, torch.tensor([2.0, 2.0]))
     (grad,) = torch.autograd.grad(y, x_leaf, torch.from_numpy(cotangent))
     np.testing.assert_allclose(grad.numpy(), ref_x, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "fixed"])
+def test_gemm_layouts_agree(data_format: str, masked: bool) -> None:
+    """The transpose-free GEMM layout (TensorFlow's) is the same map as the permuted one and
+    as the FFTs; the conformance suite runs each backend on its own layout only."""
+    import array_api_compat.numpy as xp
+
+    from diffstride import _matmul
+
+    x, _, window, masks, sizes = _case(data_format, masked)
+    axes = (2, 3) if data_format == "channels_first" else (1, 2)
+    expected = _agnostic.masked_crop(x, *masks, window, sizes=sizes, axes=axes, xp=xp)[0]
+    for broadcast in (False, True):
+        got = _matmul.apply_separable(
+            x, window, *masks, sizes=sizes, axes=axes, broadcast=broadcast, xp=xp
+        )
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)

@@ -111,6 +111,9 @@ class TensorFlowBackend:
     module = "tensorflow"
     differentiable = True
     dynamic_shapes = True
+    #: BatchMatMulV2 broadcasts a matrix against a stack without copying it, so the GEMM path
+    #: needs no transposes (see ``diffstride._matmul.apply_separable``).
+    broadcast_matmul = True
 
     def __init__(self) -> None:
         self._namespace: SimpleNamespace | None = None
