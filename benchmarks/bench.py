@@ -494,6 +494,9 @@ def environment(frameworks: Iterable[str]) -> dict[str, Any]:
         "os_cpu_count": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""),
+        # glibc malloc settings change torch's eager times (see README: "Allocator").
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "LD_PRELOAD": os.environ.get("LD_PRELOAD", ""),
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -59,17 +59,23 @@ def spatial_sizes(x: Any, data_format: str, backend: Backend) -> tuple[Any, Any]
     )
 
 
-#: ``method="auto"`` takes the GEMM formulation for fixed spectral pooling up to this spatial
-#: size; DiffStride stays on the FFTs (measured on 2 CPU cores, see the README: the GEMMs won
-#: for fixed pooling at 32x32 in torch, jax and TF, but with a learnable mask the backward
-#: pass adds the masks' GEMMs and the FFT path was as fast or faster in torch and jax).
-AUTO_MATMUL_MAX_SIZE = 32
+#: Up to which spatial size ``method="auto"`` takes the GEMM formulation, as
+#: ``(DiffStride, fixed spectral pooling)``, unless the adapter says otherwise
+#: (``auto_matmul_max_sizes``). Measured on 2 CPU cores (see the README): in torch and jax
+#: the FFTs win for DiffStride (torch's with the core's VJP), the GEMMs for fixed pooling of
+#: 32x32 maps; TensorFlow's GEMMs won everywhere up to 128x128.
+AUTO_MATMUL_MAX_SIZES = (0, 32)
 
 
 def _use_matmul(
-    method: str, window: _agnostic.Window, sizes: tuple[Any, Any], *, learnable: bool
+    method: str,
+    window: _agnostic.Window,
+    sizes: tuple[Any, Any],
+    *,
+    learnable: bool,
+    backend: Backend | None = None,
 ) -> bool:
-    """The GEMM path needs static sizes; ``auto`` takes it for fixed pooling of small maps."""
+    """The GEMM path needs static sizes; ``auto`` takes it up to the backend's sizes."""
     static = all(isinstance(v, int) for v in (*sizes, *vars(window).values()))
     if method == "matmul" and not static:
         raise ValueError(
@@ -77,7 +83,8 @@ def _use_matmul(
             "sizes are only known at run time (use method='fft' or 'auto')"
         )
     if method == "auto":
-        return static and not learnable and max(sizes) <= AUTO_MATMUL_MAX_SIZE
+        limits = getattr(backend, "auto_matmul_max_sizes", AUTO_MATMUL_MAX_SIZES)
+        return static and max(sizes) <= limits[0 if learnable else 1]
     return method == "matmul"
 
 
@@ -218,7 +225,7 @@ def diffstride_on(
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
     masks = _agnostic.window_masks(t_h, t_w, window, sizes, smoothness, xp=xp)
-    if _use_matmul(method, window, sizes, learnable=True):
+    if _use_matmul(method, window, sizes, learnable=True, backend=backend):
         return _matmul.apply_separable(
             x, window, *masks, sizes=sizes, axes=axes, broadcast=_broadcasts(backend), xp=xp
         )
@@ -301,7 +308,7 @@ def spectral_pooling_on(
     window = _sizes.spectral_window(sizes, check_stride_values(strides))
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
-    if _use_matmul(method, window, sizes, learnable=False):
+    if _use_matmul(method, window, sizes, learnable=False, backend=backend):
         return _matmul.apply_separable(
             x, window, None, None, sizes=sizes, axes=axes, broadcast=_broadcasts(backend), xp=xp
         )
@@ -351,7 +358,7 @@ def diffstride(
         computed from the concrete stride values.
     method
         ``"fft"`` (transforms), ``"matmul"`` (the same map as two real GEMMs, static sizes
-        only) or ``"auto"`` (fft here; see ``AUTO_MATMUL_MAX_SIZE``).
+        only) or ``"auto"`` (by backend and size; see ``AUTO_MATMUL_MAX_SIZES``).
     backend
         Force a registered backend by name instead of dispatching on ``x``.
 

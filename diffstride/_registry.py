@@ -70,6 +70,8 @@ class Backend(Protocol):
     # registers the core's hand-written VJP through it (``_agnostic.masked_crop_vjp``).
     # ``broadcast_matmul = True`` says a matrix times a stack of matrices costs no copy of
     # the stack; the GEMM path then lays its products out without transposes.
+    # ``auto_matmul_max_sizes = (d, f)``: up to which spatial size ``method="auto"`` takes
+    # the GEMMs for DiffStride and for fixed pooling (default ``_api.AUTO_MATMUL_MAX_SIZES``).
 
 
 def _target(name: str) -> str | None:

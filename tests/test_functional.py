@@ -226,3 +226,11 @@ def test_auto_method_choice() -> None:
     assert not _api._use_matmul("auto", large, (64, 64), learnable=False)
     assert not _api._use_matmul("auto", small, (32, 32), learnable=True)
     assert _api._use_matmul("matmul", large, (64, 64), learnable=True)
+    # TensorFlow's adapter asks for the GEMMs up to 128x128, DiffStride included.
+    tf_backend = diffstride.get_backend("tensorflow")
+    assert _api._use_matmul("auto", large, (64, 64), learnable=True, backend=tf_backend)
+    huge = _sizes.spectral_window((256, 256), (2.0, 2.0))
+    assert not _api._use_matmul("auto", huge, (256, 256), learnable=True, backend=tf_backend)
+    assert not _api._use_matmul(
+        "auto", large, (64, 64), learnable=True, backend=diffstride.get_backend("torch")
+    )
