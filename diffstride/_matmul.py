@@ -88,7 +88,7 @@ def apply_separable(
     * ``broadcast=True`` (TensorFlow): a small matrix times a stack of matrices, with the
       real and imaginary parts interleaved into the contracted dimension, so that no
       activation is ever transposed. TensorFlow's batched matmul reads such operands as they
-      lie; this halved tf.function NHWC time against the permuted form.
+      lie; under tf.function NHWC this took DiffStride from 7.9x to 5.1x the average pool.
     * ``broadcast=False`` (torch, jax, default): each product is one plain 2-D GEMM over the
       whole batch, at the price of permuting the intermediate (and NHWC input). torch folds a
       matrix-times-stack product through transposed copies of the stack, which cost more.
