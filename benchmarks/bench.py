@@ -67,6 +67,8 @@ FORMATS = ("channels_first", "channels_last")
 #: Each spectral op once per computation path (``method=``), then the baseline.
 METHODS = ("fft", "matmul")
 OPS = (*(f"{op}/{m}" for op in ("DiffStride", "Spectral") for m in METHODS), "AvgPool")
+#: TensorFlow only: the Keras layer without ``output_size``, as ``fit`` runs it.
+LAYER_OP = "DiffStride/layer"
 KINDS = ("fwd", "fwd+bwd")
 STRIDES = (2.0, 2.0)
 MODES = {
@@ -227,21 +229,26 @@ def tf_ops(mode: str, shape_nchw: tuple[int, int, int, int], fmt: str) -> dict[s
     x = tf.random.stateless_normal(layout(shape_nchw, fmt), seed=(0, 0))
     s = tf.Variable(STRIDES, dtype=tf.float32)
     pool = keras.layers.AveragePooling2D(pool_size=2, strides=2, data_format=fmt)
-    # A static output_size, as for jax: inside tf.function the crop size would otherwise be
-    # computed in the graph (dynamic shapes), which the GEMM path does not take.
+    # A static output_size, as for jax (else, under tf.function, the crop is computed in the
+    # graph: the layer op below measures that case).
     size = diffstride.output_size(tuple(shape_nchw[2:]), STRIDES)
-    fns: dict[str, tuple[Callable[[Any], Any], bool]] = {}
+    fns: dict[str, tuple[Callable[[Any], Any], Any]] = {}
     for m in METHODS:
         fns[f"DiffStride/{m}"] = (
             lambda a, m=m: dtf.diffstride(a, s, data_format=fmt, output_size=size, method=m),
-            True,
+            s,
         )
         fns[f"Spectral/{m}"] = (
             lambda a, m=m: dtf.spectral_pooling(a, (2, 2), data_format=fmt, method=m),
-            False,
+            None,
         )
-    fns["AvgPool"] = (pool, False)
-    return {op: tf_bench(fn, x, s if with_s else None, mode) for op, (fn, with_s) in fns.items()}
+    # What Keras fit runs: the layer without output_size, so under tf.function its crop is
+    # symbolic (the GEMM path then builds its DFT factors in the graph).
+    layer = dtf.DiffStride(strides=STRIDES, data_format=fmt)
+    layer(x)
+    fns[LAYER_OP] = (lambda a: layer(a, training=True), layer.trainable_variables[0])
+    fns["AvgPool"] = (pool, None)
+    return {op: tf_bench(fn, x, variable, mode) for op, (fn, variable) in fns.items()}
 
 
 def tf_bench(fn: Callable[[Any], Any], x: Any, s: Any, mode: str) -> OpBench:
@@ -454,13 +461,14 @@ def measure_memory(fw: str, ops: dict[str, OpBench], records: dict[str, Record])
 def run_case(
     fw: str, mode: str, shape: tuple[int, int, int, int], fmt: str, args: argparse.Namespace
 ) -> list[Record]:
-    records = {op: Record(fw, mode, layout(shape, fmt), fmt, op) for op in OPS}
     try:
         ops = BUILDERS[fw](mode, shape, fmt)
     except Exception as exc:  # e.g. the framework's compiler is unavailable
+        records = {op: Record(fw, mode, layout(shape, fmt), fmt, op) for op in OPS}
         for rec in records.values():
             rec.error = error_text(exc)
         return list(records.values())
+    records = {op: Record(fw, mode, layout(shape, fmt), fmt, op) for op in ops}
     breaks_before = torch_graph_breaks() if (fw, mode) == ("torch", "compile") else 0
     thunks = warm_up(ops, records, args.warmup)
     if (fw, mode) == ("torch", "compile"):

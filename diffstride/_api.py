@@ -75,17 +75,16 @@ def _use_matmul(
     learnable: bool,
     backend: Backend | None = None,
 ) -> bool:
-    """The GEMM path needs static sizes; ``auto`` takes it up to the backend's sizes."""
-    static = all(isinstance(v, int) for v in (*sizes, *vars(window).values()))
-    if method == "matmul" and not static:
-        raise ValueError(
-            "method='matmul' needs static sizes; received an input whose spatial or output "
-            "sizes are only known at run time (use method='fft' or 'auto')"
-        )
-    if method == "auto":
-        limits = getattr(backend, "auto_matmul_max_sizes", AUTO_MATMUL_MAX_SIZES)
-        return static and max(sizes) <= limits[0 if learnable else 1]
-    return method == "matmul"
+    """``auto`` takes the GEMMs for inputs up to the backend's sizes (known statically).
+
+    The window itself may be symbolic (TensorFlow graph mode, where the crop follows a stride
+    variable): the GEMM path then builds its DFT factors in the graph.
+    """
+    if method != "auto":
+        return method == "matmul"
+    limits = getattr(backend, "auto_matmul_max_sizes", AUTO_MATMUL_MAX_SIZES)
+    static = all(isinstance(v, int) for v in sizes)
+    return static and max(sizes) <= limits[0 if learnable else 1]
 
 
 def _broadcasts(backend: Backend) -> bool:
@@ -357,8 +356,8 @@ def diffstride(
         Static ``(h, w)`` that fixes the crop (needed under ``jax.jit``); by default it is
         computed from the concrete stride values.
     method
-        ``"fft"`` (transforms), ``"matmul"`` (the same map as two real GEMMs, static sizes
-        only) or ``"auto"`` (by backend and size; see ``AUTO_MATMUL_MAX_SIZES``).
+        ``"fft"`` (transforms), ``"matmul"`` (the same map as two real GEMMs) or ``"auto"``
+        (by backend and input size; see ``AUTO_MATMUL_MAX_SIZES``).
     backend
         Force a registered backend by name instead of dispatching on ``x``.
 

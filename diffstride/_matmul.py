@@ -49,23 +49,73 @@ def width_factors(width: int, window: Window) -> tuple[np.ndarray, np.ndarray]:
     return e, g
 
 
+def _dft(rows: Any, cols: Any, length: Any, sign: float, like: Any, xp: Any) -> tuple[Any, Any]:
+    """Real and imaginary parts of ``exp(sign 2 pi i r c / length)`` for integer index arrays,
+    in ``like``'s dtype. The product is reduced modulo ``length`` in integers first, so the
+    angles stay small and exact in float32 whatever the sizes."""
+    turns = xp.remainder(xp.reshape(rows, (-1, 1)) * xp.reshape(cols, (1, -1)), length)
+    n = xp.astype(xp.asarray(length), like.dtype)
+    theta = xp.astype(turns, like.dtype) * (2.0 * np.pi) / n
+    return xp.cos(theta), sign * xp.sin(theta)
+
+
+def _symbolic_factors(
+    sizes: tuple[Any, Any], window: Window, like: Any, xp: Any
+) -> tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]]:
+    """``U, V, E, G`` (as real/imaginary pairs) built in the framework's graph, for a window
+    whose sizes are only known at run time (TensorFlow graph mode); the same matrices as
+    :func:`height_factors` and :func:`width_factors`."""
+    height, width = sizes
+
+    def index(stop: Any) -> Any:
+        return xp.arange(stop, dtype=xp.int32)
+
+    kept = window.top + window.bottom
+    rows = xp.concat([index(window.top), index(window.bottom) + (height - window.bottom)], axis=0)
+    v = _dft(rows, index(height), height, -1.0, like, xp)
+    u_re, u_im = _dft(index(window.height), index(kept), kept, 1.0, like, xp)
+    scale = xp.astype(xp.asarray(kept), like.dtype)
+    e = _dft(index(width), index(window.cols), width, -1.0, like, xp)
+    cols = index(window.cols)
+    edge = (cols == 0) | (2 * cols == window.width)
+    one, two = xp.asarray(1.0, dtype=like.dtype), xp.asarray(2.0, dtype=like.dtype)
+    weight = xp.reshape(xp.where(edge, one, two), (-1, 1)) / xp.astype(
+        xp.asarray(window.width), like.dtype
+    )
+    g_re, g_im = _dft(cols, index(window.width), window.width, 1.0, like, xp)
+    return (u_re / scale, u_im / scale), v, e, (g_re * weight, g_im * weight)
+
+
+def _factors(
+    sizes: tuple[Any, Any], window: Window, like: Any, xp: Any
+) -> tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]]:
+    """``U, V, E, G`` as real/imaginary pairs of ``like``'s dtype and device: from the
+    float64 cache for static sizes, else built in the graph."""
+    if not all(isinstance(n, int) for n in (*sizes, *vars(window).values())):
+        return _symbolic_factors(sizes, window, like, xp)
+
+    def pair(array: np.ndarray) -> tuple[Any, Any]:
+        return _constant(array.real, like, xp), _constant(array.imag, like, xp)
+
+    u, v = height_factors(sizes[0], window)
+    e, g = width_factors(sizes[1], window)
+    return pair(u), pair(v), pair(e), pair(g)
+
+
+def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:
+    # Contiguous copies: ``.real``/``.imag`` are strided views, which not every framework's
+    # conversion reads correctly (TensorFlow's did not, here).
+    return xp.asarray(np.ascontiguousarray(array), dtype=like.dtype, device=_device(like))
+
+
 def _masked_product(
-    left: np.ndarray, mask: Any, right: np.ndarray, like: Any, xp: Any
+    left: tuple[Any, Any], mask: Any, right: tuple[Any, Any], xp: Any
 ) -> tuple[Any, Any]:
     """Real and imaginary parts of ``left diag(mask) right`` (``mask`` may carry gradient;
     ``None`` means all ones)."""
-
-    def constant(array: np.ndarray) -> Any:
-        # Contiguous copies: ``.real``/``.imag`` are strided views, which not every
-        # framework's conversion reads correctly (TensorFlow's did not, here).
-        return xp.asarray(np.ascontiguousarray(array), dtype=like.dtype, device=_device(like))
-
-    if mask is None:
-        product = left @ right  # numpy
-        return constant(product.real), constant(product.imag)
-    l_re, l_im = constant(left.real), constant(left.imag)
-    r_re, r_im = constant(right.real), constant(right.imag)
-    l_re, l_im = l_re * mask, l_im * mask  # scale the kept columns of the left factor
+    (l_re, l_im), (r_re, r_im) = left, right
+    if mask is not None:
+        l_re, l_im = l_re * mask, l_im * mask  # scale the kept columns of the left factor
     mm = xp.matmul
     return mm(l_re, r_re) - mm(l_im, r_im), mm(l_re, r_im) + mm(l_im, r_re)
 
@@ -93,10 +143,9 @@ def apply_separable(
       whole batch, at the price of permuting the intermediate (and NHWC input). torch folds a
       matrix-times-stack product through transposed copies of the stack, which cost more.
     """
-    u, v = height_factors(sizes[0], window)
-    e, g = width_factors(sizes[1], window)
-    a_re, a_im = _masked_product(u, mask_h, v, x, xp)  # (h, H)
-    b_re, b_im = _masked_product(e, mask_w, g, x, xp)  # (W, w)
+    u, v, e, g = _factors(sizes, window, x, xp)
+    a_re, a_im = _masked_product(u, mask_h, v, xp)  # (h, H)
+    b_re, b_im = _masked_product(e, mask_w, g, xp)  # (W, w)
     channels_first = axes[1] % len(x.shape) == len(x.shape) - 1
     apply = _broadcast_gemms if broadcast else _permuted_gemms
     return apply(x, (a_re, a_im), (b_re, b_im), sizes, window.output_size, channels_first, xp)
@@ -117,19 +166,18 @@ def _broadcast_gemms(
     -Im B^T] U[n, i]``."""
     (a_re, a_im), (b_re, b_im) = a, b
     (height, width), (h_out, w_out) = sizes, output_size
-    n = x.shape[0]
     if channels_first:
         c = x.shape[1]
         a_interleaved = xp.reshape(xp.stack([a_re, -a_im], axis=2), (h_out, 2 * height))
         t = xp.matmul(xp.reshape(x, (-1, width)), xp.concat([b_re, b_im], axis=1))
         y = xp.matmul(a_interleaved, xp.reshape(t, (-1, 2 * height, w_out)))
-        return xp.reshape(y, (n, c, h_out, w_out))
+        return xp.reshape(y, (-1, c, h_out, w_out))
     c = x.shape[3]
     a_interleaved = xp.reshape(xp.stack([a_re, a_im], axis=1), (2 * h_out, height))
     b_cat = xp.concat([xp.matrix_transpose(b_re), -xp.matrix_transpose(b_im)], axis=1)
-    u_rows = xp.matmul(a_interleaved, xp.reshape(x, (n, height, width * c)))
+    u_rows = xp.matmul(a_interleaved, xp.reshape(x, (-1, height, width * c)))
     y = xp.matmul(b_cat, xp.reshape(u_rows, (-1, 2 * width, c)))
-    return xp.reshape(y, (n, h_out, w_out, c))
+    return xp.reshape(y, (-1, h_out, w_out, c))
 
 
 def _permuted_gemms(

@@ -204,17 +204,32 @@ def test_method_argument() -> None:
     )
 
 
-def test_matmul_needs_static_sizes_in_graph_mode() -> None:
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_matmul_with_sizes_known_only_in_the_graph(data_format: str) -> None:
+    """Under tf.function with a stride variable (and here unknown spatial sizes too) the crop
+    is symbolic; the GEMM path builds its DFT factors in the graph and matches eager FFTs,
+    gradients included."""
     import tensorflow as tf
 
     from diffstride.tf import diffstride as ds
 
-    @tf.function(input_signature=[tf.TensorSpec((None, 3, None, None), tf.float32)])
-    def run(x: tf.Tensor) -> tf.Tensor:
-        return ds(x, tf.constant([2.0, 2.0]), method="matmul")
+    x = tf.constant(X if data_format == "channels_first" else np.moveaxis(X, 1, 3))
+    strides = tf.Variable([2.0, 1.5])
+    spec = [None, 3, None, None] if data_format == "channels_first" else [None, None, None, 3]
 
-    with pytest.raises(ValueError, match="method='matmul' needs static sizes"):
-        run(tf.constant(X))
+    def loss_and_grads(x_: tf.Tensor, method: str) -> tuple:
+        with tf.GradientTape() as tape:
+            tape.watch(x_)
+            y = ds(x_, strides, data_format=data_format, method=method)
+            loss = tf.reduce_sum(y * y)
+        return (y, *tape.gradient(loss, [x_, strides]))
+
+    graph = tf.function(
+        lambda x_: loss_and_grads(x_, "matmul"),
+        input_signature=[tf.TensorSpec(spec, tf.float32)],
+    )
+    for got, expected in zip(graph(x), loss_and_grads(x, "fft"), strict=True):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=2e-4, atol=2e-4)
 
 
 def test_auto_method_choice() -> None:
