@@ -102,6 +102,17 @@ def _factors(
     return pair(u), pair(v), pair(e), pair(g)
 
 
+@lru_cache(maxsize=256)
+def _fixed_factors(
+    sizes: tuple[int, int], window: Window
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``P = U V`` and ``B = E G`` without a mask, as real/imaginary numpy pairs."""
+    u, v = height_factors(sizes[0], window)
+    e, g = width_factors(sizes[1], window)
+    a, b = u @ v, e @ g
+    return (a.real, a.imag), (b.real, b.imag)
+
+
 def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:
     # Contiguous copies: ``.real``/``.imag`` are strided views, which not every framework's
     # conversion reads correctly (TensorFlow's did not, here).
@@ -143,9 +154,13 @@ def apply_separable(
       whole batch, at the price of permuting the intermediate (and NHWC input). torch folds a
       matrix-times-stack product through transposed copies of the stack, which cost more.
     """
-    u, v, e, g = _factors(sizes, window, x, xp)
-    a_re, a_im = _masked_product(u, mask_h, v, xp)  # (h, H)
-    b_re, b_im = _masked_product(e, mask_w, g, xp)  # (W, w)
+    if mask_h is None:  # fixed pooling: the whole factors, multiplied once in float64
+        a, b = _fixed_factors(tuple(sizes), window)
+        a_re, a_im, b_re, b_im = (_constant(part, x, xp) for part in (*a, *b))
+    else:
+        u, v, e, g = _factors(sizes, window, x, xp)
+        a_re, a_im = _masked_product(u, mask_h, v, xp)  # (h, H)
+        b_re, b_im = _masked_product(e, mask_w, g, xp)  # (W, w)
     channels_first = axes[1] % len(x.shape) == len(x.shape) - 1
     apply = _broadcast_gemms if broadcast else _permuted_gemms
     return apply(x, (a_re, a_im), (b_re, b_im), sizes, window.output_size, channels_first, xp)
