@@ -205,7 +205,8 @@ def test_method_argument() -> None:
 
 
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
-def test_matmul_with_sizes_known_only_in_the_graph(data_format: str) -> None:
+@pytest.mark.parametrize("size", [(20, 18), (15, 13)])
+def test_matmul_with_sizes_known_only_in_the_graph(data_format: str, size: tuple) -> None:
     """Under tf.function with a stride variable (and here unknown spatial sizes too) the crop
     is symbolic; the GEMM path builds its DFT factors in the graph and matches eager FFTs,
     gradients included."""
@@ -213,7 +214,8 @@ def test_matmul_with_sizes_known_only_in_the_graph(data_format: str) -> None:
 
     from diffstride.tf import diffstride as ds
 
-    x = tf.constant(X if data_format == "channels_first" else np.moveaxis(X, 1, 3))
+    x_nchw = np.random.default_rng(5).standard_normal((2, 3, *size)).astype(np.float32)
+    x = tf.constant(x_nchw if data_format == "channels_first" else np.moveaxis(x_nchw, 1, 3))
     strides = tf.Variable([2.0, 1.5])
     spec = [None, 3, None, None] if data_format == "channels_first" else [None, None, None, 3]
 
