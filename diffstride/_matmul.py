@@ -9,8 +9,10 @@ elsewhere). As ``x`` is real, ``y = Re(P x B) = Re(P) x Re(B) - Im(P) x Im(B)``,
 two real GEMMs (see :func:`apply_separable`), with no complex numbers in the backward pass.
 
 The DFT factors depend only on the sizes and the window, so they are built once in float64
-numpy (cached) and cast per call; the masks come from the core's ramp, so the stride gradient
-flows through the mask exactly as in the FFT path.
+numpy (cached) and cast per call; where the window is only known at run time (TensorFlow graph
+mode, where the crop follows the stride variable, as in Keras ``fit``) they are built in the
+graph from integer indices instead. The masks come from the core's ramp, so the stride
+gradient flows through the mask exactly as in the FFT path.
 """
 
 from __future__ import annotations
