@@ -165,6 +165,7 @@ class DiffStride(DiffStrideMixin, keras.layers.Layer):
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
     """Fixed spectral pooling (the original's ``FixedSpectralPooling``); no weight.
+    ``method`` as for ``diffstride.torch.DiffStride``.
 
     >>> import numpy as np
     >>> from diffstride.tf import FixedSpectralPooling

@@ -52,6 +52,9 @@ class DiffStride(DiffStrideMixin, nn.Module):
         Bounds on the strides.
     data_format
         ``"channels_first"`` (default, NCHW) or ``"channels_last"``.
+    method
+        ``"auto"`` (default), ``"fft"`` or ``"matmul"``: how the same map is computed (see
+        ``diffstride.diffstride``; the README's benchmark table shows which is faster where).
 
     Examples
     --------
@@ -116,6 +119,7 @@ class DiffStride(DiffStrideMixin, nn.Module):
 
 class FixedSpectralPooling(FixedSpectralPoolingMixin, nn.Module):
     """Fixed spectral pooling (the original's ``FixedSpectralPooling``); no parameter.
+    ``method`` as for :class:`DiffStride`.
 
     >>> import torch
     >>> from diffstride.torch import FixedSpectralPooling
