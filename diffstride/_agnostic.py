@@ -70,6 +70,10 @@ class Window:
     def output_size(self) -> tuple[Any, Any]:
         return (self.height, self.width)
 
+    def is_static(self, sizes: tuple[Size, Size]) -> bool:
+        """Whether this window and the input ``sizes`` are ints (not symbolic sizes)."""
+        return all(isinstance(n, int) for n in (*sizes, *vars(self).values()))
+
 
 def _scalar(value: float, like: Array, *, xp: Namespace) -> Array:
     """A 0-d array of ``like``'s dtype and device (scalars in ``where`` are not portable)."""

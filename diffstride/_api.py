@@ -83,8 +83,12 @@ def _use_matmul(
     if method != "auto":
         return method == "matmul"
     limits = getattr(backend, "auto_matmul_max_sizes", AUTO_MATMUL_MAX_SIZES)
-    static = all(isinstance(v, int) for v in sizes)
-    return static and max(sizes) <= limits[0 if learnable else 1]
+    return _known(sizes) and max(sizes) <= limits[0 if learnable else 1]
+
+
+def _known(sizes: tuple[Any, Any]) -> bool:
+    """Whether the spatial sizes are ints, not symbolic (TensorFlow graph mode)."""
+    return all(isinstance(n, int) for n in sizes)
 
 
 def _broadcasts(backend: Backend) -> bool:
@@ -104,8 +108,12 @@ def _empty_result(x: Any, window: _agnostic.Window, axes: tuple[int, int], xp: A
     return xp.zeros(tuple(shape), dtype=x.dtype, device=_device(x))
 
 
-def _as_strides(strides: Any, x: Any, backend: Backend, xp: Any, check_values: bool) -> Any:
-    """``strides`` as a length-1 or -2 array of ``x``'s dtype on ``x``'s device."""
+def _as_strides(
+    strides: Any, x: Any, backend: Backend, xp: Any, check_values: bool, want_values: bool
+) -> tuple[Any, Any]:
+    """``strides`` as a length-1 or -2 array of ``x``'s dtype on ``x``'s device, and its
+    values as numpy where they are checked or wanted (read from the device once; ``None``
+    where they are symbolic or not wanted)."""
     if backend.owns(strides):
         if tuple(strides.shape) not in ((1,), (2,)):
             raise ValueError(
@@ -116,13 +124,14 @@ def _as_strides(strides: Any, x: Any, backend: Backend, xp: Any, check_values: b
             raise TypeError(
                 f"strides must have a real floating dtype; received dtype={strides.dtype}"
             )
-        if check_values:
-            values = backend.concrete(strides)
-            if values is not None:
-                check_stride_values([float(v) for v in values])
-        return strides if strides.dtype == x.dtype else xp.astype(strides, x.dtype)
-    values = check_stride_values(strides)
-    return xp.asarray(values, dtype=x.dtype, device=_device(x))
+        array = strides if strides.dtype == x.dtype else xp.astype(strides, x.dtype)
+        values = backend.concrete(array) if check_values or want_values else None
+        if check_values and values is not None:
+            given = values if array is strides else backend.concrete(strides)
+            check_stride_values([float(v) for v in given])
+        return array, values
+    array = xp.asarray(check_stride_values(strides), dtype=x.dtype, device=_device(x))
+    return array, backend.concrete(array) if want_values else None
 
 
 def window_for(
@@ -134,18 +143,18 @@ def window_for(
     cropping: bool,
     smoothness_factor: float,
     xp: Any,
-    strides: Any = None,
+    stride_values: Any = None,
     limits: tuple[float | None, float | None] = (None, None),
 ) -> _agnostic.Window:
     """The crop: a static ``output_size``, the full spectrum, or the bins whose mask is > 0.
 
-    Where the ``strides`` array's values can be read (eager mode), the window is decided in
+    Where the strides' values are known (``stride_values``, eager mode), the window is decided in
     numpy from them, with the same agnostic functions in the same precision (bit-identical,
     one device read instead of a dozen small framework ops); else it is counted from the
     ``thresholds`` the forward pass uses, as symbolic sizes where the backend slices with
     them, or it is an error asking for ``output_size``."""
     if output_size is not None:
-        if not all(isinstance(n, int) for n in sizes):
+        if not _known(sizes):
             raise ValueError(
                 f"output_size needs static spatial sizes; received output_size={output_size!r} "
                 "for an input whose spatial sizes are only known at run time"
@@ -153,8 +162,7 @@ def window_for(
         return _sizes.window_for_size(sizes, output_size)
     if not cropping:
         return _sizes.full_window(sizes)
-    stride_values = None if strides is None else backend.concrete(strides)
-    if stride_values is not None and all(isinstance(n, int) for n in sizes):
+    if stride_values is not None and _known(sizes):
         return _sizes.concrete_window(
             stride_values,
             sizes,
@@ -199,7 +207,8 @@ def diffstride_on(
     _check_dtype(x, xp)
     smoothness = check_smoothness_factor(smoothness_factor)
     limits = check_limits(lower_limit_stride, upper_limit_stride)
-    stride_array = _as_strides(strides, x, backend, xp, check_values)
+    want_values = output_size is None and bool(cropping)  # the window follows the values
+    stride_array, stride_values = _as_strides(strides, x, backend, xp, check_values, want_values)
     s_h, s_w = _agnostic.effective_strides(
         stride_array,
         sizes,
@@ -218,7 +227,7 @@ def diffstride_on(
         cropping=bool(cropping),
         smoothness_factor=smoothness,
         xp=xp,
-        strides=stride_array,
+        stride_values=stride_values,
         limits=limits,
     )
     if _is_empty(x):
@@ -243,9 +252,8 @@ def _fft_path(
 ) -> Any:
     """The FFT formulation, with the core's hand-written VJP where the backend can register
     one (``custom_vjp``) and the sizes are static; else through the framework's autodiff."""
-    static = all(isinstance(v, int) for v in (*sizes, *vars(window).values()))
     mask_h, mask_w = (None, None) if masks is None else masks
-    if getattr(backend, "custom_vjp", None) is None or not static:
+    if getattr(backend, "custom_vjp", None) is None or not window.is_static(sizes):
         return _agnostic.masked_crop(x, mask_h, mask_w, window, sizes=sizes, axes=axes, xp=xp)[0]
     fused = _fused_fft(backend, window, sizes, axes, masks is not None)
     return fused(x) if masks is None else fused(x, mask_h, mask_w)

@@ -93,7 +93,7 @@ def _factors(
 ) -> tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]]:
     """``U, V, E, G`` as real/imaginary pairs of ``like``'s dtype and device: from the
     float64 cache for static sizes, else built in the graph."""
-    if not all(isinstance(n, int) for n in (*sizes, *vars(window).values())):
+    if not window.is_static(sizes):
         return _symbolic_factors(sizes, window, like, xp)
 
     def pair(array: np.ndarray) -> tuple[Any, Any]:

@@ -124,7 +124,9 @@ def diffstride_vjp(
     limits = check_limits(lower_limit_stride, upper_limit_stride)
     _api._check_input(x, data_format, np_xp)
     x_nchw = _to_nchw(np.asarray(x), data_format)
-    stride_array = _api._as_strides(strides, x, backend, np_xp, check_values=True)
+    stride_array, _ = _api._as_strides(
+        strides, x, backend, np_xp, check_values=True, want_values=False
+    )
     sizes = tuple(x_nchw.shape[2:])
 
     def strides_for(lower: float | None, upper: float | None) -> tuple[Any, Any]:

@@ -11,19 +11,16 @@ autograd, so higher-order gradients stay exact.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
 import numpy as np
 
-_fused_vjp: Any = None
 
-
+@functools.cache
 def _fused_vjp_function() -> Any:
     """The ``autograd.Function``, defined once on first use (torch is imported lazily)."""
-    global _fused_vjp
-    if _fused_vjp is not None:
-        return _fused_vjp
     import torch
 
     class FusedVJP(torch.autograd.Function):
@@ -46,7 +43,6 @@ def _fused_vjp_function() -> Any:
                 return (None, *(next(grads) if need else None for need in needs))
             return (None, *ctx.rules.backward(residual, tuple(primals), cotangent, needs))
 
-    _fused_vjp = FusedVJP
     return FusedVJP
 
 
