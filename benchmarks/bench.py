@@ -135,10 +135,13 @@ def torch_ops(mode: str, shape_nchw: tuple[int, int, int, int], fmt: str) -> dic
     torch.manual_seed(0)
     x = torch.randn(layout(shape_nchw, fmt), requires_grad=True)
     s = torch.tensor(STRIDES, requires_grad=True)
+    # Eager reads the strides for the crop, as a layer in training does; compiled, a static
+    # output_size (as for jax) makes the whole op one graph.
+    size = diffstride.output_size(tuple(shape_nchw[2:]), STRIDES) if mode == "compile" else None
     fns: dict[str, tuple[Callable[..., Any], list[Any]]] = {}
     for m in METHODS:
         fns[f"DiffStride/{m}"] = (
-            lambda a, b, m=m: dt.diffstride(a, b, data_format=fmt, method=m),
+            lambda a, b, m=m: dt.diffstride(a, b, data_format=fmt, output_size=size, method=m),
             [x, s],
         )
         fns[f"Spectral/{m}"] = (

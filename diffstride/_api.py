@@ -125,6 +125,7 @@ def _as_strides(
                 f"strides must have a real floating dtype; received dtype={strides.dtype}"
             )
         array = strides if strides.dtype == x.dtype else xp.astype(strides, x.dtype)
+        check_values = check_values and not _tracing(backend)
         values = backend.concrete(array) if check_values or want_values else None
         if check_values and values is not None:
             given = values if array is strides else backend.concrete(strides)
@@ -132,6 +133,12 @@ def _as_strides(
         return array, values
     array = xp.asarray(check_stride_values(strides), dtype=x.dtype, device=_device(x))
     return array, backend.concrete(array) if want_values else None
+
+
+def _tracing(backend: Backend) -> bool:
+    """Does the framework record a graph that a value read would split (torch.compile)?"""
+    tracing = getattr(backend, "tracing", None)
+    return tracing is not None and bool(tracing())
 
 
 def window_for(
@@ -415,7 +422,11 @@ def spectral_pooling(
 
 
 def bind(backend_name: str) -> tuple[Any, Any]:
-    """``diffstride`` and ``spectral_pooling`` fixed to one backend, for a front-end module."""
+    """``diffstride`` and ``spectral_pooling`` fixed to one backend, for a front-end module.
+
+    The adapter is loaded here, when the front-end is imported, not at the first call: a
+    first call under ``torch.compile`` could not trace the entry-point lookup."""
+    backend = get_backend(backend_name)
 
     def bound_diffstride(
         x: Any,
@@ -430,7 +441,7 @@ def bind(backend_name: str) -> tuple[Any, Any]:
         method: str = "auto",
     ) -> Any:
         return diffstride_on(
-            get_backend(backend_name),
+            backend,
             x,
             strides,
             smoothness_factor=smoothness_factor,
@@ -445,9 +456,7 @@ def bind(backend_name: str) -> tuple[Any, Any]:
     def bound_spectral_pooling(
         x: Any, strides: Any, *, data_format: str = "channels_first", method: str = "auto"
     ) -> Any:
-        return spectral_pooling_on(
-            get_backend(backend_name), x, strides, data_format=data_format, method=method
-        )
+        return spectral_pooling_on(backend, x, strides, data_format=data_format, method=method)
 
     for bound, generic in (
         (bound_diffstride, diffstride),

@@ -32,7 +32,8 @@ __all__ = ["apply_separable", "height_factors", "width_factors"]
 def height_factors(height: int, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """``(U, V)`` complex with ``P = U diag(m_h) V``: ``V`` (kh, H) the DFT at the kept rows,
     ``U`` (h_out, kh) the inverse DFT of length ``h_out``."""
-    rows = np.r_[np.arange(window.top), np.arange(height - window.bottom, height)]
+    # concatenate, not np.r_: torch.compile traces this numpy code and cannot trace np.r_.
+    rows = np.concatenate([np.arange(window.top), np.arange(height - window.bottom, height)])
     v = np.exp(-2j * np.pi * np.outer(rows, np.arange(height)) / height)
     kept = len(rows)
     u = np.exp(2j * np.pi * np.outer(np.arange(window.height), np.arange(kept)) / kept) / kept

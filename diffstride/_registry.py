@@ -72,6 +72,10 @@ class Backend(Protocol):
     # the stack; the GEMM path then lays its products out without transposes.
     # ``auto_matmul_max_sizes = (d, f)``: up to which spatial size ``method="auto"`` takes
     # the GEMMs for DiffStride and for fixed pooling (default ``_api.AUTO_MATMUL_MAX_SIZES``).
+    # ``tracing()`` is true while the framework records a graph in which reading a value
+    # would split it (``torch.compile``); stride values are then not checked, as under
+    # ``jax.jit``, where ``concrete`` returns ``None``. The crop still reads them when it
+    # follows them (no ``output_size``).
 
 
 def _target(name: str) -> str | None:

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 diffstride, spectral_pooling = _api.bind("torch")
+_BACKEND = _api.get_backend("torch")  # loaded by bind: no entry-point lookup while tracing
 
 
 class DiffStride(DiffStrideMixin, nn.Module):
@@ -100,7 +101,7 @@ class DiffStride(DiffStrideMixin, nn.Module):
     def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         sizes = self._check_input_shape(x.shape)
         y = _api.diffstride_on(
-            _api.get_backend("torch"),
+            _BACKEND,
             x,
             self.strides,
             output_size=output_size,
@@ -109,7 +110,7 @@ class DiffStride(DiffStrideMixin, nn.Module):
         )
         if self.training and output_size is None:
             with torch.no_grad():
-                xp = _api.get_backend("torch").namespace()
+                xp = _BACKEND.namespace()
                 self.strides.copy_(self._projected(self.strides, sizes, clip=True, xp=xp))
         return y
 

@@ -6,51 +6,20 @@ channels_last: ``torch.fft.rfftn`` takes any ``dim``, so the core's ``axes=(1, 2
 ``autograd.Function`` (see ``_agnostic.masked_crop_vjp``): fwd+bwd at 8x64x64x64 took 11.3 ms
 against 17.4 ms with autograd's own backward of the slices and ``rfftn``, page faults aside.
 Under ``create_graph=True`` the backward instead differentiates the plain forward with
-autograd, so higher-order gradients stay exact.
+autograd, so higher-order gradients stay exact. The ``autograd.Function`` lives in
+``_torch_autograd``, defined at import so that ``torch.compile`` can trace it.
+
+``tracing()`` tells the core when dynamo is tracing: it then skips the stride-value check,
+which would read the device and split the graph (as under ``jax.jit``, where nothing can be
+read).
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from typing import Any
 
 import numpy as np
-
-
-@functools.cache
-def _fused_vjp_function() -> Any:
-    """The ``autograd.Function``, defined once on first use (torch is imported lazily)."""
-    import torch
-
-    class FusedVJP(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, rules: Any, *primals: Any) -> Any:
-            out, residual = rules.forward(*primals)
-            ctx.rules = rules
-            ctx.save_for_backward(residual, *primals)
-            return out
-
-        @staticmethod
-        def backward(ctx: Any, cotangent: Any) -> Any:
-            residual, *primals = ctx.saved_tensors
-            needs = tuple(ctx.needs_input_grad[1:])
-            if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
-                wanted = [p for p, need in zip(primals, needs, strict=True) if need]
-                with torch.enable_grad():
-                    out = ctx.rules.forward(*primals)[0]
-                grads = iter(torch.autograd.grad(out, wanted, cotangent, create_graph=True))
-                return (None, *(next(grads) if need else None for need in needs))
-            return (None, *ctx.rules.backward(residual, tuple(primals), cotangent, needs))
-
-    return FusedVJP
-
-
-class _Rules:
-    __slots__ = ("backward", "forward")
-
-    def __init__(self, forward: Any, backward: Any) -> None:
-        self.forward, self.backward = forward, backward
 
 
 class TorchBackend:
@@ -74,11 +43,19 @@ class TorchBackend:
     def concrete(self, x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
 
+    def tracing(self) -> bool:
+        """Under ``torch.compile``: a value read would break the graph."""
+        import torch
+
+        return torch.compiler.is_compiling()
+
     def custom_vjp(self, forward: Any, backward: Any) -> Any:
         """``forward(*primals) -> (out, residual)`` with the gradient ``backward(residual,
         primals, cotangent, needs) -> grads`` (``needs``: which primals want one)."""
-        function, rules = _fused_vjp_function(), _Rules(forward, backward)
-        return lambda *primals: function.apply(rules, *primals)
+        from diffstride_backends._torch_autograd import FusedVJP, Rules
+
+        rules = Rules(forward, backward)
+        return lambda *primals: FusedVJP.apply(rules, *primals)
 
     # Testing hooks, used by diffstride_conformance.
     def from_numpy(self, array: np.ndarray) -> Any:

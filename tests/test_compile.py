@@ -1,0 +1,123 @@
+"""``torch.compile``: DiffStride traces into one graph where its crop is fixed.
+
+A learnable crop follows the stride values, so without ``output_size`` dynamo must read them
+and split the graph (the results still match eager); with a static ``output_size`` nothing is
+read, and ``fullgraph=True``, which raises on any graph break, must succeed. The "eager"
+dynamo backend checks the tracing quickly; one case runs inductor's generated code.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import diffstride  # noqa: E402
+from diffstride import torch as dt  # noqa: E402
+from diffstride.torch import DiffStride  # noqa: E402
+
+SHAPE_NCHW = (2, 3, 16, 12)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _input(data_format: str) -> torch.Tensor:
+    torch.manual_seed(0)
+    x = torch.randn(SHAPE_NCHW, dtype=torch.float64)
+    if data_format == "channels_last":
+        x = x.permute(0, 2, 3, 1).contiguous()
+    return x.requires_grad_(True)
+
+
+def _outputs_and_grads(fn, x: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    y = fn(x)
+    weight = torch.linspace(-1.0, 2.0, y.numel(), dtype=y.dtype).reshape(y.shape)
+    grads = torch.autograd.grad((y * weight).sum(), [x, *params])
+    return [y.detach(), *grads]
+
+
+def _assert_same(compiled: list[torch.Tensor], eager: list[torch.Tensor]) -> None:
+    assert len(compiled) == len(eager)
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_layer_with_output_size_is_one_graph(method: str, data_format: str) -> None:
+    layer = DiffStride(strides=(2.0, 1.5), data_format=data_format, method=method).double()
+    x = _input(data_format)
+    size = layer.output_size(SHAPE_NCHW[2:])
+
+    def fn(a: torch.Tensor) -> torch.Tensor:
+        return layer(a, output_size=size)
+
+    compiled = torch.compile(fn, backend="eager", fullgraph=True)
+    _assert_same(
+        _outputs_and_grads(compiled, x, [layer.strides]),
+        _outputs_and_grads(fn, x, [layer.strides]),
+    )
+
+
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+def test_functional_with_output_size_is_one_graph(method: str) -> None:
+    x = _input("channels_first")
+    strides = torch.tensor([2.0, 1.5], dtype=torch.float64, requires_grad=True)
+    size = diffstride.output_size(SHAPE_NCHW[2:], (2.0, 1.5))
+
+    def fn(a: torch.Tensor) -> torch.Tensor:
+        return dt.diffstride(a, strides, output_size=size, method=method)
+
+    compiled = torch.compile(fn, backend="eager", fullgraph=True)
+    _assert_same(_outputs_and_grads(compiled, x, [strides]), _outputs_and_grads(fn, x, [strides]))
+
+
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+def test_spectral_pooling_compiles_and_matches_eager(method: str) -> None:
+    """Its window is computed from the strides in numpy float32, as the original does, which
+    dynamo turns into tensors and cannot floor: a graph break, not a wrong result."""
+    x = _input("channels_first")
+
+    def fn(a: torch.Tensor) -> torch.Tensor:
+        return dt.spectral_pooling(a, (2, 3), method=method)
+
+    compiled = torch.compile(fn, backend="eager")
+    _assert_same(_outputs_and_grads(compiled, x, []), _outputs_and_grads(fn, x, []))
+
+
+def test_learnable_crop_compiles_with_breaks_and_matches_eager() -> None:
+    layer = DiffStride(strides=(2.0, 1.5)).double()
+    x = _input("channels_first")
+    compiled = torch.compile(layer, backend="eager")
+    _assert_same(
+        _outputs_and_grads(compiled, x, [layer.strides]),
+        _outputs_and_grads(layer, x, [layer.strides]),
+    )
+
+
+def test_compiled_invalid_strides_still_fail_in_eager() -> None:
+    """Under compile the value check is skipped (as under jax.jit); eager still raises."""
+    x = _input("channels_first")
+    with pytest.raises(ValueError, match="strides"):
+        dt.diffstride(x, torch.tensor([0.5, 2.0], dtype=torch.float64), output_size=(8, 8))
+
+
+def test_inductor_matches_eager() -> None:
+    """The generated code (inductor, the default backend) computes the same layer."""
+    layer = DiffStride(strides=(2.0, 1.5)).double()
+    x = _input("channels_first")
+    size = layer.output_size(SHAPE_NCHW[2:])
+
+    def fn(a: torch.Tensor) -> torch.Tensor:
+        return layer(a, output_size=size)
+
+    compiled = torch.compile(fn, fullgraph=True)
+    _assert_same(
+        _outputs_and_grads(compiled, x, [layer.strides]),
+        _outputs_and_grads(fn, x, [layer.strides]),
+    )
