@@ -136,7 +136,8 @@ def _as_strides(
 
 
 def _tracing(backend: Backend) -> bool:
-    """Does the framework record a graph that a value read would split (torch.compile)?"""
+    """Does the framework record a graph that a value read would split (torch.compile)?
+    Its adapter then also provides ``untraced``, through which the window is decided."""
     tracing = getattr(backend, "tracing", None)
     return tracing is not None and bool(tracing())
 
@@ -226,7 +227,10 @@ def diffstride_on(
         xp=xp,
     )
     t_h, t_w = _agnostic.thresholds(s_h, s_w, sizes, xp=xp)
-    window = window_for(
+    decide = window_for
+    if stride_values is not None and _tracing(backend):
+        decide = backend.untraced(window_for)  # type: ignore[attr-defined]
+    window = decide(
         sizes,
         (t_h, t_w),
         backend=backend,

@@ -75,7 +75,9 @@ class Backend(Protocol):
     # ``tracing()`` is true while the framework records a graph in which reading a value
     # would split it (``torch.compile``); stride values are then not checked, as under
     # ``jax.jit``, where ``concrete`` returns ``None``. The crop still reads them when it
-    # follows them (no ``output_size``).
+    # follows them (no ``output_size``); such an adapter also provides ``untraced(fn)``, ``fn``
+    # run outside the tracer, and the crop is decided from the values through it, so that the
+    # graph splits once there instead of at every numpy step.
 
 
 def _target(name: str) -> str | None:

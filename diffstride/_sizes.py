@@ -157,6 +157,18 @@ def output_size(
     return window.output_size
 
 
+def _float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (ties to even), in plain Python arithmetic.
+
+    The same number as ``float(np.float32(value))`` for the normal range, but it stays
+    Python floats: ``torch.compile`` folds it into a constant, while it turns numpy scalars
+    into tensors and cannot ``floor`` them. Rounding a correctly rounded float64 quotient of
+    two float32 numbers to float32 gives the correctly rounded float32 quotient (53 >= 2 * 24
+    + 2 bits), so ``_float32(a / b)`` is numpy's float32 division."""
+    mantissa, exponent = math.frexp(value)
+    return math.ldexp(round(mantissa * 2.0**24), exponent - 24)
+
+
 def spectral_window(sizes: tuple[int, int], strides: tuple[float, ...]) -> _agnostic.Window:
     """Fixed spectral pooling, as the original ``FixedSpectralPooling``.
 
@@ -166,9 +178,9 @@ def spectral_window(sizes: tuple[int, int], strides: tuple[float, ...]) -> _agno
     """
     height, width = sizes
     s_h, s_w = (strides[0], strides[0]) if len(strides) == 1 else strides
-    h = math.floor(np.float32(height) / np.float32(s_h))
+    h = math.floor(_float32(_float32(height) / _float32(s_h)))
     h -= h % 2
-    w = math.floor(np.float32(width) / np.float32(s_w))
+    w = math.floor(_float32(_float32(width) / _float32(s_w)))
     h, w = max(h, 2), max(w, 2)
     return _agnostic.Window(h // 2, h // 2, w // 2 + 1, h, w)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -152,6 +153,25 @@ def test_output_size_override_reproduces_the_crop() -> None:
 def test_output_size_errors(args: tuple, kwargs: dict, error: type, fragment: str) -> None:
     with pytest.raises(error, match=fragment.replace("(", r"\(")):
         diffstride.output_size(*args, **kwargs)
+
+
+def test_spectral_window_floors_a_float32_quotient() -> None:
+    """The plain-Python float32 rounding of the fixed-pooling window is numpy's, ties too."""
+    from diffstride._sizes import _float32, spectral_window
+
+    rng = np.random.default_rng(5)
+    ties = [1 + 2.0**-24, 1 + 3 * 2.0**-24, 3 - 2.0**-23 + 2.0**-24]  # halfway cases
+    for stride in [*rng.uniform(1.0, 40.0, 3000), *(1 + rng.integers(0, 2**23, 3000) / 2**23)]:
+        stride = float(stride)
+        assert _float32(stride) == float(np.float32(stride))
+        for size in (7, 32, 33, 224, 4095):
+            want = int(np.floor(np.float32(size) / np.float32(stride)))
+            assert math.floor(_float32(_float32(size) / _float32(stride))) == want
+    for tie in ties:
+        assert _float32(tie) == float(np.float32(tie))
+    # 33 / 1.1 is just under 30 in float64 and exactly 30 in float32, where the original
+    # divides: 30 rows and columns, not 28 and 29.
+    assert spectral_window((33, 33), (1.1, 1.1)).output_size == (30, 30)
 
 
 def test_unreachable_output_size_is_rejected() -> None:

@@ -11,7 +11,8 @@ autograd, so higher-order gradients stay exact. The ``autograd.Function`` lives 
 
 ``tracing()`` tells the core when dynamo is tracing: it then skips the stride-value check,
 which would read the device and split the graph (as under ``jax.jit``, where nothing can be
-read).
+read), and decides a crop that follows the strides through ``untraced``: dynamo traced its
+numpy steps one by one and split the graph 22 times.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ class TorchBackend:
         import torch
 
         return torch.compiler.is_compiling()
+
+    def untraced(self, fn: Any) -> Any:
+        """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs."""
+        import torch
+
+        return torch.compiler.disable(fn)
 
     def custom_vjp(self, forward: Any, backward: Any) -> Any:
         """``forward(*primals) -> (out, residual)`` with the gradient ``backward(residual,
