@@ -32,6 +32,7 @@ __all__ = [
 
 diffstride, spectral_pooling = _api.bind("torch")
 _BACKEND = _api.get_backend("torch")  # loaded by bind: no entry-point lookup while tracing
+_copy_outside_graph = torch.compiler.disable(torch.clone)
 
 
 class DiffStride(DiffStrideMixin, nn.Module):
@@ -100,19 +101,30 @@ class DiffStride(DiffStrideMixin, nn.Module):
 
     def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         sizes = self._check_input_shape(x.shape)
+        project = self.training and output_size is None
+        strides = self.strides
+        if project and torch.compiler.is_compiling():
+            # A compiled graph may save the parameter itself for its backward, and the
+            # in-place projection below would then fail autograd's version check (inductor
+            # did): the graph gets a copy made outside it, the projection runs outside it.
+            strides = _copy_outside_graph(self.strides)
         y = _api.diffstride_on(
             _BACKEND,
             x,
-            self.strides,
+            strides,
             output_size=output_size,
             check_values=False,
             **self._functional_kwargs(),
         )
-        if self.training and output_size is None:
-            with torch.no_grad():
-                xp = _BACKEND.namespace()
-                self.strides.copy_(self._projected(self.strides, sizes, clip=True, xp=xp))
+        if project:
+            self._project_in_place(sizes)
         return y
+
+    @torch.compiler.disable
+    def _project_in_place(self, sizes: Sequence[Any]) -> None:
+        with torch.no_grad():
+            xp = _BACKEND.namespace()
+            self.strides.copy_(self._projected(self.strides, sizes, clip=True, xp=xp))
 
     def extra_repr(self) -> str:
         return self._extra_repr()

@@ -8,6 +8,8 @@ dynamo backend checks the tracing quickly; one case runs inductor's generated co
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -123,3 +125,26 @@ def test_inductor_matches_eager() -> None:
         _outputs_and_grads(compiled, x, [layer.strides]),
         _outputs_and_grads(fn, x, [layer.strides]),
     )
+
+
+def test_training_steps_under_inductor_match_eager() -> None:
+    """Training mode projects the stride parameter in place after each call. A compiled
+    graph saved that parameter for its backward, so the projection failed autograd's version
+    check under inductor; the graph now gets a copy. The first stride starts below the floor
+    ``N / (N - R)``, so the projection changes it."""
+    eager = DiffStride(strides=(1.1, 2.5)).double()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=1e-4) for m in (eager, twin)]
+    for step in range(2):
+        x = _input("channels_first")
+        results = []
+        for layer, optimizer in zip((eager, compiled), optimizers, strict=True):
+            optimizer.zero_grad()
+            y = layer(x)
+            y.square().sum().backward()
+            grad_strides = layer.strides.grad.clone()
+            optimizer.step()
+            results.append([y.detach(), grad_strides, layer.strides.detach().clone()])
+        torch.testing.assert_close(results[1], results[0], rtol=1e-9, atol=1e-9)
+        assert twin.strides[0] > 1.1, step  # projected, then stepped
