@@ -3,7 +3,8 @@
 A learnable crop follows the stride values, so without ``output_size`` dynamo must read them
 and split the graph (the results still match eager); with a static ``output_size`` nothing is
 read, and ``fullgraph=True``, which raises on any graph break, must succeed. The "eager"
-dynamo backend checks the tracing quickly; one case runs inductor's generated code.
+dynamo backend checks the tracing quickly; two cases run inductor's generated code, one of them
+training steps, where the layer projects its parameter in place.
 """
 
 from __future__ import annotations
