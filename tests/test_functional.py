@@ -160,7 +160,7 @@ def test_spectral_window_floors_a_float32_quotient() -> None:
     from diffstride._sizes import _float32, spectral_window
 
     rng = np.random.default_rng(5)
-    ties = [1 + 2.0**-24, 1 + 3 * 2.0**-24, 3 - 2.0**-23 + 2.0**-24]  # halfway cases
+    ties = [1 + 2.0**-24, 1 + 3 * 2.0**-24, 3 - 2.0**-23]  # halfway between two float32
     for stride in [*rng.uniform(1.0, 40.0, 3000), *(1 + rng.integers(0, 2**23, 3000) / 2**23)]:
         stride = float(stride)
         assert _float32(stride) == float(np.float32(stride))
