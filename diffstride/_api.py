@@ -7,7 +7,7 @@ itself lives in ``_agnostic`` and is never repeated here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -125,7 +125,6 @@ def _as_strides(
                 f"strides must have a real floating dtype; received dtype={strides.dtype}"
             )
         array = strides if strides.dtype == x.dtype else xp.astype(strides, x.dtype)
-        check_values = check_values and not _tracing(backend)
         values = backend.concrete(array) if check_values or want_values else None
         if check_values and values is not None:
             given = values if array is strides else backend.concrete(strides)
@@ -136,10 +135,21 @@ def _as_strides(
 
 
 def _tracing(backend: Backend) -> bool:
-    """Does the framework record a graph that a value read would split (torch.compile)?
-    Its adapter then also provides ``untraced``, through which the window is decided."""
+    """Does the framework record a graph that a value read would split (torch.compile)?"""
     tracing = getattr(backend, "tracing", None)
     return tracing is not None and bool(tracing())
+
+
+def _untraced(backend: Backend, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, run outside the framework's tracer where the adapter can say so."""
+    untraced = getattr(backend, "untraced", None)
+    return fn if untraced is None else untraced(fn)
+
+
+def _checked_window_for(*args: Any, stride_values: Any, **kwargs: Any) -> _agnostic.Window:
+    """:func:`window_for` after the stride-value check, for one untraced call while tracing."""
+    check_stride_values([float(v) for v in stride_values])
+    return window_for(*args, stride_values=stride_values, **kwargs)
 
 
 def window_for(
@@ -216,7 +226,13 @@ def diffstride_on(
     smoothness = check_smoothness_factor(smoothness_factor)
     limits = check_limits(lower_limit_stride, upper_limit_stride)
     want_values = output_size is None and bool(cropping)  # the window follows the values
-    stride_array, stride_values = _as_strides(strides, x, backend, xp, check_values, want_values)
+    # Tracing (torch.compile), a value read splits the graph: the values are then checked
+    # only where the window reads them anyway, in the same untraced call (as under jax.jit,
+    # where nothing can be read, a static output_size means no check).
+    tracing = _tracing(backend)
+    stride_array, stride_values = _as_strides(
+        strides, x, backend, xp, check_values and not tracing, want_values
+    )
     s_h, s_w = _agnostic.effective_strides(
         stride_array,
         sizes,
@@ -228,8 +244,8 @@ def diffstride_on(
     )
     t_h, t_w = _agnostic.thresholds(s_h, s_w, sizes, xp=xp)
     decide = window_for
-    if stride_values is not None and _tracing(backend):
-        decide = backend.untraced(window_for)  # type: ignore[attr-defined]
+    if tracing and stride_values is not None:
+        decide = _untraced(backend, _checked_window_for if check_values else window_for)
     window = decide(
         sizes,
         (t_h, t_w),
@@ -429,8 +445,11 @@ def bind(backend_name: str) -> tuple[Any, Any]:
     """``diffstride`` and ``spectral_pooling`` fixed to one backend, for a front-end module.
 
     The adapter is loaded here, when the front-end is imported, not at the first call: a
-    first call under ``torch.compile`` could not trace the entry-point lookup."""
+    first call under ``torch.compile`` could not trace the entry-point lookup. The untraced
+    window decisions are built here too, so that a tracer does not build them."""
     backend = get_backend(backend_name)
+    for decide in (window_for, _checked_window_for):
+        _untraced(backend, decide)
 
     def bound_diffstride(
         x: Any,

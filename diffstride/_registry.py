@@ -73,11 +73,11 @@ class Backend(Protocol):
     # ``auto_matmul_max_sizes = (d, f)``: up to which spatial size ``method="auto"`` takes
     # the GEMMs for DiffStride and for fixed pooling (default ``_api.AUTO_MATMUL_MAX_SIZES``).
     # ``tracing()`` is true while the framework records a graph in which reading a value
-    # would split it (``torch.compile``); stride values are then not checked, as under
-    # ``jax.jit``, where ``concrete`` returns ``None``. The crop still reads them when it
-    # follows them (no ``output_size``); such an adapter also provides ``untraced(fn)``, ``fn``
-    # run outside the tracer, and the crop is decided from the values through it, so that the
-    # graph splits once there instead of at every numpy step.
+    # would split it (``torch.compile``). With a static ``output_size`` the stride values are
+    # then not read, so not checked, as under ``jax.jit``. A crop that follows them reads
+    # them; the check and the window decision then run in one call of ``untraced(fn)``
+    # (``fn`` run outside the tracer, built once per ``fn``), so that the graph splits there
+    # and not at every numpy step. Without ``untraced``, ``fn`` is traced as it is.
 
 
 def _target(name: str) -> str | None:

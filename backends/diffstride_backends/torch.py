@@ -29,6 +29,9 @@ class TorchBackend:
     differentiable = True
     dynamic_shapes = False
 
+    def __init__(self) -> None:
+        self._untraced: dict[Any, Any] = {}
+
     def owns(self, x: Any) -> bool:
         torch = sys.modules.get("torch")
         return torch is not None and isinstance(x, torch.Tensor)
@@ -51,10 +54,14 @@ class TorchBackend:
         return torch.compiler.is_compiling()
 
     def untraced(self, fn: Any) -> Any:
-        """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs."""
-        import torch
+        """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs. The
+        wrapper is built once per ``fn``: built while tracing, it broke the graph itself."""
+        wrapped = self._untraced.get(fn)
+        if wrapped is None:
+            import torch
 
-        return torch.compiler.disable(fn)
+            wrapped = self._untraced[fn] = torch.compiler.disable(fn)
+        return wrapped
 
     def custom_vjp(self, forward: Any, backward: Any) -> Any:
         """``forward(*primals) -> (out, residual)`` with the gradient ``backward(residual,
