@@ -20,54 +20,33 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import array_api_compat.numpy as np_xp
 import numpy as np
 from array_api_compat import device as _device
 
 from diffstride._agnostic import Window
 
-__all__ = ["apply_separable", "height_factors", "width_factors"]
+__all__ = ["apply_separable"]
 
 
-@lru_cache(maxsize=256)
-def height_factors(height: int, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """``(U, V)`` complex with ``P = U diag(m_h) V``: ``V`` (kh, H) the DFT at the kept rows,
-    ``U`` (h_out, kh) the inverse DFT of length ``h_out``."""
-    # concatenate, not np.r_: torch.compile traces this numpy code and cannot trace np.r_.
-    rows = np.concatenate([np.arange(window.top), np.arange(height - window.bottom, height)])
-    v = np.exp(-2j * np.pi * np.outer(rows, np.arange(height)) / height)
-    kept = len(rows)
-    u = np.exp(2j * np.pi * np.outer(np.arange(window.height), np.arange(kept)) / kept) / kept
-    return u, v
-
-
-@lru_cache(maxsize=256)
-def width_factors(width: int, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """``(E, G)`` complex with ``B = E diag(m_w) G``: ``E`` (W, kw) the rfft at the kept
-    columns, ``G`` (kw, w_out) the inverse real DFT as ``Re(z G)``."""
-    cols = np.arange(window.cols)
-    e = np.exp(-2j * np.pi * np.outer(np.arange(width), cols) / width)
-    n = window.width
-    weight = np.where((cols == 0) | ((n % 2 == 0) & (cols == n // 2)), 1.0, 2.0)
-    g = weight[:, None] * np.exp(2j * np.pi * np.outer(cols, np.arange(n)) / n) / n
-    return e, g
-
-
-def _dft(rows: Any, cols: Any, length: Any, sign: float, like: Any, xp: Any) -> tuple[Any, Any]:
+def _dft(rows: Any, cols: Any, length: Any, sign: float, dtype: Any, xp: Any) -> tuple[Any, Any]:
     """Real and imaginary parts of ``exp(sign 2 pi i r c / length)`` for integer index arrays,
-    in ``like``'s dtype. The product is reduced modulo ``length`` in integers first, so the
+    in ``dtype``. The product is reduced modulo ``length`` in integers first, so the
     angles stay small and exact in float32 whatever the sizes."""
     turns = xp.remainder(xp.reshape(rows, (-1, 1)) * xp.reshape(cols, (1, -1)), length)
-    n = xp.astype(xp.asarray(length), like.dtype)
-    theta = xp.astype(turns, like.dtype) * (2.0 * np.pi) / n
+    n = xp.astype(xp.asarray(length), dtype)
+    theta = xp.astype(turns, dtype) * (2.0 * np.pi) / n
     return xp.cos(theta), sign * xp.sin(theta)
 
 
-def _symbolic_factors(
-    sizes: tuple[Any, Any], window: Window, like: Any, xp: Any
+def _dft_factors(
+    sizes: tuple[Any, Any], window: Window, dtype: Any, xp: Any
 ) -> tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]]:
-    """``U, V, E, G`` (as real/imaginary pairs) built in the framework's graph, for a window
-    whose sizes are only known at run time (TensorFlow graph mode); the same matrices as
-    :func:`height_factors` and :func:`width_factors`."""
+    """``U, V, E, G`` as real/imaginary pairs of ``dtype``: ``P = U diag(m_h) V`` with
+    ``V`` (kh, H) the DFT at the kept rows and ``U`` (h_out, kh) the inverse DFT of length
+    ``h_out``; ``B = E diag(m_w) G`` with ``E`` (W, kw) the rfft at the kept columns and ``G``
+    (kw, w_out) the inverse real DFT as ``Re(z G)``. Written once: in float64 numpy for static
+    sizes (cached), in the framework's graph where the window is only known at run time."""
     height, width = sizes
 
     def index(stop: Any) -> Any:
@@ -75,17 +54,17 @@ def _symbolic_factors(
 
     kept = window.top + window.bottom
     rows = xp.concat([index(window.top), index(window.bottom) + (height - window.bottom)], axis=0)
-    v = _dft(rows, index(height), height, -1.0, like, xp)
-    u_re, u_im = _dft(index(window.height), index(kept), kept, 1.0, like, xp)
-    scale = xp.astype(xp.asarray(kept), like.dtype)
-    e = _dft(index(width), index(window.cols), width, -1.0, like, xp)
+    v = _dft(rows, index(height), height, -1.0, dtype, xp)
+    u_re, u_im = _dft(index(window.height), index(kept), kept, 1.0, dtype, xp)
+    scale = xp.astype(xp.asarray(kept), dtype)
+    e = _dft(index(width), index(window.cols), width, -1.0, dtype, xp)
     cols = index(window.cols)
     edge = (cols == 0) | (2 * cols == window.width)
-    one, two = xp.asarray(1.0, dtype=like.dtype), xp.asarray(2.0, dtype=like.dtype)
+    one, two = xp.asarray(1.0, dtype=dtype), xp.asarray(2.0, dtype=dtype)
     weight = xp.reshape(xp.where(edge, one, two), (-1, 1)) / xp.astype(
-        xp.asarray(window.width), like.dtype
+        xp.asarray(window.width), dtype
     )
-    g_re, g_im = _dft(cols, index(window.width), window.width, 1.0, like, xp)
+    g_re, g_im = _dft(cols, index(window.width), window.width, 1.0, dtype, xp)
     return (u_re / scale, u_im / scale), v, e, (g_re * weight, g_im * weight)
 
 
@@ -95,14 +74,20 @@ def _factors(
     """``U, V, E, G`` as real/imaginary pairs of ``like``'s dtype and device: from the
     float64 cache for static sizes, else built in the graph."""
     if not window.is_static(sizes):
-        return _symbolic_factors(sizes, window, like, xp)
+        return _dft_factors(sizes, window, like.dtype, xp)
+    u, v, e, g = (
+        (_constant(re, like, xp), _constant(im, like, xp))
+        for re, im in _cached_factors(tuple(sizes), window)
+    )
+    return u, v, e, g
 
-    def pair(array: np.ndarray) -> tuple[Any, Any]:
-        return _constant(array.real, like, xp), _constant(array.imag, like, xp)
 
-    u, v = height_factors(sizes[0], window)
-    e, g = width_factors(sizes[1], window)
-    return pair(u), pair(v), pair(e), pair(g)
+@lru_cache(maxsize=256)
+def _cached_factors(
+    sizes: tuple[int, int], window: Window
+) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """:func:`_dft_factors` in float64 numpy, built once per sizes and window."""
+    return _dft_factors(sizes, window, np.float64, np_xp)
 
 
 @lru_cache(maxsize=256)
@@ -110,16 +95,12 @@ def _fixed_factors(
     sizes: tuple[int, int], window: Window
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``P = U V`` and ``B = E G`` without a mask, as real/imaginary numpy pairs."""
-    u, v = height_factors(sizes[0], window)
-    e, g = width_factors(sizes[1], window)
-    a, b = u @ v, e @ g
-    return (a.real, a.imag), (b.real, b.imag)
+    u, v, e, g = _cached_factors(sizes, window)
+    return _masked_product(u, None, v, np_xp), _masked_product(e, None, g, np_xp)
 
 
 def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:
-    # Contiguous copies: ``.real``/``.imag`` are strided views, which not every framework's
-    # conversion reads correctly (TensorFlow's did not, here).
-    return xp.asarray(np.ascontiguousarray(array), dtype=like.dtype, device=_device(like))
+    return xp.asarray(array, dtype=like.dtype, device=_device(like))
 
 
 def _masked_product(
