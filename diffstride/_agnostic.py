@@ -128,6 +128,7 @@ def effective_strides(
     lower_limit_stride: float | None,
     upper_limit_stride: float | None,
     stop_gradient: Callable[[Array], Array],
+    inside: bool = False,
     xp: Namespace,
 ) -> tuple[Array, Array]:
     """The strides the layer acts with, one 0-d array per axis.
@@ -136,25 +137,24 @@ def effective_strides(
     uses ``S'``, the gradient reaches ``S`` unchanged, exactly as the original's in-place
     ``assign`` does), then a clip to ``[lower or 1, upper or float max]`` that stops the
     gradient outside the bounds. A shared stride (length 1) is projected against both minima
-    and used on both axes, so its gradient is the sum of both.
+    and used on both axes, so its gradient is the sum of both. The ``inside`` ramp fits in the
+    spectrum at any ``S >= 1``, so it skips the projection and only clips.
     """
     dtype = strides.dtype
-    minima = _stride_minima(strides, sizes, smoothness_factor, xp=xp)
-    if strides.shape[0] == 1:
-        shared = strides[0]
-        floor = _where_max(minima[0], minima[1], xp=xp)
-        per_axis = [shared, shared]
-        floors = [floor, floor]
-    else:
-        per_axis = [strides[0], strides[1]]
-        floors = minima
+    per_axis = [strides[0], strides[0]] if strides.shape[0] == 1 else [strides[0], strides[1]]
+    if not inside:
+        minima = _stride_minima(strides, sizes, smoothness_factor, xp=xp)
+        if strides.shape[0] == 1:
+            floor = _where_max(minima[0], minima[1], xp=xp)
+            minima = [floor, floor]
+        per_axis = [
+            stride + stop_gradient(_where_max(stride, floor, xp=xp) - stride)
+            for stride, floor in zip(per_axis, minima, strict=True)
+        ]
     low = 1.0 if lower_limit_stride is None else float(lower_limit_stride)
     high = float(xp.finfo(dtype).max) if upper_limit_stride is None else float(upper_limit_stride)
-    result = []
-    for stride, floor in zip(per_axis, floors, strict=False):
-        projected = stride + stop_gradient(_where_max(stride, floor, xp=xp) - stride)
-        result.append(_where_clip(projected, low, high, xp=xp))
-    return result[0], result[1]
+    clipped = [_where_clip(stride, low, high, xp=xp) for stride in per_axis]
+    return clipped[0], clipped[1]
 
 
 def _stride_minima(
@@ -178,12 +178,16 @@ def projected_parameter(
     *,
     smoothness_factor: float,
     bounds: tuple[float, float] | None,
+    inside: bool = False,
     xp: Namespace,
 ) -> Array:
     """What a layer stores after a training call: ``max(S, N / (N - R))`` per axis (a shared
     stride against both minima), as the original's in-place ``assign``; a minimum that is not
     finite (``N == R``) is skipped rather than stored. With ``bounds``, also clipped to them,
-    as a Keras constraint does after an optimizer step. No gradient is meant to flow here."""
+    as a Keras constraint does after an optimizer step. The ``inside`` ramp has no minimum:
+    only the clip applies. No gradient is meant to flow here."""
+    if inside:
+        return strides if bounds is None else _where_clip(strides, *bounds, xp=xp)
     minima = _stride_minima(strides, sizes, smoothness_factor, xp=xp)
     if strides.shape[0] == 1:
         floors = xp.reshape(_where_max(minima[0], minima[1], xp=xp), (1,))
@@ -204,22 +208,44 @@ def thresholds(
     return t_h, t_w
 
 
-def ramp(threshold: Array, distances: Array, smoothness_factor: float, *, xp: Namespace) -> Array:
+def ramp(
+    threshold: Array,
+    distances: Array,
+    smoothness_factor: float,
+    *,
+    inside: bool = False,
+    xp: Namespace,
+) -> Array:
     """The adaptive-span mask ``clip((R + T - d) / R, 0, 1)``; ``R = 0`` is the hard limit.
 
     The expression keeps the original's order, ``(1 / R) * (R + T - d)``, so that the
     decision "mask > 0" is bit-identical to it in float32. As ``R -> 0`` the ramp becomes
     ``d <= T``, with a zero gradient: that is what ``R = 0`` computes here (the original
     divides by zero).
+
+    ``inside`` lowers the threshold by ``R``: ``clip((T - d) / R, 0, 1)``. The original's ramp
+    runs *beyond* ``T``, so its crop keeps about ``2R`` more rows and columns than the stride
+    implies; the inside ramp ends at the stride's Nyquist edge, so the output is within one
+    pixel of ``N / S`` (the size of the strided layer it replaces). ``R = 0`` is the same hard
+    crop for both.
     """
     if smoothness_factor == 0:
         return xp.astype(distances <= threshold, threshold.dtype)
-    value = (1.0 / smoothness_factor) * (smoothness_factor + threshold - distances)
+    if inside:
+        value = (1.0 / smoothness_factor) * (threshold - distances)
+    else:
+        value = (1.0 / smoothness_factor) * (smoothness_factor + threshold - distances)
     return _where_clip(value, 0.0, 1.0, xp=xp)
 
 
 def kept_counts(
-    t_h: Array, t_w: Array, sizes: tuple[Size, Size], smoothness_factor: float, *, xp: Namespace
+    t_h: Array,
+    t_w: Array,
+    sizes: tuple[Size, Size],
+    smoothness_factor: float,
+    *,
+    inside: bool = False,
+    xp: Namespace,
 ) -> tuple[Array, Array, Array]:
     """How many top rows, bottom rows and columns have a mask > 0: ``(top, bottom, cols)``.
 
@@ -234,7 +260,7 @@ def kept_counts(
     )
     counts = []
     for threshold, distances in blocks:
-        positive = ramp(threshold, distances, smoothness_factor, xp=xp) > 0
+        positive = ramp(threshold, distances, smoothness_factor, inside=inside, xp=xp) > 0
         counts.append(xp.sum(xp.astype(positive, xp.int32)))
     return counts[0], counts[1], counts[2]
 
@@ -393,13 +419,14 @@ def window_masks(
     sizes: tuple[Size, Size],
     smoothness_factor: float,
     *,
+    inside: bool = False,
     xp: Namespace,
 ) -> tuple[Array, Array]:
     """The ramp on the kept rows (top block, then bottom block) and on the kept columns."""
     d_rows, d_cols = window_distances(sizes, window, like=t_h, xp=xp)
     return (
-        ramp(t_h, d_rows, smoothness_factor, xp=xp),
-        ramp(t_w, d_cols, smoothness_factor, xp=xp),
+        ramp(t_h, d_rows, smoothness_factor, inside=inside, xp=xp),
+        ramp(t_w, d_cols, smoothness_factor, inside=inside, xp=xp),
     )
 
 

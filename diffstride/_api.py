@@ -18,6 +18,7 @@ from diffstride._registry import Backend, backend_for, get_backend
 from diffstride._validation import (
     check_limits,
     check_method,
+    check_ramp,
     check_smoothness_factor,
     check_spatial_sizes,
     check_stride_values,
@@ -163,6 +164,7 @@ def window_for(
     xp: Any,
     stride_values: Any = None,
     limits: tuple[float | None, float | None] = (None, None),
+    inside: bool = False,
 ) -> _agnostic.Window:
     """The crop: a static ``output_size``, the full spectrum, or the bins whose mask is > 0.
 
@@ -188,8 +190,9 @@ def window_for(
             cropping=True,
             lower_limit_stride=limits[0],
             upper_limit_stride=limits[1],
+            inside=inside,
         )
-    counts = _agnostic.kept_counts(*thresholds, sizes, smoothness_factor, xp=xp)
+    counts = _agnostic.kept_counts(*thresholds, sizes, smoothness_factor, inside=inside, xp=xp)
     values = [backend.concrete(count) for count in counts]
     if all(value is not None for value in values):
         return _sizes.window_for_counts(*(int(value) for value in values))
@@ -215,10 +218,12 @@ def diffstride_on(
     upper_limit_stride: float | None = None,
     output_size: Sequence[int] | None = None,
     method: str = "auto",
+    ramp: str = "outside",
     check_values: bool = True,
 ) -> Any:
     """DiffStride on an explicit backend; see :func:`diffstride` for the arguments."""
     method = check_method(method)
+    inside = check_ramp(ramp) == "inside"
     xp = backend.namespace()
     axes = spatial_axes(data_format)
     sizes = spatial_sizes(x, data_format, backend)
@@ -240,6 +245,7 @@ def diffstride_on(
         lower_limit_stride=limits[0],
         upper_limit_stride=limits[1],
         stop_gradient=backend.stop_gradient,
+        inside=inside,
         xp=xp,
     )
     t_h, t_w = _agnostic.thresholds(s_h, s_w, sizes, xp=xp)
@@ -256,10 +262,11 @@ def diffstride_on(
         xp=xp,
         stride_values=stride_values,
         limits=limits,
+        inside=inside,
     )
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
-    masks = _agnostic.window_masks(t_h, t_w, window, sizes, smoothness, xp=xp)
+    masks = _agnostic.window_masks(t_h, t_w, window, sizes, smoothness, inside=inside, xp=xp)
     if _use_matmul(method, window, sizes, learnable=True, backend=backend):
         return _matmul.apply_separable(
             x, window, *masks, sizes=sizes, axes=axes, broadcast=_broadcasts(backend), xp=xp
@@ -364,6 +371,7 @@ def diffstride(
     upper_limit_stride: float | None = None,
     output_size: Sequence[int] | None = None,
     method: str = "auto",
+    ramp: str = "outside",
     backend: str | None = None,
 ) -> Any:
     """Spectral pooling with learnable strides (Riad et al., ICLR 2022).
@@ -393,6 +401,13 @@ def diffstride(
     method
         ``"fft"`` (transforms), ``"matmul"`` (the same map as two real GEMMs) or ``"auto"``
         (by backend and input size; see ``AUTO_MATMUL_MAX_SIZES``).
+    ramp
+        Where the mask's ramp of width ``R`` lies: ``"outside"`` (default, the original)
+        from the stride's threshold ``T`` outwards, ``clip((R + T - d) / R, 0, 1)``, which
+        keeps about ``2R`` more rows and columns than the stride implies; or ``"inside"``,
+        ``clip((T - d) / R, 0, 1)``, which ends at ``T``, so that the output is within one
+        pixel of ``N / S``, like the strided layer it replaces (and costs what it costs).
+        The inside ramp needs no minimum stride: any ``S >= 1`` is used as it is.
     backend
         Force a registered backend by name instead of dispatching on ``x``.
 
@@ -406,6 +421,8 @@ def diffstride(
     >>> x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
     >>> diffstride.diffstride(x, (2.0, 2.0)).shape
     (1, 3, 24, 24)
+    >>> diffstride.diffstride(x, (2.0, 2.0), ramp="inside").shape
+    (1, 3, 16, 16)
     """
     return diffstride_on(
         _backend(x, backend),
@@ -418,6 +435,7 @@ def diffstride(
         upper_limit_stride=upper_limit_stride,
         output_size=output_size,
         method=method,
+        ramp=ramp,
     )
 
 
@@ -462,6 +480,7 @@ def bind(backend_name: str) -> tuple[Any, Any]:
         upper_limit_stride: float | None = None,
         output_size: Sequence[int] | None = None,
         method: str = "auto",
+        ramp: str = "outside",
     ) -> Any:
         return diffstride_on(
             backend,
@@ -474,6 +493,7 @@ def bind(backend_name: str) -> tuple[Any, Any]:
             upper_limit_stride=upper_limit_stride,
             output_size=output_size,
             method=method,
+            ramp=ramp,
         )
 
     def bound_spectral_pooling(

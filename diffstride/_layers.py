@@ -18,6 +18,7 @@ from diffstride._validation import (
     check_data_format,
     check_limits,
     check_method,
+    check_ramp,
     check_smoothness_factor,
     check_spatial_sizes,
     check_stride_values,
@@ -74,6 +75,7 @@ class DiffStrideMixin(_LayoutMixin):
         upper_limit_stride: float | None = None,
         data_format: str = "channels_first",
         method: str = "auto",
+        ramp: str = "outside",
     ) -> None:
         pair = _pair_of_strides(strides)
         if shared_stride and pair[0] != pair[1]:
@@ -90,6 +92,7 @@ class DiffStrideMixin(_LayoutMixin):
         )
         self.data_format = check_data_format(data_format)
         self.method = check_method(method)
+        self.ramp = check_ramp(ramp)
 
     @property
     def stride_shape(self) -> tuple[int]:
@@ -107,6 +110,7 @@ class DiffStrideMixin(_LayoutMixin):
             "lower_limit_stride": self.lower_limit_stride,
             "upper_limit_stride": self.upper_limit_stride,
             "method": self.method,
+            "ramp": self.ramp,
         }
 
     def _diffstride_config(self) -> dict[str, Any]:
@@ -133,6 +137,7 @@ class DiffStrideMixin(_LayoutMixin):
             cropping=self.cropping,
             lower_limit_stride=self.lower_limit_stride,
             upper_limit_stride=self.upper_limit_stride,
+            ramp=self.ramp,
         )
 
     @property
@@ -149,6 +154,7 @@ class DiffStrideMixin(_LayoutMixin):
             tuple(sizes),
             smoothness_factor=self.smoothness_factor,
             bounds=self.stride_bounds if clip else None,
+            inside=self.ramp == "inside",
             xp=xp,
         )
 
@@ -165,6 +171,8 @@ class DiffStrideMixin(_LayoutMixin):
         parts.append(f"data_format={self.data_format!r}")
         if self.method != "auto":
             parts.append(f"method={self.method!r}")
+        if self.ramp != "outside":
+            parts.append(f"ramp={self.ramp!r}")
         return ", ".join(parts)
 
 

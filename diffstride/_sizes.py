@@ -19,6 +19,7 @@ import numpy as np
 from diffstride import _agnostic
 from diffstride._validation import (
     check_limits,
+    check_ramp,
     check_smoothness_factor,
     check_stride_values,
 )
@@ -89,6 +90,7 @@ def concrete_window(
     cropping: bool,
     lower_limit_stride: float | None,
     upper_limit_stride: float | None,
+    inside: bool = False,
 ) -> _agnostic.Window:
     """The window from concrete strides (a float32 or float64 numpy array of length 1 or 2)."""
     if not cropping:
@@ -101,10 +103,13 @@ def concrete_window(
         lower_limit_stride=lower_limit_stride,
         upper_limit_stride=upper_limit_stride,
         stop_gradient=lambda v: v,
+        inside=inside,
         xp=np_xp,
     )
     t_h, t_w = _agnostic.thresholds(s_h, s_w, sizes, xp=np_xp)
-    top, bottom, cols = _agnostic.kept_counts(t_h, t_w, sizes, smoothness_factor, xp=np_xp)
+    top, bottom, cols = _agnostic.kept_counts(
+        t_h, t_w, sizes, smoothness_factor, inside=inside, xp=np_xp
+    )
     return window_for_counts(int(top), int(bottom), int(cols))
 
 
@@ -117,6 +122,7 @@ def output_size(
     lower_limit_stride: float | None = None,
     upper_limit_stride: float | None = None,
     dtype: str = "float32",
+    ramp: str = "outside",
 ) -> tuple[int, int]:
     """The ``(h, w)`` DiffStride returns for an ``(H, W)`` input, without running it.
 
@@ -131,6 +137,9 @@ def output_size(
     dtype
         The input's precision, ``"float32"`` (default) or ``"float64"``; the crop is decided
         in it, as the original does.
+    ramp
+        ``"outside"`` (the original's mask) or ``"inside"``, as for
+        :func:`diffstride.diffstride`.
 
     Examples
     --------
@@ -139,11 +148,14 @@ def output_size(
     (24, 24)
     >>> diffstride.output_size((32, 32), 2.0, smoothness_factor=0.0)
     (18, 18)
+    >>> diffstride.output_size((32, 32), (2.0, 2.0), ramp="inside")
+    (16, 16)
     """
     sizes = _pair(input_size)
     values = check_stride_values(strides)
     smoothness = check_smoothness_factor(smoothness_factor)
     low, high = check_limits(lower_limit_stride, upper_limit_stride)
+    inside = check_ramp(ramp) == "inside"
     if dtype not in _FLOAT_DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64'; received dtype={dtype!r}")
     window = concrete_window(
@@ -153,6 +165,7 @@ def output_size(
         cropping=bool(cropping),
         lower_limit_stride=low,
         upper_limit_stride=high,
+        inside=inside,
     )
     return window.output_size
 

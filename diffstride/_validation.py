@@ -15,6 +15,7 @@ __all__ = [
     "check_data_format",
     "check_limits",
     "check_method",
+    "check_ramp",
     "check_smoothness_factor",
     "check_spatial_sizes",
     "check_stride_values",
@@ -23,6 +24,8 @@ __all__ = [
 
 DATA_FORMATS = ("channels_first", "channels_last")
 METHODS = ("auto", "fft", "matmul")
+#: Where the mask's ramp lies: beyond the stride's threshold (the original) or below it.
+RAMPS = ("outside", "inside")
 
 
 def check_method(method: Any) -> str:
@@ -30,6 +33,13 @@ def check_method(method: Any) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; received method={method!r}")
     return method
+
+
+def check_ramp(ramp: Any) -> str:
+    """``"outside"`` (the original's ramp, beyond ``N / S``) or ``"inside"`` (ending there)."""
+    if ramp not in RAMPS:
+        raise ValueError(f"ramp must be one of {RAMPS}; received ramp={ramp!r}")
+    return ramp
 
 
 def check_data_format(data_format: Any) -> str:

@@ -30,7 +30,8 @@ class DiffStride(DiffStrideMixin):
     ``init()`` makes the parameters, ``apply(params, x, output_size=None)`` runs the layer
     (pass ``output_size`` under ``jax.jit``; :meth:`output_size` computes it), and
     ``project(params, input_shape)`` applies the original's projection
-    ``S <- clip(max(S, N / (N - R)), lower, upper)``; call it after each optimizer step.
+    ``S <- clip(max(S, N / (N - R)), lower, upper)`` (with ``ramp="inside"``, only the clip);
+    call it after each optimizer step.
 
     Examples
     --------
@@ -57,6 +58,7 @@ class DiffStride(DiffStrideMixin):
         upper_limit_stride: float | None = None,
         data_format: str = "channels_first",
         method: str = "auto",
+        ramp: str = "outside",
     ) -> None:
         self._init_diffstride(
             strides,
@@ -67,6 +69,7 @@ class DiffStride(DiffStrideMixin):
             upper_limit_stride,
             data_format,
             method,
+            ramp,
         )
         self.trainable = bool(trainable)
         self._params: dict[str, Any] | None = None

@@ -25,6 +25,7 @@ from diffstride._layers import DiffStrideMixin
 from diffstride._registry import get_backend
 from diffstride._validation import (
     check_limits,
+    check_ramp,
     check_smoothness_factor,
     check_stride_values,
 )
@@ -105,6 +106,7 @@ def diffstride_vjp(
     lower_limit_stride: float | None = None,
     upper_limit_stride: float | None = None,
     output_size: Sequence[int] | None = None,
+    ramp: str = "outside",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Analytic gradients of ``sum(diffstride(x, strides, ...) * cotangent)``.
 
@@ -122,6 +124,7 @@ def diffstride_vjp(
     backend = get_backend("numpy")
     smoothness = check_smoothness_factor(smoothness_factor)
     limits = check_limits(lower_limit_stride, upper_limit_stride)
+    inside = check_ramp(ramp) == "inside"
     _api._check_input(x, data_format, np_xp)
     x_nchw = _to_nchw(np.asarray(x), data_format)
     stride_array, _ = _api._as_strides(
@@ -137,6 +140,7 @@ def diffstride_vjp(
             lower_limit_stride=lower,
             upper_limit_stride=upper,
             stop_gradient=lambda v: v,
+            inside=inside,
             xp=np_xp,
         )
 
@@ -151,11 +155,12 @@ def diffstride_vjp(
         cropping=bool(cropping),
         smoothness_factor=smoothness,
         xp=np_xp,
+        inside=inside,
     )
     g = _check_cotangent(cotangent, (*x_nchw.shape[:2], *window.output_size), data_format)
     d_rows, d_cols = _agnostic.window_distances(sizes, window, like=t_h, xp=np_xp)
     ramps = [
-        _agnostic.ramp(t, d, smoothness, xp=np_xp).astype(np.float64)
+        _agnostic.ramp(t, d, smoothness, inside=inside, xp=np_xp).astype(np.float64)
         for t, d in ((t_h, d_rows), (t_w, d_cols))
     ]
     spectrum = _crop(np.fft.rfft2(x_nchw.astype(np.float64)), window)
@@ -171,7 +176,7 @@ def diffstride_vjp(
         if smoothness == 0:
             grad_axes.append(0.0)
             continue
-        value = (smoothness + float(t) - d) / smoothness
+        value = ((0.0 if inside else smoothness) + float(t) - d) / smoothness
         in_ramp = (value >= 0) & (value <= 1)
         grad_t = float(np.sum(grad_ramp * in_ramp)) / smoothness
         stride = float(effective[axis])
@@ -209,7 +214,7 @@ class DiffStride(DiffStrideMixin):
     """The reference layer: ``layer(x)`` and ``layer.vjp(x, cotangent)`` on numpy arrays.
 
     ``self.strides`` is a float32 array; calls do not project it (``layer.project((H, W))``
-    does, as the other frameworks' training calls).
+    does, as the other frameworks' training calls; with ``ramp="inside"`` it only clips).
 
     >>> import numpy as np
     >>> from diffstride.numpy import DiffStride
@@ -230,6 +235,7 @@ class DiffStride(DiffStrideMixin):
         upper_limit_stride: float | None = None,
         data_format: str = "channels_first",
         method: str = "auto",
+        ramp: str = "outside",
     ) -> None:
         self._init_diffstride(
             strides,
@@ -240,6 +246,7 @@ class DiffStride(DiffStrideMixin):
             upper_limit_stride,
             data_format,
             method,
+            ramp,
         )
         self.strides = np.asarray(self.initial_value, dtype=np.float32)
 

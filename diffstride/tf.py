@@ -72,8 +72,10 @@ class StrideConstraint(keras.constraints.Constraint):
 class DiffStride(DiffStrideMixin, keras.layers.Layer):
     """Spectral pooling with learnable strides (Riad et al., ICLR 2022), as a Keras 3 layer.
 
-    Arguments as ``diffstride.torch.DiffStride``; ``data_format`` defaults to
-    ``keras.config.image_data_format()``.
+    Arguments as ``diffstride.torch.DiffStride`` (``ramp`` included); ``data_format`` defaults
+    to ``keras.config.image_data_format()``. ``training=True`` calls store the original's
+    projection in ``strides`` with the outside ramp; with ``ramp="inside"`` they store nothing
+    and the constraint keeps the strides within the limits.
 
     Examples
     --------
@@ -97,6 +99,7 @@ class DiffStride(DiffStrideMixin, keras.layers.Layer):
         upper_limit_stride: float | None = None,
         data_format: str | None = None,
         method: str = "auto",
+        ramp: str = "outside",
         **kwargs: Any,
     ) -> None:
         _check_keras_backend()
@@ -110,6 +113,7 @@ class DiffStride(DiffStrideMixin, keras.layers.Layer):
             upper_limit_stride,
             _default_format(data_format),
             method,
+            ramp,
         )
 
     def build(self, input_shape: Any) -> None:
@@ -133,7 +137,7 @@ class DiffStride(DiffStrideMixin, keras.layers.Layer):
         self._check_input_shape(inputs.shape, allow_unknown=True)
         sizes = _api.spatial_sizes(inputs, self.data_format, backend)
         strides = tf.convert_to_tensor(self.strides.value)
-        if training:
+        if training and self.ramp == "outside":
             xp = backend.namespace()
             self.strides.assign(self._projected(strides, sizes, clip=False, xp=xp))
         outputs = _api.diffstride_on(

@@ -5,7 +5,8 @@ holds its stride as an ``nn.Parameter`` named ``strides`` (shape (2,), or (1,) w
 ``shared_stride``); in training mode each forward pass projects it in place (no autograd) as
 the original does after each call, ``S <- max(S, N / (N - R))``, and then clips it to the
 limits (the original leaves that to a Keras constraint at the next optimizer step; torch has
-no constraints, so the clip happens here). Eval mode mutates nothing.
+no constraints, so the clip happens here). With ``ramp="inside"`` there is no projection,
+only the clip. Eval mode mutates nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ class DiffStride(DiffStrideMixin, nn.Module):
     method
         ``"auto"`` (default), ``"fft"`` or ``"matmul"``: how the same map is computed (see
         ``diffstride.diffstride``; the README's benchmark table shows which is faster where).
+    ramp
+        ``"outside"`` (default: the original's mask, whose ramp of width ``R`` runs beyond the
+        stride's cut-off and keeps about ``2R`` more rows and columns) or ``"inside"`` (the
+        ramp ends at the cut-off: the output is within a pixel of ``N / S``, and so is the
+        cost of what follows).
+
+    In training mode, ``strides`` stores what the layer acted with: with the outside ramp the
+    original's projection ``max(S, N / (N - R))``, clipped to the limits; with the inside
+    ramp only the clip to the limits (any ``S >= 1`` fits).
 
     Examples
     --------
@@ -67,6 +77,8 @@ class DiffStride(DiffStrideMixin, nn.Module):
     torch.Size([8, 3, 24, 24])
     >>> layer.current_strides(), layer.output_size((32, 32))
     ((2.0, 2.0), (24, 24))
+    >>> DiffStride((2.0, 2.0), ramp="inside").output_size((32, 32))
+    (16, 16)
     """
 
     def __init__(
@@ -80,6 +92,7 @@ class DiffStride(DiffStrideMixin, nn.Module):
         upper_limit_stride: float | None = None,
         data_format: str = "channels_first",
         method: str = "auto",
+        ramp: str = "outside",
     ) -> None:
         nn.Module.__init__(self)
         self._init_diffstride(
@@ -91,6 +104,7 @@ class DiffStride(DiffStrideMixin, nn.Module):
             upper_limit_stride,
             data_format,
             method,
+            ramp,
         )
         self.strides = nn.Parameter(
             torch.tensor(self.initial_value, dtype=torch.float32), requires_grad=bool(trainable)

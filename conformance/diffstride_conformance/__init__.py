@@ -20,6 +20,7 @@ follows ``diffstride._registry.Backend`` and adds two testing hooks: ``from_nump
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -27,9 +28,23 @@ from typing import Any
 import pytest
 
 from diffstride import available_backends, get_backend
-from diffstride_conformance.checks import CHECKS, METHODS, PATH_FREE, checks_for
+from diffstride_conformance.checks import (
+    CHECKS,
+    METHODS,
+    PATH_FREE,
+    RAMP_FREE,
+    RAMPS,
+    checks_for,
+)
 
-__all__ = ["CHECKS", "METHODS", "backends_under_test", "checks_for", "parametrize_with_checks"]
+__all__ = [
+    "CHECKS",
+    "METHODS",
+    "RAMPS",
+    "backends_under_test",
+    "checks_for",
+    "parametrize_with_checks",
+]
 
 ENV_VAR = "DIFFSTRIDE_BACKEND"
 
@@ -49,8 +64,10 @@ def parametrize_with_checks(
     expected_failed_checks: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Callable[[Any], Any]:
     """Parametrize a test over ``(backend, check)`` with ids like
-    ``torch-matmul-check_golden_outputs``; every path in ``methods`` is checked, and each
-    ``check`` is ready to call as ``check(backend)``.
+    ``torch-matmul-check_golden_outputs`` (``torch-matmul-inside-check_empty_batch`` for the
+    inside ramp); every path in ``methods`` and every ramp in :data:`RAMPS` is checked (the
+    golden checks hold the original's ramp only), and each ``check`` is ready to call as
+    ``check(backend)``.
 
     ``expected_failed_checks`` maps a backend name to ``{check name: reason}``; those checks are
     marked as strict xfails, so they fail the run once they start passing.
@@ -62,13 +79,15 @@ def parametrize_with_checks(
             reason = expected.get(name, {}).get(check.__name__)
             marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
             paths = ("auto",) if check in PATH_FREE else tuple(methods)
-            for method in paths:
-                label = check.__name__ if check in PATH_FREE else f"{method}-{check.__name__}"
+            ramps = ("outside",) if check in RAMP_FREE else RAMPS
+            for method, ramp in itertools.product(paths, ramps):
+                label = [] if check in PATH_FREE else [method]
+                label += [] if ramp == "outside" else [ramp]
                 params.append(
                     pytest.param(
                         _LazyBackend(name),
-                        functools.partial(check, method=method),
-                        id=f"{name}-{label}",
+                        functools.partial(check, method=method, ramp=ramp),
+                        id="-".join([name, *label, check.__name__]),
                         marks=marks,
                     )
                 )
