@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["complexity_penalty_of"]
+__all__ = ["budget_penalty_of", "check_macs_budget", "complexity_penalty_of", "weighted_reach_of"]
 
 
 def complexity_penalty_of(strides: Sequence[Any], *, xp: Any) -> Any:
@@ -26,3 +26,38 @@ def complexity_penalty_of(strides: Sequence[Any], *, xp: Any) -> Any:
         reach = 1.0 / area if reach is None else reach / area
         total = reach if total is None else total + reach
     return total
+
+
+def weighted_reach_of(strides: Sequence[Any | None], weights: Sequence[float]) -> Any:
+    """``sum_i weights[i] * prod_{j <= i} 1 / (S_h^j S_w^j)`` over layers in forward order; a
+    layer whose stride is None (fixed) keeps the product as it is. With unit weights and no
+    fixed layer it is ``J``; with each layer's MACs per unit of reach as weights it estimates
+    the MACs the strides leave (``diffstride.models``' ``macs_estimate``). The arithmetic is
+    the stride arrays' own operators, so the result is differentiable in their framework."""
+    total: Any = 0.0
+    reach: Any = 1.0
+    for s, weight in zip(strides, weights, strict=True):
+        if s is not None:
+            reach = reach / (s[0] * s[0] if s.shape[0] == 1 else s[0] * s[1])
+        total = total + reach * weight
+    return total
+
+
+def check_macs_budget(macs_budget: Any) -> float:
+    """A budget of multiply-accumulates per image: a finite number > 0."""
+    import math
+    import numbers
+
+    if isinstance(macs_budget, bool) or not isinstance(macs_budget, numbers.Real):
+        raise TypeError(f"macs_budget must be a real number; received macs_budget={macs_budget!r}")
+    if not (math.isfinite(float(macs_budget)) and float(macs_budget) > 0):
+        raise ValueError(
+            f"macs_budget must be finite and > 0; received macs_budget={macs_budget!r}"
+        )
+    return float(macs_budget)
+
+
+def budget_penalty_of(estimate: Any, macs_budget: float, *, xp: Any) -> Any:
+    """``max(estimate / budget - 1, 0)``: zero under the budget, the relative excess above."""
+    excess = estimate / check_macs_budget(macs_budget) - 1.0
+    return xp.where(excess > 0, excess, excess * 0.0)

@@ -4,11 +4,18 @@
         --pooling diffstride --strides 1,1,2,2,2 --lambda-complexity 0.1 --out runs/demo
 
 Both frameworks run the same loop (``run``): the data as numpy batches, the loss
-``cross-entropy + lambda * J(S)`` with the paper's complexity regularizer, Adam with a separate
-learning rate for the strides (``--stride-lr``: stride gradients are per-parameter averages of
-many terms and move slowly at the weights' rate), and a test evaluation after each epoch. Keras
-runs a ``tf.function`` train step rather than ``model.fit`` so that the regularizer, the
-progress bar and the records are the same as in torch.
+``cross-entropy + lambda * J(S) + budget_weight * max(MACs(S) / budget - 1, 0)`` with the
+paper's complexity regularizer and, with ``--macs-budget``, a penalty that is zero under the
+budget (``MACs(S)``: the model's counted MACs as a differentiable function of its strides,
+``macs_estimate``). Optimizers: ``adamw`` (AdamW for the weights, Adam with a separate learning
+rate for the strides, ``--stride-lr``: stride gradients are per-parameter averages of many
+terms and move slowly at the weights' rate) or ``sgd`` (the original's recipe: SGD with
+momentum 0.9 for weights and strides at one learning rate; pair it with
+``--label-smoothing 0.1``). ``--stride-warmup E`` freezes the strides for the first E epochs.
+With ``--validation N``, N training images are held out: each epoch is evaluated on them and
+the test set is read once, after the last epoch; without it, on the test set each epoch. Keras
+runs a ``tf.function`` train step rather than ``model.fit`` so that the penalties, the progress
+bar and the records are the same as in torch.
 
 Outputs: a progress bar with loss and accuracy, a final table (test accuracy, learned strides
 per DiffStride layer, output sizes, multiply-accumulates), ``OUT/metrics.json`` (per epoch and
@@ -23,12 +30,13 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from diffstride._validation import RAMPS
 from diffstride.examples import data as datasets
 
 __all__ = ["Config", "main", "parse_args", "run"]
@@ -52,6 +60,45 @@ class Config:
     out: str = "runs/train"
     limit_train: int | None = None
     progress: bool = True
+    ramp: str = "outside"
+    smoothness_factor: float = 4.0
+    pool_first: bool = False
+    macs_budget: float | None = None  # millions of multiply-accumulates per image
+    budget_weight: float = 1.0
+    optimizer: str = "adamw"
+    label_smoothing: float = 0.0
+    stride_warmup: int = 0
+    validation: int = 0
+
+    def __post_init__(self) -> None:
+        from diffstride._complexity import check_macs_budget
+        from diffstride._validation import check_ramp, check_smoothness_factor
+
+        check_ramp(self.ramp)
+        check_smoothness_factor(self.smoothness_factor)
+        if self.macs_budget is not None:
+            check_macs_budget(self.macs_budget)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {OPTIMIZERS}; received optimizer={self.optimizer!r}"
+            )
+        for name in ("stride_warmup", "validation"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0; received {name}={value!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                "label_smoothing must be in [0, 1); received "
+                f"label_smoothing={self.label_smoothing!r}"
+            )
+
+    @property
+    def budget_macs(self) -> float | None:
+        """The budget in multiply-accumulates (``macs_budget`` is in millions)."""
+        return None if self.macs_budget is None else self.macs_budget * 1e6
+
+
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
@@ -61,7 +108,8 @@ class Record:
     epoch: int
     train_loss: float | None
     train_accuracy: float | None
-    test_accuracy: float
+    test_accuracy: float | None
+    validation_accuracy: float | None
     strides: list[list[float]]
     output_sizes: list[list[int]]
     macs: int
@@ -73,7 +121,9 @@ class _Trainer(Protocol):
     """The few operations ``run`` needs from a framework (one implementation per framework
     below: ``_torch_trainer``, ``_keras_trainer``)."""
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]: ...
+    def train_step(
+        self, x: np.ndarray, y: np.ndarray, train_strides: bool
+    ) -> tuple[float, float]: ...
     def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float: ...
     def strides(self) -> list[tuple[float, float]]: ...
     def output_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]: ...
@@ -83,7 +133,7 @@ class _Trainer(Protocol):
 def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
     import torch
 
-    from diffstride.models.torch import resnet18, small_resnet
+    from diffstride.models.torch import macs_penalty, resnet18, small_resnet
     from diffstride.torch import complexity_penalty
 
     torch.manual_seed(config.seed)
@@ -93,29 +143,48 @@ def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
         pooling=_pooling(config.pooling),
         in_channels=dataset.x_train.shape[1],
         num_classes=dataset.num_classes,
+        ramp=config.ramp,
+        smoothness_factor=config.smoothness_factor,
+        pool_first=config.pool_first,
     )
+    input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
     stride_params = [layer.strides for layer in model.diffstride_layers()]
     ids = {id(p) for p in stride_params}
-    groups = [
-        {
-            "params": [p for p in model.parameters() if id(p) not in ids],
-            "weight_decay": config.weight_decay,
-        }
-    ]
-    if stride_params:
-        groups.append({"params": stride_params, "lr": config.stride_lr, "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    weights = [p for p in model.parameters() if id(p) not in ids]
+    if config.optimizer == "sgd":
+        groups = [
+            {"params": weights, "weight_decay": config.weight_decay},
+            {"params": stride_params, "weight_decay": 0.0},
+        ]
+        optimizer: Any = torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+    else:
+        groups = [
+            {"params": weights, "weight_decay": config.weight_decay},
+            {"params": stride_params, "lr": config.stride_lr, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
 
     class Trainer:
-        def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        def train_step(
+            self, x: np.ndarray, y: np.ndarray, train_strides: bool
+        ) -> tuple[float, float]:
             model.train()
             logits = model(torch.from_numpy(x))
             target = torch.from_numpy(y)
-            loss = torch.nn.functional.cross_entropy(logits, target)
-            if config.lambda_complexity and stride_params:
-                loss = loss + config.lambda_complexity * complexity_penalty(model)
+            loss = torch.nn.functional.cross_entropy(
+                logits, target, label_smoothing=config.label_smoothing
+            )
+            if stride_params and train_strides:
+                if config.lambda_complexity:
+                    loss = loss + config.lambda_complexity * complexity_penalty(model)
+                if config.budget_macs is not None:
+                    penalty = macs_penalty(model, input_size, config.budget_macs)
+                    loss = loss + config.budget_weight * penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if not train_strides:
+                for p in stride_params:
+                    p.grad = None  # frozen: neither the gradient nor momentum moves them
             optimizer.step()
             return float(loss.detach()), float((logits.argmax(1) == target).float().mean())
 
@@ -155,27 +224,44 @@ def _keras_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
         pooling=_pooling(config.pooling),
         num_classes=dataset.num_classes,
         data_format="channels_last",
+        ramp=config.ramp,
+        smoothness_factor=config.smoothness_factor,
+        pool_first=config.pool_first,
     )
+    input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
     layers = models.diffstride_layers(model)
     stride_vars = [layer.strides for layer in layers]
     stride_ids = {id(v) for v in stride_vars}
     weights = [v for v in model.trainable_variables if id(v) not in stride_ids]
-    optimizer = keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay)
-    stride_optimizer = keras.optimizers.Adam(config.stride_lr)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            config.lr, momentum=0.9, weight_decay=config.weight_decay or None
+        )
+        stride_optimizer = keras.optimizers.SGD(config.lr, momentum=0.9)
+    else:
+        optimizer = keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay)
+        stride_optimizer = keras.optimizers.Adam(config.stride_lr)
+    loss_fn = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=config.label_smoothing
+    )
     lam = config.lambda_complexity
+    budget = config.budget_macs
 
     @tf.function(reduce_retracing=True)
-    def step(x: Any, y: Any) -> tuple[Any, Any]:
+    def step(x: Any, y: Any, train_strides: Any, constant: Any, macs_weights: Any) -> Any:
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
-            loss = loss_fn(y, logits)
-            if lam and stride_vars:
-                loss = loss + lam * complexity_penalty(layers)
+            loss = loss_fn(tf.one_hot(y, dataset.num_classes), logits)
+            if stride_vars and lam:
+                loss = loss + lam * complexity_penalty(layers) * train_strides
+            if stride_vars and budget is not None:
+                penalty = models.macs_penalty(model, constant, macs_weights, budget)
+                loss = loss + config.budget_weight * penalty * train_strides
         grads = tape.gradient(loss, weights + stride_vars)
         optimizer.apply(grads[: len(weights)], weights)
         if stride_vars:
-            stride_optimizer.apply(grads[len(weights) :], stride_vars)
+            stride_grads = [g * train_strides for g in grads[len(weights) :]]
+            stride_optimizer.apply(stride_grads, stride_vars)
         correct = tf.cast(tf.argmax(logits, axis=1) == tf.cast(y, tf.int64), tf.float32)
         return loss, tf.reduce_mean(correct)
 
@@ -185,8 +271,21 @@ def _keras_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     class Trainer:
-        def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-            loss, acc = step(nhwc(x), y)
+        def train_step(
+            self, x: np.ndarray, y: np.ndarray, train_strides: bool
+        ) -> tuple[float, float]:
+            constant, macs_weights = 0.0, [0.0] * len(models.pooling_layers(model))
+            if budget is not None and stride_vars and train_strides:
+                constant, macs_weights = models.macs_weights_of(
+                    model, input_size, in_channels=channels
+                )
+            loss, acc = step(
+                nhwc(x),
+                y,
+                tf.constant(1.0 if train_strides else 0.0),
+                tf.constant(constant, tf.float32),
+                tf.constant(macs_weights, tf.float32),
+            )
             return float(loss), float(acc)
 
         def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
@@ -237,19 +336,45 @@ def _progress(iterable: Any, total: int, description: str, enabled: bool) -> Any
     )
 
 
+def _hold_out(
+    dataset: datasets.Dataset, count: int, seed: int
+) -> tuple[datasets.Dataset, tuple[np.ndarray, np.ndarray] | None]:
+    """The data set without ``count`` training images, drawn with ``seed``, and those images."""
+    if count == 0:
+        return dataset, None
+    if count >= len(dataset.y_train):
+        raise ValueError(
+            f"validation must leave training images; received validation={count} for "
+            f"{len(dataset.y_train)} training images"
+        )
+    order = np.random.default_rng(seed + 7919).permutation(len(dataset.y_train))
+    held, kept = np.sort(order[:count]), np.sort(order[count:])
+    train = replace(dataset, x_train=dataset.x_train[kept], y_train=dataset.y_train[kept])
+    return train, (dataset.x_train[held], dataset.y_train[held])
+
+
 def run(config: Config) -> dict[str, Any]:
     """Train as ``config`` says; write ``metrics.json`` and ``strides.png``; return metrics."""
     dataset = datasets.load(config.dataset, config.data_dir, config.limit_train, config.seed)
+    dataset, validation = _hold_out(dataset, config.validation, config.seed)
     trainer = TRAINERS[config.framework](config, dataset)
     input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
     batch_count = -(-len(dataset.y_train) // config.batch_size)
 
     def record(epoch: int, loss: float | None, acc: float | None, seconds: float) -> Record:
+        last = epoch == config.epochs
         return Record(
             epoch=epoch,
             train_loss=loss,
             train_accuracy=acc,
-            test_accuracy=trainer.accuracy(dataset.x_test, dataset.y_test, 256),
+            test_accuracy=(
+                trainer.accuracy(dataset.x_test, dataset.y_test, 256)
+                if validation is None or last
+                else None
+            ),
+            validation_accuracy=(
+                None if validation is None else trainer.accuracy(*validation, 256)
+            ),
             strides=[[round(s, 5) for s in pair] for pair in trainer.strides()],
             output_sizes=[list(size) for size in trainer.output_sizes(input_size)],
             macs=trainer.macs(input_size),
@@ -261,6 +386,7 @@ def run(config: Config) -> dict[str, Any]:
     for epoch in range(1, config.epochs + 1):
         losses, accuracies = [], []
         epoch_start = time.perf_counter()
+        train_strides = epoch > config.stride_warmup
         bar = _progress(
             datasets.batches(
                 dataset.x_train,
@@ -274,7 +400,7 @@ def run(config: Config) -> dict[str, Any]:
             config.progress,
         )
         for xb, yb in bar:
-            loss, acc = trainer.train_step(xb, yb)
+            loss, acc = trainer.train_step(xb, yb, train_strides)
             losses.append(loss)
             accuracies.append(acc)
             if config.progress:
@@ -289,9 +415,18 @@ def run(config: Config) -> dict[str, Any]:
                 time.perf_counter() - epoch_start,
             )
         )
+        last = records[-1]
+        shown = [
+            f"{name} accuracy {value:.4f}"
+            for name, value in (
+                ("validation", last.validation_accuracy),
+                ("test", last.test_accuracy),
+            )
+            if value is not None
+        ]
         print(
-            f"epoch {epoch}: train loss {records[-1].train_loss:.4f}, test accuracy "
-            f"{records[-1].test_accuracy:.4f}, strides {records[-1].strides}",
+            f"epoch {epoch}: train loss {last.train_loss:.4f}, {', '.join(shown)}, "
+            f"MACs/image {last.macs:,}, strides {last.strides}",
             flush=True,
         )
     metrics = _metrics(config, dataset, records, time.perf_counter() - started)
@@ -311,12 +446,18 @@ def _metrics(
         "train_loss",
         "train_accuracy",
         "test_accuracy",
+        "validation_accuracy",
         "strides",
         "output_sizes",
         "macs",
         "seconds",
     )
     epochs = [{"epoch": r.epoch, **{k: getattr(r, k) for k in keys}} for r in records]
+    budget = config.budget_macs
+    final = dict(epochs[-1])
+    if budget is not None:
+        final["macs_budget"] = budget
+        final["budget_miss"] = round(final["macs"] / budget - 1.0, 4)
     return {
         "config": {**vars(config), "strides": list(config.strides)},
         "dataset": {
@@ -326,7 +467,7 @@ def _metrics(
             "description": dataset.description,
         },
         "epochs": epochs,
-        "final": epochs[-1],
+        "final": final,
         "seconds": round(seconds, 1),
     }
 
@@ -334,13 +475,22 @@ def _metrics(
 def summary_table(metrics: dict[str, Any]) -> str:
     """The final table: accuracy, MACs, and each DiffStride layer's strides and output."""
     final, config = metrics["final"], metrics["config"]
+    ramp = f" ramp={config.get('ramp', 'outside')}" if config["pooling"] == "diffstride" else ""
     lines = [
         "",
-        f"{config['framework']} | {config['model']} | pooling={config['pooling']} | "
+        f"{config['framework']} | {config['model']} | pooling={config['pooling']}{ramp} | "
         f"lambda={config['lambda_complexity']} | {metrics['dataset']['name']} | "
         f"{metrics['seconds']} s",
         f"test accuracy {final['test_accuracy']:.4f}   MACs/image {final['macs']:,}",
     ]
+    if final.get("validation_accuracy") is not None:
+        lines[-1] += f"   validation accuracy {final['validation_accuracy']:.4f}"
+    if final.get("macs_budget") is not None:
+        miss = final["budget_miss"]
+        verdict = "within +-10%" if abs(miss) <= 0.10 else "MISSED by more than 10%"
+        lines.append(
+            f"MACs budget {final['macs_budget']:,.0f}: ended at {miss:+.1%} of it ({verdict})"
+        )
     if final["strides"]:
         lines.append(f"{'layer':<8}{'initial strides':<20}{'learned strides':<20}{'output':<10}")
         initial = metrics["epochs"][0]["strides"]
@@ -373,8 +523,9 @@ def plot(metrics: dict[str, Any], path: Path) -> None:
     )
     if trajectories.ndim == 3:
         left.legend(fontsize="small")
-    right.plot(epochs, [e["test_accuracy"] for e in metrics["epochs"]], "o-", color="black")
-    right.set(xlabel="epoch", ylabel="test accuracy", title="accuracy and compute")
+    key = "validation_accuracy" if metrics["config"].get("validation") else "test_accuracy"
+    right.plot(epochs, [e[key] for e in metrics["epochs"]], "o-", color="black")
+    right.set(xlabel="epoch", ylabel=key.replace("_", " "), title="accuracy and compute")
     twin = right.twinx()
     twin.plot(epochs, [e["macs"] / 1e6 for e in metrics["epochs"]], "s--", color="tab:red")
     twin.set_ylabel("MMACs / image", color="tab:red")
@@ -427,6 +578,36 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--out", default=Config.out)
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--ramp",
+        choices=RAMPS,
+        default=Config.ramp,
+        help="DiffStride's mask: the original's (outside) or ending at the stride's cut-off",
+    )
+    parser.add_argument("--smoothness-factor", type=float, default=Config.smoothness_factor)
+    parser.add_argument(
+        "--pool-first", action="store_true", help="pool each stage's input, then convolve"
+    )
+    parser.add_argument(
+        "--macs-budget",
+        type=float,
+        default=None,
+        metavar="M",
+        help="millions of multiply-accumulates per image; a penalty above it, none under it",
+    )
+    parser.add_argument("--budget-weight", type=float, default=Config.budget_weight)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=Config.optimizer)
+    parser.add_argument("--label-smoothing", type=float, default=Config.label_smoothing)
+    parser.add_argument(
+        "--stride-warmup", type=int, default=0, metavar="E", help="freeze strides for E epochs"
+    )
+    parser.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold out N training images; the test set is then read once, at the end",
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error(
@@ -434,7 +615,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         )
     values = vars(args)
     values["progress"] = not values.pop("no_progress")
-    return Config(**values)
+    try:
+        return Config(**values)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

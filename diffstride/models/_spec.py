@@ -7,7 +7,12 @@ projection block share one pooling instance, so their shapes always match; the s
 pooling layer too. Without one (``pooling=None``, "strided"), the convolutions stride.
 
 Each layer of a block is ``conv -> [pool] -> BN -> ReLU -> conv -> BN`` plus the shortcut
-(``1x1 conv -> [pool] -> BN`` in a projection block), then ReLU — as the original.
+(``1x1 conv -> [pool] -> BN`` in a projection block), then ReLU — as the original. The
+original's order runs the first convolution of a projection layer (and the stem's) at the
+full resolution: at equal strides it costs fixed spectral pooling 1.34x the MACs of strided
+convolutions in ResNet-18. ``pool_first=True`` pools the layer's input instead, once for both
+paths (``[pool] -> conv -> BN -> ...`` and ``[pool] -> 1x1 conv -> BN``), so every convolution
+runs on the smaller map, as a strided one does.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from typing import Any
 __all__ = [
     "POOLINGS",
     "ResNetSpec",
+    "check_model_options",
     "estimate_macs",
+    "macs_weights",
     "resnet18_spec",
+    "segment_macs",
     "small_spec",
     "stride_report",
 ]
@@ -74,6 +82,18 @@ class ResNetSpec:
         return rows
 
 
+def check_model_options(pooling: Any, ramp: Any, smoothness_factor: Any, pool_first: Any) -> Any:
+    """The pooling (see :func:`check_pooling`) after checking the DiffStride options, so that
+    a bad ``ramp`` fails for every pooling, not only where a DiffStride layer is built."""
+    from diffstride._validation import check_ramp, check_smoothness_factor
+
+    check_ramp(ramp)
+    check_smoothness_factor(smoothness_factor)
+    if not isinstance(pool_first, bool):
+        raise TypeError(f"pool_first must be a bool; received pool_first={pool_first!r}")
+    return check_pooling(pooling)
+
+
 def _strides(strides: Sequence[float] | None, default: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(s) for s in (default if strides is None else strides))
 
@@ -92,6 +112,54 @@ def _ceil_div(n: int, s: float) -> int:
     return -(-n // int(s))
 
 
+def segment_macs(
+    spec: ResNetSpec,
+    input_size: tuple[int, int],
+    *,
+    in_channels: int,
+    num_classes: int,
+    pooling_sizes: Sequence[Callable[[tuple[int, int]], tuple[int, int]]] | None,
+    pool_first: bool = False,
+) -> list[int]:
+    """Multiply-accumulates of one forward pass for one image, split by the resolution they
+    run at: item 0 before the first pooling layer, item ``i`` after pooling layer ``i``
+    (convolutions and the dense layer; poolings, BN and activations are not counted).
+
+    ``pooling_sizes`` are the pooling layers' ``output_size`` methods in forward order (stem,
+    then each projection block), or None for strided convolutions (one item then).
+    """
+    k2 = spec.kernel_size**2
+    pools = iter(pooling_sizes or ())
+    h, w = input_size
+    segments = [0]
+    if pooling_sizes is None:
+        h, w = _ceil_div(h, spec.strides[0]), _ceil_div(w, spec.strides[0])
+    elif pool_first:
+        h, w = next(pools)((h, w))
+        segments.append(0)
+    segments[-1] += 9 * in_channels * spec.filters[0] * h * w
+    if pooling_sizes is not None and not pool_first:
+        h, w = next(pools)((h, w))
+        segments.append(0)
+    for _, c_in, c_out, stride, project in spec.layers():
+        if project and pooling_sizes is not None:
+            if pool_first:
+                h, w = next(pools)((h, w))
+                segments.append(0)
+            segments[-1] += (k2 * c_in * c_out + c_in * c_out) * h * w  # conv and shortcut
+            if not pool_first:
+                h, w = next(pools)((h, w))
+                segments.append(0)
+        elif project:
+            h, w = _ceil_div(h, stride), _ceil_div(w, stride)
+            segments[-1] += (k2 * c_in * c_out + c_in * c_out) * h * w
+        else:
+            segments[-1] += k2 * c_in * c_out * h * w
+        segments[-1] += k2 * c_out * c_out * h * w
+    segments[0] += spec.filters[-1] * num_classes  # the dense layer: 1x1 whatever the strides
+    return segments
+
+
 def estimate_macs(
     spec: ResNetSpec,
     input_size: tuple[int, int],
@@ -99,33 +167,45 @@ def estimate_macs(
     in_channels: int,
     num_classes: int,
     pooling_sizes: Sequence[Callable[[tuple[int, int]], tuple[int, int]]] | None,
+    pool_first: bool = False,
 ) -> int:
-    """Multiply-accumulates of one forward pass for one image (convolutions and the dense
-    layer; poolings, BN and activations are not counted).
+    """Multiply-accumulates of one forward pass for one image: the sum of
+    :func:`segment_macs` (convolutions and the dense layer)."""
+    return sum(
+        segment_macs(
+            spec,
+            input_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            pooling_sizes=pooling_sizes,
+            pool_first=pool_first,
+        )
+    )
 
-    ``pooling_sizes`` are the pooling layers' ``output_size`` methods in forward order (stem,
-    then each projection block), or None for strided convolutions.
+
+def macs_weights(
+    segments: Sequence[int], pooling_strides: Sequence[tuple[float, float] | None]
+) -> tuple[float, list[float]]:
+    """The constant and per-layer weights of the MAC estimate at the current strides.
+
+    The estimate is ``constant + sum_i weights[i] * prod_{j <= i} 1 / (S_h^j S_w^j)``, the
+    paper's ``J`` with each term weighted by the MACs that run after pooling ``i``; the
+    product runs over the DiffStride layers up to ``i`` (``pooling_strides[j]`` is None for a
+    fixed one, whose cost only scales its weight). The weights are counted from the model's
+    own layers at the current strides, so the estimate *equals* the counted MACs there and its
+    gradient is ``J``'s, per layer.
     """
-    k2 = spec.kernel_size**2
-    pools = iter(pooling_sizes or ())
-    h, w = input_size
-    if pooling_sizes is None:
-        h, w = _ceil_div(h, spec.strides[0]), _ceil_div(w, spec.strides[0])
-        macs = 9 * in_channels * spec.filters[0] * h * w
-    else:
-        macs = 9 * in_channels * spec.filters[0] * h * w
-        h, w = next(pools)((h, w))
-    for _, c_in, c_out, stride, project in spec.layers():
-        if project and pooling_sizes is not None:
-            macs += (k2 * c_in * c_out + c_in * c_out) * h * w  # conv and shortcut, stride 1
-            h, w = next(pools)((h, w))
-        elif project:
-            h, w = _ceil_div(h, stride), _ceil_div(w, stride)
-            macs += (k2 * c_in * c_out + c_in * c_out) * h * w
-        else:
-            macs += k2 * c_in * c_out * h * w
-        macs += k2 * c_out * c_out * h * w
-    return macs + spec.filters[-1] * num_classes
+    if len(segments) != len(pooling_strides) + 1:
+        raise ValueError(
+            f"segments must have one item per pooling layer plus one; received {len(segments)} "
+            f"segments for {len(pooling_strides)} pooling layers"
+        )
+    reach, weights = 1.0, []
+    for cost, strides in zip(segments[1:], pooling_strides, strict=True):
+        if strides is not None:
+            reach /= strides[0] * strides[1]
+        weights.append(cost / reach)
+    return float(segments[0]), weights
 
 
 def stride_report(pooling_layers: Sequence[Any], input_size: tuple[int, int]) -> list[dict]:

@@ -18,11 +18,13 @@ from typing import Any
 
 import keras
 
+from diffstride._complexity import budget_penalty_of, weighted_reach_of
 from diffstride.models._spec import (
     ResNetSpec,
-    check_pooling,
-    estimate_macs,
+    check_model_options,
+    macs_weights,
     resnet18_spec,
+    segment_macs,
     small_spec,
     stride_report,
 )
@@ -31,6 +33,9 @@ from diffstride.tf import DiffStride, FixedSpectralPooling, SpatialPooling
 __all__ = [
     "diffstride_layers",
     "macs",
+    "macs_estimate",
+    "macs_penalty",
+    "macs_weights_of",
     "pooling_layers",
     "report",
     "resnet",
@@ -41,9 +46,11 @@ __all__ = [
 _POOLING_TYPES = (DiffStride, FixedSpectralPooling, SpatialPooling)
 
 
-def _pooling_layer(pooling: str, stride: float, data_format: str) -> keras.layers.Layer:
+def _pooling_layer(
+    pooling: str, stride: float, data_format: str, options: dict[str, Any]
+) -> keras.layers.Layer:
     if pooling == "diffstride":
-        return DiffStride(strides=(stride, stride), data_format=data_format)
+        return DiffStride(strides=(stride, stride), data_format=data_format, **options)
     if pooling == "spectral":
         return FixedSpectralPooling(strides=(stride, stride), data_format=data_format)
     return SpatialPooling(strides=(int(stride), int(stride)), data_format=data_format)
@@ -77,32 +84,56 @@ def resnet(
     pooling: Any = "diffstride",
     num_classes: int = 10,
     data_format: str | None = None,
+    ramp: str = "outside",
+    smoothness_factor: float = 4.0,
+    pool_first: bool = False,
 ) -> keras.Model:
-    """The original's ResNet for ``spec``; ``input_shape`` excludes the batch axis."""
-    pooling = check_pooling(pooling)
+    """The original's ResNet for ``spec``; ``input_shape`` excludes the batch axis.
+
+    ``ramp``, ``smoothness_factor`` and ``pool_first`` as for
+    ``diffstride.models.torch.ResNet``.
+    """
+    pooling = check_model_options(pooling, ramp, smoothness_factor, pool_first)
+    pool_first = bool(pool_first and pooling)
+    options = {"ramp": ramp, "smoothness_factor": smoothness_factor}
     data_format = data_format or keras.config.image_data_format()
+
+    def pooling_layer(stride: float) -> keras.layers.Layer:
+        return _pooling_layer(pooling, stride, data_format, options)
+
     inputs = keras.Input(tuple(input_shape))
-    x = _conv(spec.filters[0], 3, 1 if pooling else spec.strides[0], data_format)(inputs)
-    if pooling:
-        x = _pooling_layer(pooling, spec.strides[0], data_format)(x)
+    x = inputs
+    if pool_first:
+        x = pooling_layer(spec.strides[0])(x)
+    x = _conv(spec.filters[0], 3, 1 if pooling else spec.strides[0], data_format)(x)
+    if pooling and not pool_first:
+        x = pooling_layer(spec.strides[0])(x)
     x = keras.layers.ReLU()(_batch_norm(data_format)(x))
     for _, _, c_out, stride, project in spec.layers():
-        pool = _pooling_layer(pooling, stride, data_format) if project and pooling else None
+        pool = pooling_layer(stride) if project and pooling else None
         conv_stride = stride if project and pool is None else 1
 
         def pooled(y: Any, pool: Any = pool) -> Any:
             return y if pool is None else pool(y)
 
-        y = _conv(c_out, spec.kernel_size, conv_stride, data_format)(x)
-        y = keras.layers.ReLU()(_batch_norm(data_format)(pooled(y)))
+        if pool_first:
+            x = pooled(x)
+            y = _conv(c_out, spec.kernel_size, 1, data_format)(x)
+            y = keras.layers.ReLU()(_batch_norm(data_format)(y))
+        else:
+            y = _conv(c_out, spec.kernel_size, conv_stride, data_format)(x)
+            y = keras.layers.ReLU()(_batch_norm(data_format)(pooled(y)))
         y = _batch_norm(data_format)(_conv(c_out, spec.kernel_size, 1, data_format)(y))
-        if project:
+        if project and pool_first:
+            x = _batch_norm(data_format)(_conv(c_out, 1, 1, data_format)(x))
+        elif project:
             x = _batch_norm(data_format)(pooled(_conv(c_out, 1, conv_stride, data_format)(x)))
         x = keras.layers.ReLU()(keras.layers.Add()([y, x]))
     x = keras.layers.GlobalAveragePooling2D(data_format=data_format)(x)
     outputs = keras.layers.Dense(num_classes, kernel_initializer="he_normal")(x)
     model = keras.Model(inputs, outputs)
     model.resnet_spec = spec  # read by macs(); not saved with the model
+    model.resnet_pool_first = pool_first
     return model
 
 
@@ -125,16 +156,59 @@ def diffstride_layers(model: keras.Model) -> list[DiffStride]:
     return [layer for layer in model.layers if isinstance(layer, DiffStride)]
 
 
-def macs(model: keras.Model, input_size: tuple[int, int], *, in_channels: int) -> int:
-    """Multiply-accumulates per image at the current strides (see ``estimate_macs``)."""
+def _segment_macs(model: keras.Model, input_size: tuple[int, int], in_channels: int) -> list[int]:
     poolings = pooling_layers(model)
-    return estimate_macs(
+    return segment_macs(
         model.resnet_spec,
         input_size,
         in_channels=in_channels,
         num_classes=model.outputs[0].shape[-1],
         pooling_sizes=[p.output_size for p in poolings] if poolings else None,
+        pool_first=getattr(model, "resnet_pool_first", False),
     )
+
+
+def macs(model: keras.Model, input_size: tuple[int, int], *, in_channels: int) -> int:
+    """Multiply-accumulates per image at the current strides (see ``estimate_macs``)."""
+    return sum(_segment_macs(model, input_size, in_channels))
+
+
+def macs_weights_of(
+    model: keras.Model, input_size: tuple[int, int], *, in_channels: int
+) -> tuple[float, list[float]]:
+    """The constant and per-layer weights of :func:`macs_estimate`, counted at the current
+    strides (read eagerly; pass them into a ``tf.function`` step as tensors)."""
+    values = [
+        layer.current_strides() if isinstance(layer, DiffStride) else None
+        for layer in pooling_layers(model)
+    ]
+    return macs_weights(_segment_macs(model, input_size, in_channels), values)
+
+
+def macs_estimate(model: keras.Model, constant: Any, weights: Any) -> Any:
+    """MACs per image as a differentiable function of the DiffStride strides: the paper's
+    ``J`` with the per-layer ``weights`` of :func:`macs_weights_of` (a list or a 1-D tensor,
+    one per pooling layer), plus its ``constant``; equal to :func:`macs` where they were
+    counted.
+
+    >>> from diffstride.models.keras import small_resnet, macs, macs_estimate, macs_weights_of
+    >>> model = small_resnet(input_shape=(28, 28, 1), pooling="diffstride", ramp="inside")
+    >>> constant, weights = macs_weights_of(model, (28, 28), in_channels=1)
+    >>> estimate = macs_estimate(model, constant, weights)
+    >>> round(float(estimate)) == macs(model, (28, 28), in_channels=1)
+    True
+    """
+    strides = [
+        keras.ops.convert_to_tensor(layer.strides) if isinstance(layer, DiffStride) else None
+        for layer in pooling_layers(model)
+    ]
+    return constant + weighted_reach_of(strides, [weights[i] for i in range(len(strides))])
+
+
+def macs_penalty(model: keras.Model, constant: Any, weights: Any, macs_budget: float) -> Any:
+    """``max(MACs / budget - 1, 0)`` with :func:`macs_estimate`: zero under ``macs_budget``
+    (multiply-accumulates per image), the relative excess above."""
+    return budget_penalty_of(macs_estimate(model, constant, weights), macs_budget, xp=keras.ops)
 
 
 def report(model: keras.Model, input_size: tuple[int, int]) -> list[dict]:

@@ -17,22 +17,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffstride._complexity import budget_penalty_of, weighted_reach_of
 from diffstride.models._spec import (
     ResNetSpec,
-    check_pooling,
-    estimate_macs,
+    check_model_options,
+    macs_weights,
     resnet18_spec,
+    segment_macs,
     small_spec,
     stride_report,
 )
 from diffstride.torch import DiffStride, FixedSpectralPooling, SpatialPooling
 
-__all__ = ["ResNet", "resnet18", "small_resnet"]
+__all__ = ["ResNet", "macs_penalty", "resnet18", "small_resnet"]
 
 
-def _pooling_layer(pooling: str, stride: float) -> nn.Module:
+def _pooling_layer(pooling: str, stride: float, options: dict[str, Any]) -> nn.Module:
     if pooling == "diffstride":
-        return DiffStride(strides=(stride, stride))
+        return DiffStride(strides=(stride, stride), **options)
     if pooling == "spectral":
         return FixedSpectralPooling(strides=(stride, stride))
     return SpatialPooling(strides=(_int_stride(stride), _int_stride(stride)))
@@ -59,13 +61,23 @@ def _batch_norm(channels: int) -> nn.BatchNorm2d:
 
 class ResidualLayer(nn.Module):
     """``conv -> [pool] -> BN -> ReLU -> conv -> BN`` + shortcut, ReLU; the pooling is shared
-    by the main path and the shortcut of a projection layer."""
+    by the main path and the shortcut of a projection layer (``pool_first``: it pools the
+    input once, before both convolutions)."""
 
     def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: float, project: bool, pooling: Any
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: float,
+        project: bool,
+        pooling: Any,
+        options: dict[str, Any],
+        pool_first: bool = False,
     ) -> None:
         super().__init__()
-        self.pool = _pooling_layer(pooling, stride) if project and pooling else None
+        self.pool_first = pool_first
+        self.pool = _pooling_layer(pooling, stride, options) if project and pooling else None
         conv_stride = stride if project and self.pool is None else 1
         self.conv1 = _conv(c_in, c_out, kernel, conv_stride)
         self.bn1 = _batch_norm(c_out)
@@ -81,6 +93,14 @@ class ResidualLayer(nn.Module):
         return x if self.pool is None else self.pool(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_first:
+            x = self._pool(x)
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            if self.shortcut is not None:
+                conv, bn = self.shortcut
+                x = bn(conv(x))
+            return torch.relu(y + x)
         y = torch.relu(self.bn1(self._pool(self.conv1(x))))
         y = self.bn2(self.conv2(y))
         if self.shortcut is not None:
@@ -91,7 +111,12 @@ class ResidualLayer(nn.Module):
 
 class ResNet(nn.Module):
     """The original's CIFAR-style ResNet for an architecture ``spec`` and a ``pooling``
-    in ``"diffstride" | "spectral" | "spatial" | None`` (None or "strided": strided convs)."""
+    in ``"diffstride" | "spectral" | "spatial" | None`` (None or "strided": strided convs).
+
+    ``ramp`` and ``smoothness_factor`` configure every DiffStride layer (see
+    ``diffstride.torch.DiffStride``); ``pool_first`` pools each stage's input before its
+    convolutions instead of after the first one (see ``diffstride.models._spec``).
+    """
 
     def __init__(
         self,
@@ -100,17 +125,34 @@ class ResNet(nn.Module):
         pooling: Any = "diffstride",
         in_channels: int = 3,
         num_classes: int = 10,
+        ramp: str = "outside",
+        smoothness_factor: float = 4.0,
+        pool_first: bool = False,
     ) -> None:
         super().__init__()
-        self.spec, self.pooling = spec, check_pooling(pooling)
+        self.spec = spec
+        self.pooling = check_model_options(pooling, ramp, smoothness_factor, pool_first)
         self.in_channels, self.num_classes = in_channels, num_classes
-        stem = [_conv(in_channels, spec.filters[0], 3, 1 if self.pooling else spec.strides[0])]
+        self.pool_first = bool(pool_first and self.pooling)
+        options = {"ramp": ramp, "smoothness_factor": smoothness_factor}
+        stem_conv = _conv(in_channels, spec.filters[0], 3, 1 if self.pooling else spec.strides[0])
+        stem = [stem_conv]
         if self.pooling:
-            stem.append(_pooling_layer(self.pooling, spec.strides[0]))
+            pool = _pooling_layer(self.pooling, spec.strides[0], options)
+            stem = [pool, stem_conv] if self.pool_first else [stem_conv, pool]
         self.stem = nn.Sequential(*stem, _batch_norm(spec.filters[0]), nn.ReLU())
         self.blocks = nn.Sequential(
             *(
-                ResidualLayer(c_in, c_out, spec.kernel_size, stride, project, self.pooling)
+                ResidualLayer(
+                    c_in,
+                    c_out,
+                    spec.kernel_size,
+                    stride,
+                    project,
+                    self.pooling,
+                    options,
+                    self.pool_first,
+                )
                 for _, c_in, c_out, stride, project in spec.layers()
             )
         )
@@ -137,15 +179,36 @@ class ResNet(nn.Module):
         """Each pooling layer's strides and sizes for an ``input_size`` image."""
         return stride_report(self.pooling_layers(), input_size)
 
-    def macs(self, input_size: tuple[int, int]) -> int:
-        """Multiply-accumulates per image at the current strides (see ``estimate_macs``)."""
-        return estimate_macs(
+    def _segment_macs(self, input_size: tuple[int, int]) -> list[int]:
+        return segment_macs(
             self.spec,
             input_size,
             in_channels=self.in_channels,
             num_classes=self.num_classes,
             pooling_sizes=[p.output_size for p in self.pooling_layers()] if self.pooling else None,
+            pool_first=self.pool_first,
         )
+
+    def macs(self, input_size: tuple[int, int]) -> int:
+        """Multiply-accumulates per image at the current strides (see ``estimate_macs``)."""
+        return sum(self._segment_macs(input_size))
+
+    def macs_estimate(self, input_size: tuple[int, int]) -> torch.Tensor:
+        """:meth:`macs` as a differentiable function of the DiffStride strides: the paper's
+        ``J`` with each layer's term weighted by the MACs counted after it (see
+        ``_spec.macs_weights``). Its value equals :meth:`macs` at the current strides.
+
+        >>> from diffstride.models.torch import small_resnet
+        >>> model = small_resnet(pooling="diffstride", ramp="inside", in_channels=1)
+        >>> round(float(model.macs_estimate((28, 28)))) == model.macs((28, 28))
+        True
+        """
+        layers = self.pooling_layers()
+        strides = [m.strides if isinstance(m, DiffStride) else None for m in layers]
+        values = [m.current_strides() if isinstance(m, DiffStride) else None for m in layers]
+        constant, weights = macs_weights(self._segment_macs(input_size), values)
+        reach = weighted_reach_of(strides, weights) if layers else 0.0
+        return torch.as_tensor(constant, dtype=torch.float32) + reach
 
 
 def resnet18(strides: Sequence[float] | None = None, **kwargs: Any) -> ResNet:
@@ -156,3 +219,15 @@ def resnet18(strides: Sequence[float] | None = None, **kwargs: Any) -> ResNet:
 def small_resnet(strides: Sequence[float] | None = None, **kwargs: Any) -> ResNet:
     """A narrow ResNet that trains on a CPU in minutes (strides ``[1, 1, 2, 2, 2]``)."""
     return ResNet(small_spec(strides), **kwargs)
+
+
+def macs_penalty(model: ResNet, input_size: tuple[int, int], macs_budget: float) -> torch.Tensor:
+    """``max(MACs / budget - 1, 0)`` with the differentiable :meth:`ResNet.macs_estimate`:
+    zero under ``macs_budget`` (multiply-accumulates per image), the relative excess above.
+
+    >>> from diffstride.models.torch import small_resnet, macs_penalty
+    >>> model = small_resnet(pooling="diffstride", ramp="inside", in_channels=1)
+    >>> float(macs_penalty(model, (28, 28), 1e9))
+    0.0
+    """
+    return budget_penalty_of(model.macs_estimate(input_size), macs_budget, xp=torch)
