@@ -76,15 +76,19 @@ def _use_matmul(
     learnable: bool,
     backend: Backend | None = None,
 ) -> bool:
-    """``auto`` takes the GEMMs for inputs up to the backend's sizes (known statically).
+    """``auto`` takes the GEMMs for inputs up to the backend's sizes (known statically; where
+    they are symbolic and the adapter has ``cond``, :func:`diffstride_on` decides at run time).
 
     The window itself may be symbolic (TensorFlow graph mode, where the crop follows a stride
     variable): the GEMM path then builds its DFT factors in the graph.
     """
     if method != "auto":
         return method == "matmul"
-    limits = getattr(backend, "auto_matmul_max_sizes", AUTO_MATMUL_MAX_SIZES)
-    return _known(sizes) and max(sizes) <= limits[0 if learnable else 1]
+    return _known(sizes) and max(sizes) <= _auto_limits(backend)[0 if learnable else 1]
+
+
+def _auto_limits(backend: Backend | None) -> tuple[int, int]:
+    return getattr(backend, "auto_matmul_max_sizes", AUTO_MATMUL_MAX_SIZES)
 
 
 def _known(sizes: tuple[Any, Any]) -> bool:
@@ -267,11 +271,21 @@ def diffstride_on(
     if _is_empty(x):
         return _empty_result(x, window, axes, xp)
     masks = _agnostic.window_masks(t_h, t_w, window, sizes, smoothness, inside=inside, xp=xp)
-    if _use_matmul(method, window, sizes, learnable=True, backend=backend):
+
+    def gemms() -> Any:
         return _matmul.apply_separable(
             x, window, *masks, sizes=sizes, axes=axes, broadcast=_broadcasts(backend), xp=xp
         )
-    return _fft_path(backend, x, masks, window, sizes=sizes, axes=axes, xp=xp)
+
+    def ffts() -> Any:
+        return _fft_path(backend, x, masks, window, sizes=sizes, axes=axes, xp=xp)
+
+    if method == "auto" and not _known(sizes) and getattr(backend, "cond", None) is not None:
+        limit = _auto_limits(backend)[0]
+        return backend.cond((sizes[0] <= limit) & (sizes[1] <= limit), gemms, ffts)
+    return (
+        gemms() if _use_matmul(method, window, sizes, learnable=True, backend=backend) else ffts()
+    )
 
 
 def _fft_path(

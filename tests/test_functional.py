@@ -271,3 +271,37 @@ def test_auto_method_choice() -> None:
     assert not _api._use_matmul(
         "auto", large, (64, 64), learnable=True, backend=diffstride.get_backend("torch")
     )
+
+
+def test_tf_auto_chooses_the_path_at_run_time_for_symbolic_sizes() -> None:
+    """A DiffStride after another one sees symbolic sizes in a Keras graph: ``auto`` then
+    traces both paths and a ``tf.cond`` picks the GEMMs (or, past the adapter's limit, the
+    FFTs) by the sizes at run time; values and gradients equal eager."""
+    import tensorflow as tf
+
+    from diffstride._api import diffstride_on, get_backend
+
+    backend = get_backend("tensorflow")
+    strides = tf.Variable([2.3, 1.7])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3])])
+    def step(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            y = diffstride_on(backend, x, strides, data_format="channels_last", ramp="inside")
+            loss = tf.reduce_sum(y * y)
+        return y, tape.gradient(loss, strides)
+
+    ops = {op.type for op in step.get_concrete_function().graph.get_operations()}
+    assert ops & {"If", "StatelessIf"}, "the path is not chosen at run time"
+    for size in (20, 150):  # under and over the adapter's 128-pixel GEMM limit
+        x = np.random.default_rng(size).standard_normal((2, size, 18, 3)).astype(np.float32)
+        y, grad = step(x)
+        with tf.GradientTape() as tape:
+            eager = diffstride_on(
+                backend, tf.constant(x), strides, data_format="channels_last", ramp="inside"
+            )
+            eager_loss = tf.reduce_sum(eager * eager)
+        np.testing.assert_allclose(y.numpy(), eager.numpy(), atol=2e-5)
+        np.testing.assert_allclose(
+            grad.numpy(), tape.gradient(eager_loss, strides).numpy(), rtol=1e-3
+        )

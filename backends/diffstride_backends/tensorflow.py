@@ -36,19 +36,35 @@ def _innermost(axes: tuple[int, ...], ndim: int) -> tuple[list[int] | None, list
 def _make_namespace() -> SimpleNamespace:
     import tensorflow as tf
 
+    def with_static_shape(result: Any, like: Any, axes: tuple[int, int], sizes: Any) -> Any:
+        # rfft2d/irfft2d forget every static size when an inner size is unknown; the other
+        # axes keep their input's (the GEMM path, which may follow, reshapes with them).
+        shape = list(like.shape)
+        for axis, size in zip(axes, sizes, strict=True):
+            shape[axis] = size if isinstance(size, int) else None
+        result.set_shape(shape)
+        return result
+
     def rfftn(x: Any, axes: tuple[int, int] = (-2, -1)) -> Any:
         forward, backward = _innermost(axes, len(x.shape))
         if forward is None:
-            return tf.signal.rfft2d(x)
-        return tf.transpose(tf.signal.rfft2d(tf.transpose(x, forward)), backward)
+            result = tf.signal.rfft2d(x)
+        else:
+            result = tf.transpose(tf.signal.rfft2d(tf.transpose(x, forward)), backward)
+        height, width = (x.shape[a] for a in axes)
+        return with_static_shape(
+            result, x, axes, (height, None if width is None else width // 2 + 1)
+        )
 
     def irfftn(z: Any, s: tuple[Any, Any], axes: tuple[int, int] = (-2, -1)) -> Any:
         forward, backward = _innermost(axes, len(z.shape))
         length = tf.stack([tf.cast(s[0], tf.int32), tf.cast(s[1], tf.int32)])
         if forward is None:
-            return tf.signal.irfft2d(z, fft_length=length)
-        inner = tf.signal.irfft2d(tf.transpose(z, forward), fft_length=length)
-        return tf.transpose(inner, backward)
+            result = tf.signal.irfft2d(z, fft_length=length)
+        else:
+            inner = tf.signal.irfft2d(tf.transpose(z, forward), fft_length=length)
+            result = tf.transpose(inner, backward)
+        return with_static_shape(result, z, axes, s)
 
     def matmul(a: Any, b: Any) -> Any:
         # TF 2.21's CPU BatchMatMulV2 corrupts the heap when a rank-4 operand with a size-1
@@ -142,6 +158,14 @@ class TensorFlowBackend:
         import tensorflow as tf
 
         return tf.shape(x)[axis]
+
+    def cond(self, predicate: Any, if_true: Any, if_false: Any) -> Any:
+        """One of two traced computations, chosen at run time by a 0-d boolean tensor: where
+        the spatial sizes are symbolic (a DiffStride after another one, in a Keras graph),
+        ``method="auto"`` picks the GEMMs or the FFTs by the sizes the graph sees."""
+        import tensorflow as tf
+
+        return tf.cond(predicate, if_true, if_false)
 
     def concrete(self, x: Any) -> np.ndarray | None:
         import tensorflow as tf
