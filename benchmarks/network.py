@@ -1,0 +1,183 @@
+"""What users feel: one ResNet-18 training step per downsampling choice, torch and Keras.
+
+    python benchmarks/network.py [--batch-size 8] [--size 32] [--repeats 5] [--frameworks torch,tf]
+
+Each network is ``diffstride.models.<framework>.resnet18`` at strides ``1,1,2,2,2`` on
+``size x size x 3`` inputs: strided convolutions (the baseline), fixed spectral pooling,
+DiffStride with the original's ramp (``outside``) and with ``ramp="inside"``, and both
+spectral layers with ``pool_first=True``. A step is forward, cross-entropy, backward and an SGD
+update (torch eager; Keras under ``tf.function`` with the crop symbolic in the graph, as ``fit``
+runs it). After one warm-up step each, the steps of every network of every framework are
+interleaved round-robin for ``--repeats`` rounds, in this one process, and the median is
+reported next to the network's MACs per image, both relative to the strided network of the
+same framework. Ratios are what to read: the absolute times depend on the machine (the header
+prints it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("diffstride_backends") is None:  # uninstalled checkout
+    sys.path[:0] = [str(ROOT), str(ROOT / "backends")]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+#: (label, builder keyword arguments); the first is the baseline of the ratios.
+NETWORKS: list[tuple[str, dict[str, Any]]] = [
+    ("strided", {"pooling": None}),
+    ("spectral", {"pooling": "spectral"}),
+    ("DiffStride outside", {"pooling": "diffstride", "ramp": "outside"}),
+    ("DiffStride inside", {"pooling": "diffstride", "ramp": "inside"}),
+    ("spectral, pool first", {"pooling": "spectral", "pool_first": True}),
+    (
+        "DiffStride inside, pool first",
+        {"pooling": "diffstride", "ramp": "inside", "pool_first": True},
+    ),
+]
+STRIDES = (1, 1, 2, 2, 2)
+CLASSES = 10
+
+Step = Callable[[], Any]
+
+
+def torch_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
+    import torch
+
+    from diffstride.models.torch import resnet18
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, CLASSES, (batch,))
+    steps = {}
+    for label, kwargs in NETWORKS:
+        model = resnet18(STRIDES, in_channels=3, num_classes=CLASSES, **kwargs).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(model: Any = model, optimizer: Any = optimizer) -> float:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+
+        steps[label] = (step, model.macs((size, size)))
+    return steps
+
+
+def keras_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
+    import keras
+    import tensorflow as tf
+
+    from diffstride.models import keras as models
+
+    keras.utils.set_random_seed(0)
+    x = tf.random.normal((batch, size, size, 3))
+    y = tf.random.uniform((batch,), 0, CLASSES, dtype=tf.int64)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    steps = {}
+    for label, kwargs in NETWORKS:
+        model = models.resnet18(
+            STRIDES,
+            input_shape=(size, size, 3),
+            num_classes=CLASSES,
+            data_format="channels_last",
+            **kwargs,
+        )
+        optimizer = keras.optimizers.SGD(1e-3, momentum=0.9)
+
+        @tf.function(reduce_retracing=True)
+        def train(model: Any = model, optimizer: Any = optimizer) -> Any:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            return loss
+
+        def step(train: Any = train) -> float:
+            return float(train())
+
+        steps[label] = (step, models.macs(model, (size, size), in_channels=3))
+    return steps
+
+
+BUILDERS = {"torch": torch_networks, "tf": keras_networks}
+
+
+def measure(
+    networks: dict[str, dict[str, tuple[Step, int]]], repeats: int
+) -> dict[tuple[str, str], list[float]]:
+    """One warm-up step each, then ``repeats`` interleaved rounds: seconds per step."""
+    for steps in networks.values():
+        for step, _ in steps.values():
+            step()
+    samples: dict[tuple[str, str], list[float]] = {
+        (fw, label): [] for fw, steps in networks.items() for label in steps
+    }
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for fw, steps in networks.items():
+                for label, (step, _) in steps.items():
+                    start = time.perf_counter()
+                    step()
+                    samples[(fw, label)].append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return samples
+
+
+def table(networks: dict[str, dict[str, tuple[Step, int]]], samples: dict) -> str:
+    lines = [
+        "| framework | network | step ms (median) | x strided time | MMACs/image "
+        "| x strided MACs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fw, steps in networks.items():
+        base_label = NETWORKS[0][0]
+        base_time = statistics.median(samples[(fw, base_label)])
+        base_macs = steps[base_label][1]
+        for label, (_, macs) in steps.items():
+            median = statistics.median(samples[(fw, label)])
+            lines.append(
+                f"| {fw} | {label} | {median * 1e3:.0f} | {median / base_time:.2f}x "
+                f"| {macs / 1e6:.1f} | {macs / base_macs:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frameworks", default="torch,tf")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    frameworks = [f for f in args.frameworks.split(",") if f]
+    unknown = set(frameworks) - set(BUILDERS)
+    if unknown:
+        parser.error(f"--frameworks must be among {sorted(BUILDERS)}; received {sorted(unknown)}")
+    from bench import environment  # the same machine header as the op benchmark
+
+    print(f"# ResNet-18 training step, batch {args.batch_size}, {args.size}x{args.size}x3")
+    for key, value in environment(frameworks).items():
+        print(f"#   {key}: {value}")
+    networks = {fw: BUILDERS[fw](args.batch_size, args.size) for fw in frameworks}
+    samples = measure(networks, args.repeats)
+    print(table(networks, samples))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
