@@ -129,10 +129,14 @@ class DiffStrideMixin(_LayoutMixin):
         raise NotImplementedError
 
     def output_size(self, input_size: Sequence[int]) -> tuple[int, int]:
-        """``(h, w)`` this layer returns for an ``(H, W)`` input, with the current strides."""
+        """``(h, w)`` this layer returns for an ``(H, W)`` input, with the current strides.
+
+        An optimizer step may leave the stored strides outside the limits (below 1, say) until
+        the next call clips them, as the forward pass does: they are clipped here too."""
+        low, high = self.stride_bounds
         return _sizes.output_size(
             input_size,
-            self.current_strides(),
+            tuple(min(max(value, low), high) for value in self.current_strides()),
             smoothness_factor=self.smoothness_factor,
             cropping=self.cropping,
             lower_limit_stride=self.lower_limit_stride,

@@ -134,6 +134,7 @@ def test_budget_warmup_validation_and_sgd_in_the_training_command(
             *("--batch-size", "32", "--ramp", "inside", "--smoothness-factor", "2"),
             *("--macs-budget", "2", "--stride-warmup", "1", "--validation", "32"),
             *("--optimizer", "sgd", "--lr", "0.05", "--label-smoothing", "0.1"),
+            *("--lr-schedule", "cosine"),
             *("--out", str(out), "--no-progress"),
         ]
     )
@@ -149,3 +150,11 @@ def test_budget_warmup_validation_and_sgd_in_the_training_command(
     assert final["macs_budget"] == 2e6
     assert final["budget_miss"] == pytest.approx(final["macs"] / 2e6 - 1, abs=1e-4)
     assert metrics["dataset"]["train"] == 128
+
+
+def test_training_command_rejects_a_bad_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        train.parse_args(["--lr-schedule", "step"])
+    assert "step" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="lr_schedule='step'"):
+        train.Config(lr_schedule="step")

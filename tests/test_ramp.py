@@ -122,3 +122,17 @@ def test_a_bad_ramp_is_rejected_everywhere() -> None:
     for call in calls:
         with pytest.raises(ValueError, match="ramp='middle'"):
             call()
+
+
+def test_output_size_clips_strides_an_optimizer_step_left_below_one() -> None:
+    """Between an optimizer step and the next call (which clips), a stored stride may sit
+    under 1; the layer reports the size its next call will have."""
+    import torch
+
+    from diffstride.torch import DiffStride
+
+    layer = DiffStride((1.0, 1.0), ramp="inside")
+    with torch.no_grad():
+        layer.strides.copy_(torch.tensor([0.99, 0.98]))
+    assert layer.output_size((32, 32)) == (32, 32)
+    assert tuple(layer.eval()(torch.randn(1, 1, 32, 32)).shape[-2:]) == (32, 32)

@@ -11,7 +11,8 @@ budget (``MACs(S)``: the model's counted MACs as a differentiable function of it
 rate for the strides, ``--stride-lr``: stride gradients are per-parameter averages of many
 terms and move slowly at the weights' rate) or ``sgd`` (the original's recipe: SGD with
 momentum 0.9 for weights and strides at one learning rate; pair it with
-``--label-smoothing 0.1``). ``--stride-warmup E`` freezes the strides for the first E epochs.
+``--label-smoothing 0.1``); ``--lr-schedule cosine`` decays every rate to 0 over the run.
+``--stride-warmup E`` freezes the strides for the first E epochs.
 With ``--validation N``, N training images are held out: each epoch is evaluated on them and
 the test set is read once, after the last epoch; without it, on the test set each epoch. Keras
 runs a ``tf.function`` train step rather than ``model.fit`` so that the penalties, the progress
@@ -69,6 +70,7 @@ class Config:
     label_smoothing: float = 0.0
     stride_warmup: int = 0
     validation: int = 0
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         from diffstride._complexity import check_macs_budget
@@ -78,6 +80,11 @@ class Config:
         check_smoothness_factor(self.smoothness_factor)
         if self.macs_budget is not None:
             check_macs_budget(self.macs_budget)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {LR_SCHEDULES}; received "
+                f"lr_schedule={self.lr_schedule!r}"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {OPTIMIZERS}; received optimizer={self.optimizer!r}"
@@ -99,6 +106,8 @@ class Config:
 
 
 OPTIMIZERS = ("adamw", "sgd")
+#: "cosine": every learning rate (strides' included) decays to 0 over the run, per step.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -115,6 +124,10 @@ class Record:
     macs: int
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _total_steps(config: Config, dataset: datasets.Dataset) -> int:
+    return config.epochs * -(-len(dataset.y_train) // config.batch_size)
 
 
 class _Trainer(Protocol):
@@ -163,6 +176,11 @@ def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
             {"params": stride_params, "lr": config.stride_lr, "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    scheduler = None
+    if config.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=_total_steps(config, dataset)
+        )
 
     class Trainer:
         def train_step(
@@ -186,6 +204,8 @@ def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
                 for p in stride_params:
                     p.grad = None  # frozen: neither the gradient nor momentum moves them
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             return float(loss.detach()), float((logits.argmax(1) == target).float().mean())
 
         def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
@@ -233,14 +253,20 @@ def _keras_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
     stride_vars = [layer.strides for layer in layers]
     stride_ids = {id(v) for v in stride_vars}
     weights = [v for v in model.trainable_variables if id(v) not in stride_ids]
+
+    def rate(lr: float) -> Any:
+        if config.lr_schedule == "constant":
+            return lr
+        return keras.optimizers.schedules.CosineDecay(lr, _total_steps(config, dataset))
+
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(
-            config.lr, momentum=0.9, weight_decay=config.weight_decay or None
+            rate(config.lr), momentum=0.9, weight_decay=config.weight_decay or None
         )
-        stride_optimizer = keras.optimizers.SGD(config.lr, momentum=0.9)
+        stride_optimizer = keras.optimizers.SGD(rate(config.lr), momentum=0.9)
     else:
-        optimizer = keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay)
-        stride_optimizer = keras.optimizers.Adam(config.stride_lr)
+        optimizer = keras.optimizers.AdamW(rate(config.lr), weight_decay=config.weight_decay)
+        stride_optimizer = keras.optimizers.Adam(rate(config.stride_lr))
     loss_fn = keras.losses.CategoricalCrossentropy(
         from_logits=True, label_smoothing=config.label_smoothing
     )
@@ -597,6 +623,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     )
     parser.add_argument("--budget-weight", type=float, default=Config.budget_weight)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=Config.optimizer)
+    parser.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=Config.lr_schedule,
+        help="cosine: every learning rate decays to 0 over the run",
+    )
     parser.add_argument("--label-smoothing", type=float, default=Config.label_smoothing)
     parser.add_argument(
         "--stride-warmup", type=int, default=0, metavar="E", help="freeze strides for E epochs"
