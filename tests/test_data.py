@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -360,3 +361,224 @@ def test_batches_validate_their_arguments() -> None:
         data.batches(np.zeros(3), np.zeros(3), 0, shuffle=False, seed=0)
     with pytest.raises(ValueError, match="same length"):
         data.batches(np.zeros(3), np.zeros(4), 2, shuffle=False, seed=0)
+
+
+# --------------------------------------------------------------------------- cluttered
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not data.FASHION_MNIST_DIR.is_dir(),
+    reason=f"Fashion-MNIST is not installed in {data.FASHION_MNIST_DIR} "
+    "(apt-get install dataset-fashion-mnist)",
+)
+
+
+def write_split_valued_mnist(folder: Path, num_train: int = 40, num_test: int = 12) -> None:
+    """MNIST-format files whose training pixels are 0 or in [1, 100] and test pixels 0 or in
+    [150, 255], each item a full 28x28 block, so any pixel tells its split apart."""
+    rng = np.random.default_rng(1)
+    for split, n, low, high in (("train", num_train, 1, 101), ("t10k", num_test, 150, 256)):
+        images = rng.integers(low, high, (n, 28, 28), dtype=np.uint8)
+        images[0, 0, 0] = high - 1  # the split's largest value occurs
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(folder / f"{split}-images-idx3-ubyte", images, compress=False)
+        write_idx(folder / f"{split}-labels-idx1-ubyte", labels, compress=False)
+
+
+def raw_pixels(ds: data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Undo the normalisation of a data set whose training split has raw values 0 and 100."""
+    zero, top = float(ds.x_train.min()), float(ds.x_train.max())
+    scale = 100.0 / (top - zero)
+    return (ds.x_train - zero) * scale, (ds.x_test - zero) * scale
+
+
+def unit_range(ds: data.Dataset) -> np.ndarray:
+    """The test split's pixels mapped affinely onto [0, 1]: the same whatever the training
+    statistics it was normalised with."""
+    x = ds.x_test.astype(np.float64)
+    return (x - x.min()) / (x.max() - x.min())
+
+
+def test_cluttered_shapes_dtypes_and_labels(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    ds = data.cluttered_fashion_mnist(tmp_path, limit_train=20, seed=1, size=40, num_test=6)
+    assert ds.x_train.shape == (20, 1, 40, 40)
+    assert ds.x_test.shape == (6, 1, 40, 40)
+    assert ds.x_train.dtype == ds.x_test.dtype == np.float32
+    assert ds.y_train.dtype == ds.y_test.dtype == np.int64
+    assert (ds.num_classes, ds.name, ds.input_shape) == (10, "cluttered-fashion-mnist", (1, 40, 40))
+    assert "40x40" in ds.description
+    assert abs(ds.x_train.mean()) < 1e-5
+    assert ds.x_train.std() == pytest.approx(1.0, abs=1e-5)
+    # The kept items, labels and order are fashion_mnist's for the same limit and seed.
+    plain = data.fashion_mnist(tmp_path, limit_train=20, seed=1)
+    np.testing.assert_array_equal(ds.y_train, plain.y_train)
+    assert data.load("cluttered-fashion-mnist", tmp_path).x_train.shape == (30, 1, 64, 64)
+
+
+def test_cluttered_is_deterministic_and_seeded(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    a = data.load("cluttered-fashion-mnist", tmp_path, limit_train=30, seed=3)
+    b = data.load("cluttered-fashion-mnist", tmp_path, limit_train=30, seed=3)
+    c = data.load("cluttered-fashion-mnist", tmp_path, limit_train=30, seed=4)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    # Same items (no limit), other positions and clutter.
+    np.testing.assert_array_equal(a.y_train, c.y_train)
+    assert not np.array_equal(a.x_train, c.x_train)
+    # The test canvases do not depend on the training seed (up to the train normalisation).
+    raw_a, raw_c = unit_range(a), unit_range(c)
+    np.testing.assert_allclose(raw_a, raw_c, atol=1e-3)
+
+
+def test_cluttered_train_and_test_clutter_come_from_their_own_split(tmp_path: Path) -> None:
+    write_split_valued_mnist(tmp_path)
+    ds = data.cluttered_fashion_mnist(tmp_path, limit_train=25, seed=2, patches=12)
+    train, test = raw_pixels(ds)
+    assert train.min() == pytest.approx(0.0, abs=1e-3)
+    assert train.max() == pytest.approx(100.0, abs=1e-3)
+    background = np.isclose(test, 0.0, atol=1e-3)
+    # Every non-black test pixel has a test value (>= 150): no training item leaks in.
+    assert test[~background].min() >= 150.0 - 1e-2
+    assert background.any()
+
+
+def constant_items(n: int, side: int = 28) -> np.ndarray:
+    """``n`` items, item ``i`` a full block of value ``i + 1``: a pixel names its item."""
+    return np.broadcast_to(np.arange(1, n + 1, dtype=np.uint8)[:, None, None], (n, side, side))
+
+
+def test_clutter_places_the_item_and_keeps_it_visible() -> None:
+    pool = np.random.default_rng(0).integers(1, 256, (20, 28, 28), dtype=np.uint8)
+    index = np.array([0, 3, 7, 19])
+    rng = np.random.default_rng(5)
+    made = data._clutter(pool[index], index, pool, size=50, patches=6, patch_size=8, rng=rng)
+    assert made.images.shape == (4, 50, 50)
+    assert made.images.dtype == np.uint8
+    assert made.sources.shape == (4, 6)
+    for canvas, (row, col), item in zip(made.images, made.positions, pool[index], strict=True):
+        assert 0 <= row <= 22
+        assert 0 <= col <= 22
+        window = canvas[row : row + 28, col : col + 28]
+        assert np.all(window >= item)  # overlaps keep the brighter pixel: the item stays
+    bare = data._clutter(pool[index], index, pool, size=50, patches=0, patch_size=8, rng=rng)
+    for canvas, (row, col), item in zip(bare.images, bare.positions, pool[index], strict=True):
+        np.testing.assert_array_equal(canvas[row : row + 28, col : col + 28], item)
+        assert canvas.sum(dtype=np.int64) == item.sum(dtype=np.int64)
+
+
+def test_clutter_comes_from_other_items_only() -> None:
+    pool = constant_items(12)
+    index = np.arange(12)
+    rng = np.random.default_rng(0)
+    made = data._clutter(pool, index, pool, size=64, patches=10, patch_size=8, rng=rng)
+    assert np.all(made.sources != index[:, None])
+    assert np.all((made.sources >= 0) & (made.sources < 12))
+    assert len(np.unique(made.sources)) == 12  # every other item gets used somewhere
+    for i, (canvas, (row, col)) in enumerate(zip(made.images, made.positions, strict=True)):
+        outside = canvas.copy()
+        outside[row : row + 28, col : col + 28] = 0
+        values = set(np.unique(outside).tolist()) - {0}
+        assert values  # clutter is there
+        assert i + 1 not in values  # ... and none of it is the item itself
+        assert values <= {int(s) + 1 for s in made.sources[i]}
+
+
+def test_clutter_is_vectorised_fast_enough() -> None:
+    pool = np.random.default_rng(0).integers(0, 256, (6000, 28, 28), dtype=np.uint8)
+    index = np.arange(6000)
+    start = time.perf_counter()
+    made = data._clutter(
+        pool, index, pool, size=64, patches=8, patch_size=8, rng=np.random.default_rng(0)
+    )
+    assert time.perf_counter() - start < 5.0  # about 0.1 s on a laptop core
+    assert made.images.shape == (6000, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"size": 27}, "size must be an integer >= 28"),
+        ({"size": 64.0}, "size must be an integer >= 28"),
+        ({"patches": -1}, "patches must be an integer >= 0; received patches=-1"),
+        ({"patches": True}, "patches must be an integer >= 0"),
+        ({"patch_size": 0}, "patch_size must be a positive integer; received 0"),
+        ({"patch_size": 29}, "patch_size must be at most 28.*patch_size=29"),
+        ({"num_test": 0}, "num_test must be a positive integer; received 0"),
+        ({"limit_train": -5}, "limit_train must be a positive integer"),
+    ],
+)
+def test_cluttered_rejects_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
+    write_fake_mnist(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        data.cluttered_fashion_mnist(tmp_path, **kwargs)
+
+
+def test_clutter_needs_two_items() -> None:
+    pool = constant_items(1)
+    with pytest.raises(ValueError, match="at least 2 items"):
+        data._clutter(
+            pool,
+            np.zeros(1, int),
+            pool,
+            size=40,
+            patches=1,
+            patch_size=4,
+            rng=np.random.default_rng(),
+        )
+
+
+def test_missing_cluttered_fashion_mnist_says_where_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(data.MissingDataError) as info:
+        data.load("cluttered-fashion-mnist", tmp_path / "nowhere")
+    message = str(info.value)
+    assert str(tmp_path / "nowhere") in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "the folder does not exist" in message
+
+
+@needs_fashion_mnist
+def test_installed_cluttered_fashion_mnist() -> None:
+    ds = data.load("cluttered-fashion-mnist", limit_train=300, seed=7)
+    assert ds.x_train.shape == (300, 1, data.CLUTTERED_CANVAS, data.CLUTTERED_CANVAS)
+    assert ds.x_test.shape == (10000, 1, data.CLUTTERED_CANVAS, data.CLUTTERED_CANVAS)
+    np.testing.assert_array_equal(np.bincount(ds.y_test), [1000] * 10)
+    plain = data.load("fashion-mnist", limit_train=300, seed=7)
+    np.testing.assert_array_equal(ds.y_train, plain.y_train)
+    other = data.load("cluttered-fashion-mnist", limit_train=300, seed=8)
+    assert not np.array_equal(ds.y_train, other.y_train)
+
+
+@needs_fashion_mnist
+def test_installed_cluttered_canvases_hold_their_item() -> None:
+    # Without clutter, each canvas is its Fashion-MNIST item, moved (up to the normalisation).
+    ds = data.cluttered_fashion_mnist(limit_train=50, seed=2, patches=0, num_test=20)
+    plain = data.fashion_mnist(limit_train=50, seed=2)
+    for canvas, item in zip(ds.x_train[:, 0], plain.x_train[:, 0], strict=True):
+        lit_canvas, lit_item = canvas > canvas.min() + 1e-4, item > item.min() + 1e-4
+        row = lit_canvas.any(1).argmax() - lit_item.any(1).argmax()
+        col = lit_canvas.any(0).argmax() - lit_item.any(0).argmax()
+        window = canvas[row : row + 28, col : col + 28]
+        assert np.corrcoef(window.ravel(), item.ravel())[0, 1] == pytest.approx(1.0, abs=1e-5)
+        assert lit_canvas.sum() == lit_item.sum()
+
+
+def test_cluttered_test_size_reads_the_module_constant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_fake_mnist(tmp_path)
+    assert data.load("cluttered-fashion-mnist", tmp_path).x_test.shape[0] == 10  # all
+    monkeypatch.setattr(data, "CLUTTERED_TEST", 4)
+    ds = data.load("cluttered-fashion-mnist", tmp_path)
+    assert ds.x_test.shape == (4, 1, 64, 64)
+    assert np.all(np.diff(ds.y_test) > 0)  # kept in file order (the labels are 0..9)
+    assert data.cluttered_fashion_mnist(tmp_path, num_test=7).x_test.shape[0] == 7
+
+
+def test_cached_files_do_not_leak_changes_between_loads(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    first = data.fashion_mnist(tmp_path)
+    first.y_train[:] = 9
+    first.x_train[:] = 0.0
+    again = data.fashion_mnist(tmp_path)
+    np.testing.assert_array_equal(again.y_train, np.arange(30) % 10)
+    assert again.x_train.std() == pytest.approx(1.0, abs=1e-5)

@@ -1,0 +1,658 @@
+"""Does learning the strides beat choosing them? Many training runs on cluttered Fashion-MNIST.
+
+    python -m diffstride.examples.study --out runs/study [--quick] [--arms strided,spectral]
+
+Why this study, and why this data
+---------------------------------
+DiffStride's claim is that a network that *learns* its strides does as well as the best of the
+fixed stride choices, from any starting point, and can be held to a compute budget. That claim
+is only testable on a task where the choice of strides matters, and plain Fashion-MNIST is not
+one: when this study was set up, the first eight stride draws (below) of the small ResNet with
+strided convolutions all reached 84.3 to 86.4% test accuracy on it (8000 images, 4 epochs,
+AdamW 2e-3 with a cosine decay). On cluttered Fashion-MNIST
+(:func:`~diffstride.examples.data.cluttered_fashion_mnist`: the item at a random place of a
+64x64 canvas among pieces of other items) the network must find the item and ignore the
+clutter, so how early and how much it downsamples (resolution, receptive field, compute)
+matters: the same eight reached 63.6 to 77.9% (a 14-point spread; 9.8 points over the six
+the study uses), while repeats of one configuration with other seeds moved by 0.4 to 2.3
+points (sd).
+
+The design
+----------
+* Stride configurations are drawn at random with a fixed seed (:func:`draw_strides`): one
+  stride in {1, 2, 3} per stage. The small ResNet's stage 1 has no projection and ignores its
+  stride, so it is set to 1 rather than drawn (two draws that differ only there would be the
+  same network). Draws whose strided network costs more than ``max_draw_macs`` are redrawn: the
+  all-ones draw costs 273 MMACs per image on 64x64 (the cap is 40), and one DiffStride run
+  at it would take a fifth or more of the study's budget.
+* The budget: about 100 minutes on 2 CPU cores for the six arms at six configurations. Per
+  run, measured on an otherwise idle 2-core machine: strided 14 to 78 s (mean 38 s over the
+  six configurations), fixed spectral pooling about 1.8 times that, DiffStride about 100 s.
+  Another busy process on the same cores can slow PyTorch's two threads several-fold.
+* Every arm (:data:`ARMS`) trains one network per configuration: strided convolutions, fixed
+  spectral pooling at the same strides, and DiffStride started from them. Arms are data, a
+  list of :class:`Arm`, so adding one is one line.
+* Every run holds out ``validation_fraction`` of its training images. Model selection uses
+  validation accuracy only: "the best strided configuration" is the one with the best
+  *validation* accuracy, and its MACs set the budget of the budgeted DiffStride arm. The test
+  set is read once per run, at its end.
+* Runs are resumable: a run whose ``OUT/<name>/metrics.json`` exists is read back, not rerun
+  (and must have been made with the same settings, else the study stops and says so).
+
+Outputs: ``OUT/<run>/metrics.json`` (and ``strides.png``) per run, ``OUT/summary.json``,
+``OUT/table.md`` (per arm: runs, test accuracy mean +- sd, worst, best, MACs per image,
+seconds per run, and the headline comparison) and ``OUT/accuracy_vs_macs.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffstride.examples import data as datasets
+from diffstride.examples import train
+
+__all__ = [
+    "ARMS",
+    "DATASET",
+    "FULL",
+    "QUICK",
+    "Arm",
+    "Settings",
+    "StudyError",
+    "draw_strides",
+    "main",
+    "run_study",
+]
+
+DATASET = "cluttered-fashion-mnist"
+"""The data set every run trains on."""
+
+STRIDE_CHOICES = (1, 2, 3)
+"""The strides a drawn configuration picks from, per stage."""
+
+
+class StudyError(ValueError):
+    """The study cannot go on as asked: a stored run made with other settings, or an arm
+    whose budget comes from an arm that does not run before it. The message says which."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way of downsampling, trained once from every drawn stride configuration.
+
+    Parameters
+    ----------
+    name
+        A short name, used in run folder names (``<name>-<strides>``) and in ``--arms``.
+    description
+        One line for the table.
+    config
+        Overrides of :class:`~diffstride.examples.train.Config` (``pooling`` at least).
+    budget_from
+        The name of an earlier arm: this arm's ``macs_budget`` is the MACs per image of that
+        arm's run with the best *validation* accuracy. None: no budget.
+
+    Examples
+    --------
+    >>> Arm("spectral", "fixed spectral pooling", {"pooling": "spectral"}).name
+    'spectral'
+    """
+
+    name: str
+    description: str
+    config: dict[str, Any] = field(default_factory=dict)
+    budget_from: str | None = None
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("strided", "strided convolutions", {"pooling": "strided"}),
+    Arm("spectral", "fixed spectral pooling", {"pooling": "spectral"}),
+    Arm(
+        "ds-inside",
+        "DiffStride, ramp inside, lambda 0",
+        {"pooling": "diffstride", "ramp": "inside"},
+    ),
+    Arm(
+        "ds-inside-budget",
+        "DiffStride, ramp inside, MACs budget = best strided (by validation)",
+        {"pooling": "diffstride", "ramp": "inside"},
+        budget_from="strided",
+    ),
+    Arm(
+        "ds-outside",
+        "DiffStride, ramp outside (the original), lambda 0",
+        {"pooling": "diffstride", "ramp": "outside"},
+    ),
+    Arm(
+        "ds-outside-budget",
+        "DiffStride, ramp outside, MACs budget = best strided (by validation)",
+        {"pooling": "diffstride", "ramp": "outside"},
+        budget_from="strided",
+    ),
+    Arm(
+        "ds-inside-sgd",
+        "DiffStride, ramp inside, original recipe (SGD 0.9, lr 0.1, label smoothing 0.1)",
+        {
+            "pooling": "diffstride",
+            "ramp": "inside",
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "label_smoothing": 0.1,
+        },
+    ),
+    Arm(
+        "ds-inside-first",
+        "DiffStride, ramp inside, pool first, MACs budget = best strided",
+        {"pooling": "diffstride", "ramp": "inside", "pool_first": True},
+        budget_from="strided",
+    ),
+    Arm(
+        "ds-inside-warmup",
+        "DiffStride, ramp inside, strides frozen for the first epoch",
+        {"pooling": "diffstride", "ramp": "inside", "stride_warmup": 1},
+    ),
+    Arm(
+        "ds-inside-r2",
+        "DiffStride, ramp inside, R = 2",
+        {"pooling": "diffstride", "ramp": "inside", "smoothness_factor": 2.0},
+    ),
+)
+"""The study's arms, in the order they run (an arm named in ``budget_from`` runs earlier)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every run of a study shares.
+
+    Parameters
+    ----------
+    inits
+        The number of stride configurations drawn (each arm trains one network per config).
+    limit_train
+        Training images read (before the validation hold-out).
+    validation_fraction
+        The fraction of them held out for validation.
+    epochs, batch_size, lr
+        As in the training command (an arm's ``config`` may override ``lr``).
+        AdamW at 2e-3 with batches of 32 gets further in 4 epochs than the command's
+        default 1e-3 with 64 (measured when the study was set up: +4 to +12 points on
+        the cheapest configurations, whose networks learn slowest).
+    draw_seed
+        The seed of the stride draws.
+    max_draw_macs
+        Draws whose strided network costs more MACs per image than this are redrawn.
+    seed
+        The seed of every run (data subset, canvases, hold-out, weights).
+    num_test
+        Test canvases per run (see ``data.CLUTTERED_TEST``).
+    lr_schedule
+        Passed to ``train.Config.lr_schedule`` where the training command has that field
+        (None: leave its default). With a constant learning rate the accuracy at the last
+        epoch is noisy: three seeds of one configuration spread over 13 points (sd 7) when
+        the study was set up, against an sd of 0.4 to 2.3 points with a cosine decay to zero
+        over the run. Without the field, the study warns and runs at a
+        constant rate.
+    """
+
+    inits: int = 6
+    limit_train: int = 8000
+    validation_fraction: float = 0.1
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 2e-3
+    draw_seed: int = 0
+    max_draw_macs: float = 40e6
+    seed: int = 0
+    num_test: int = 10000
+    lr_schedule: str | None = "cosine"
+
+    @property
+    def validation(self) -> int:
+        """The number of held-out training images."""
+        return max(1, round(self.limit_train * self.validation_fraction))
+
+
+FULL = Settings()
+"""The study's settings (budget: see the module docstring)."""
+
+QUICK = Settings(inits=2, limit_train=240, epochs=1, batch_size=32, num_test=300)
+"""A smoke run of the whole pipeline in a few minutes: not a measurement."""
+
+
+def _strided_macs(strides: Sequence[float], size: int) -> int:
+    """MACs per image of the small strided ResNet at ``strides`` on a ``size x size`` image."""
+    from diffstride.models._spec import estimate_macs, small_spec
+
+    return estimate_macs(
+        small_spec(strides), (size, size), in_channels=1, num_classes=10, pooling_sizes=None
+    )
+
+
+def draw_strides(
+    count: int, seed: int, *, max_macs: float, size: int = datasets.CLUTTERED_CANVAS
+) -> list[tuple[float, ...]]:
+    """``count`` distinct stride configurations of the small ResNet, drawn at random.
+
+    Each of the stem and the three projection stages draws a stride from
+    :data:`STRIDE_CHOICES`; stage 1 (no projection: the model ignores its stride) is 1. A draw
+    already made, or whose strided network costs more than ``max_macs`` MACs per image on a
+    ``size x size`` input, is redrawn. The first ``k`` configurations are the same for every
+    ``count >= k``.
+
+    Parameters
+    ----------
+    count
+        How many configurations, at least 1.
+    seed
+        The seed of the draws.
+    max_macs
+        The cost cap of a configuration, in MACs per image of its strided network.
+    size
+        The input side.
+
+    Returns
+    -------
+    list of tuple of float
+        Five strides per configuration, stem first.
+
+    Raises
+    ------
+    ValueError
+        If ``count`` is not a positive integer, or fewer than ``count`` configurations fit
+        under ``max_macs``.
+
+    Examples
+    --------
+    >>> draw_strides(2, 0, max_macs=40e6)
+    [(3.0, 1.0, 2.0, 2.0, 1.0), (1.0, 1.0, 3.0, 2.0, 3.0)]
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer; received count={count!r}")
+    space = len(STRIDE_CHOICES) ** 4
+    affordable = sum(
+        _strided_macs((s0, 1, s2, s3, s4), size) <= max_macs
+        for s0 in STRIDE_CHOICES
+        for s2 in STRIDE_CHOICES
+        for s3 in STRIDE_CHOICES
+        for s4 in STRIDE_CHOICES
+    )
+    if affordable < count:
+        raise ValueError(
+            f"only {affordable} of the {space} stride configurations cost at most "
+            f"max_macs={max_macs:g} MACs per image; received count={count}"
+        )
+    rng = np.random.default_rng(seed)
+    drawn: list[tuple[float, ...]] = []
+    while len(drawn) < count:
+        stem, *rest = (float(STRIDE_CHOICES[i]) for i in rng.integers(0, len(STRIDE_CHOICES), 4))
+        strides = (stem, 1.0, *rest)
+        if strides not in drawn and _strided_macs(strides, size) <= max_macs:
+            drawn.append(strides)
+    return drawn
+
+
+def _label(strides: Sequence[float]) -> str:
+    """``(3, 1, 2, 2, 1)`` -> ``"31221"`` (strides are single digits here)."""
+    return "".join(f"{s:g}" for s in strides)
+
+
+@contextlib.contextmanager
+def _test_canvases(count: int) -> Iterator[None]:
+    """Build ``count`` test canvases per run: ``data.load`` reads ``CLUTTERED_TEST``."""
+    saved = datasets.CLUTTERED_TEST
+    datasets.CLUTTERED_TEST = count
+    try:
+        yield
+    finally:
+        datasets.CLUTTERED_TEST = saved
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config as JSON stores it, without the keys that do not change a run's result."""
+    plain = json.loads(json.dumps(config))
+    return {k: v for k, v in plain.items() if k not in ("out", "progress")}
+
+
+def _config_defaults() -> dict[str, Any]:
+    """``train.Config``'s defaults: what a run stored before a field existed ran with."""
+    return _comparable(
+        {f.name: f.default for f in fields(train.Config) if f.default is not MISSING}
+    )
+
+
+def _run(config: train.Config) -> dict[str, Any]:
+    """``train.run(config)``, or the metrics a previous run left in ``config.out``."""
+    path = Path(config.out) / "metrics.json"
+    wanted = _comparable({**vars(config), "strides": list(config.strides)})
+    if path.is_file():
+        metrics = json.loads(path.read_text())
+        stored = {**_config_defaults(), **_comparable(metrics["config"])}
+        differ = sorted(k for k in wanted.keys() & stored.keys() if wanted[k] != stored[k])
+        if differ:
+            raise StudyError(
+                f"{path} was made with other settings ({', '.join(differ)}: "
+                f"{[stored[k] for k in differ]} instead of {[wanted[k] for k in differ]}); "
+                "use another --out, or delete that run to redo it"
+            )
+        print(f"--- {path.parent.name}: done before, read back", flush=True)
+        return metrics
+    print(f"\n=== {path.parent.name} ===", flush=True)
+    return train.run(config)
+
+
+def _schedule(name: str | None) -> dict[str, Any]:
+    """``{"lr_schedule": name}`` if the training command has that option, else ``{}``."""
+    if name is None:
+        return {}
+    if "lr_schedule" in {f.name for f in fields(train.Config)}:
+        return {"lr_schedule": name}
+    print(
+        f"warning: train.Config has no lr_schedule, so the runs keep a constant learning rate "
+        f"instead of {name!r}: expect single-run accuracies to be noisy (see Settings)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {}
+
+
+def _best_by_validation(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the best final validation accuracy (ties: fewer MACs)."""
+    return max(runs, key=lambda r: (r["final"]["validation_accuracy"], -r["final"]["macs"]))
+
+
+def run_study(
+    out: str | Path,
+    settings: Settings = FULL,
+    arms: Sequence[Arm] = ARMS,
+    data_dir: str | None = None,
+    framework: str = "torch",
+) -> dict[str, Any]:
+    """Train every arm from every drawn configuration into ``out``; write the summary.
+
+    Parameters
+    ----------
+    out
+        The study's folder; runs already in it are read back, not rerun.
+    settings
+        What the runs share (:data:`FULL` or :data:`QUICK`).
+    arms
+        The arms, in order (:data:`ARMS` by default).
+    data_dir
+        The Fashion-MNIST folder (None: the Debian package's).
+    framework
+        ``"torch"`` or ``"tf"``.
+
+    Returns
+    -------
+    dict
+        The summary (also in ``out/summary.json``).
+
+    Raises
+    ------
+    StudyError
+        If an arm's ``budget_from`` names no earlier arm, or a stored run was made with other
+        settings.
+    MissingDataError
+        If the Fashion-MNIST files are missing.
+    """
+    out = Path(out)
+    started = time.perf_counter()
+    names = [arm.name for arm in arms]
+    for index, arm in enumerate(arms):
+        if arm.budget_from is not None and arm.budget_from not in names[:index]:
+            raise StudyError(
+                f"arm {arm.name!r} takes its budget from arm {arm.budget_from!r}, which must "
+                f"run before it; received arms={names}"
+            )
+    schedule = _schedule(settings.lr_schedule)
+    inits = draw_strides(settings.inits, settings.draw_seed, max_macs=settings.max_draw_macs)
+    results: dict[str, list[dict[str, Any]]] = {}
+    with _test_canvases(settings.num_test):
+        for arm in arms:
+            overrides = dict(arm.config)
+            if arm.budget_from is not None:
+                best = _best_by_validation(results[arm.budget_from])
+                overrides["macs_budget"] = best["final"]["macs"] / 1e6
+            results[arm.name] = [
+                _run(
+                    train.Config(
+                        **{
+                            "framework": framework,
+                            "dataset": DATASET,
+                            "data_dir": data_dir,
+                            "model": "small",
+                            "strides": strides,
+                            "epochs": settings.epochs,
+                            "batch_size": settings.batch_size,
+                            "lr": settings.lr,
+                            "seed": settings.seed,
+                            "limit_train": settings.limit_train,
+                            "validation": settings.validation,
+                            "progress": False,
+                            **schedule,
+                            **overrides,
+                            "out": str(out / f"{arm.name}-{_label(strides)}"),
+                        }
+                    )
+                )
+                for strides in inits
+            ]
+    summary = _summarise(settings, arms, inits, results, time.perf_counter() - started)
+    summary["lr_schedule"] = schedule.get("lr_schedule", "constant")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    table = _table(summary)
+    (out / "table.md").write_text(table + "\n")
+    _plot(summary, out / "accuracy_vs_macs.png")
+    print(f"\n{table}\n\nstudy took {summary['seconds'] / 60:.1f} min; wrote {out / 'table.md'}")
+    return summary
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "worst": min(values),
+        "best": max(values),
+    }
+
+
+def _summarise(
+    settings: Settings,
+    arms: Sequence[Arm],
+    inits: Sequence[Sequence[float]],
+    results: dict[str, list[dict[str, Any]]],
+    seconds: float,
+) -> dict[str, Any]:
+    """Everything the table and the plot need, JSON-ready."""
+    summary_arms = {}
+    for arm in arms:
+        runs = results[arm.name]
+        summary_arms[arm.name] = {
+            "description": arm.description,
+            "config": arm.config,
+            "macs_budget": runs[0]["config"].get("macs_budget"),
+            "test_accuracy": _stats([r["final"]["test_accuracy"] for r in runs]),
+            "validation_accuracy": _stats([r["final"]["validation_accuracy"] for r in runs]),
+            "macs": _stats([r["final"]["macs"] for r in runs]),
+            "seconds": _stats([r["seconds"] for r in runs]),
+            "runs": [
+                {
+                    "name": Path(r["config"]["out"]).name,
+                    "init": list(init),
+                    "test_accuracy": r["final"]["test_accuracy"],
+                    "validation_accuracy": r["final"]["validation_accuracy"],
+                    "macs": r["final"]["macs"],
+                    "strides": r["final"]["strides"],
+                    "seconds": r["seconds"],
+                }
+                for init, r in zip(inits, runs, strict=True)
+            ],
+        }
+    summary: dict[str, Any] = {
+        "dataset": DATASET,
+        "settings": asdict(settings),
+        "inits": [list(s) for s in inits],
+        "arms": summary_arms,
+        "seconds": round(seconds, 1),
+    }
+    if "strided" in results:
+        best = _best_by_validation(results["strided"])
+        summary["best_strided"] = {
+            "name": Path(best["config"]["out"]).name,
+            "strides": best["config"]["strides"],
+            "test_accuracy": best["final"]["test_accuracy"],
+            "validation_accuracy": best["final"]["validation_accuracy"],
+            "macs": best["final"]["macs"],
+        }
+    return summary
+
+
+def _headline(summary: dict[str, Any]) -> list[str]:
+    """Each learned-stride arm's mean over initialisations against the best strided config."""
+    best = summary.get("best_strided")
+    if best is None:
+        return []
+    strided = summary["arms"]["strided"]["test_accuracy"]
+    lines = [
+        "",
+        f"Best strided configuration by validation: {_label(best['strides'])}, test "
+        f"{100 * best['test_accuracy']:.2f}%, {best['macs'] / 1e6:.1f} MMACs/image "
+        f"(strided spread over configurations: {100 * (strided['best'] - strided['worst']):.2f} "
+        "points).",
+        "",
+        "| arm | mean test % over inits | minus best strided | spread (best - worst) | "
+        "mean MMACs | MACs / best strided's |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, arm in summary["arms"].items():
+        if arm["config"].get("pooling") != "diffstride":
+            continue
+        acc, macs = arm["test_accuracy"], arm["macs"]
+        gain = acc["mean"] - best["test_accuracy"]
+        lines.append(
+            f"| {name} | {100 * acc['mean']:.2f} | {100 * gain:+.2f} | "
+            f"{100 * (acc['best'] - acc['worst']):.2f} | {macs['mean'] / 1e6:.1f} | "
+            f"{macs['mean'] / best['macs']:.2f}x |"
+        )
+    return lines
+
+
+def _table(summary: dict[str, Any]) -> str:
+    """``table.md``: one row per arm, then the headline comparison."""
+    settings = summary["settings"]
+    lines = [
+        f"Study on {summary['dataset']}: {len(summary['inits'])} stride configurations "
+        f"({', '.join(_label(s) for s in summary['inits'])}), {settings['limit_train']} "
+        f"training images ({settings['validation_fraction']:.0%} held out for validation), "
+        f"epochs {settings['epochs']}, batch {settings['batch_size']}, learning rate "
+        f"{settings['lr']:g} ({summary['lr_schedule']}), {settings['num_test']} "
+        f"test images; {summary['seconds'] / 60:.1f} min.",
+        "",
+        "| arm | runs | test accuracy % (mean +- sd) | worst | best | MMACs/image | s/run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, arm in summary["arms"].items():
+        acc = arm["test_accuracy"]
+        budget = arm["macs_budget"]
+        label = f"{name}: {arm['description']}"
+        if budget is not None:
+            label += f" ({budget:.1f} MMACs)"
+        lines.append(
+            f"| {label} | {len(arm['runs'])} | {100 * acc['mean']:.2f} +- {100 * acc['sd']:.2f}"
+            f" | {100 * acc['worst']:.2f} | {100 * acc['best']:.2f} | "
+            f"{arm['macs']['mean'] / 1e6:.1f} | {arm['seconds']['mean']:.0f} |"
+        )
+    return "\n".join(lines + _headline(summary))
+
+
+def _plot(summary: dict[str, Any], path: Path) -> None:
+    """Test accuracy against MACs per image: every run a point, one colour per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, arm in summary["arms"].items():
+        macs = [r["macs"] / 1e6 for r in arm["runs"]]
+        accuracy = [100 * r["test_accuracy"] for r in arm["runs"]]
+        ax.scatter(macs, accuracy, label=name, alpha=0.8)
+    best = summary.get("best_strided")
+    if best is not None:
+        ax.scatter(
+            [best["macs"] / 1e6],
+            [100 * best["test_accuracy"]],
+            marker="*",
+            s=250,
+            facecolors="none",
+            edgecolors="black",
+            label="best strided (by validation)",
+        )
+    ax.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.set(
+        xlabel="MMACs per image (final strides)",
+        ylabel="test accuracy (%)",
+        title=f"{summary['dataset']}: accuracy vs compute",
+    )
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m diffstride.examples.study", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", default="runs/study", help="the study's folder (resumable)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run of the pipeline (minutes), not results"
+    )
+    parser.add_argument(
+        "--arms",
+        default=None,
+        help=f"comma-separated arm names, in order (default: {','.join(a.name for a in ARMS)})",
+    )
+    parser.add_argument("--inits", type=int, default=None, help="stride configurations to draw")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--framework", choices=sorted(train.TRAINERS), default="torch")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.inits is not None:
+        if args.inits < 1:
+            parser.error(f"--inits must be >= 1; received {args.inits}")
+        settings = replace(settings, inits=args.inits)
+    arms = list(ARMS)
+    if args.arms is not None:
+        by_name = {arm.name: arm for arm in ARMS}
+        unknown = [n for n in args.arms.split(",") if n not in by_name]
+        if unknown:
+            parser.error(f"--arms: unknown {unknown}; choose from {sorted(by_name)}")
+        arms = [by_name[n] for n in args.arms.split(",")]
+    try:
+        run_study(args.out, settings, arms, args.data_dir, args.framework)
+    except (datasets.MissingDataError, StudyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
