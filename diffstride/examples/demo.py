@@ -10,12 +10,13 @@ large strides. The class information lives at frequency 8 of 32x32 images, so th
 leave at least 17 pixels (the first ReLUs turn a grating's energy into a DC term that any
 later downsampling keeps). A stem convolution with stride 3 keeps 11: it aliases the class
 band onto other frequencies, and nothing after it can undo that. DiffStride starts from the
-same poor stride, and its stem stride moves to where the band survives: the regularizer pushes
-it up, the labels hold it back. The demo uses the original's ramp, which reaches ``R`` bins
-beyond the cut-off: that is where the gradient that brings the band back comes from. With
-``ramp="inside"`` the ramp lies below the cut-off and cannot see a band already cut away
-(measured: from the large start the stem stride rose from 3 to 4 and accuracy stayed at 35%). The demo prints each run's table, then one table of the three
-runs (stem stride, stem output size against that limit, accuracy, MACs), and writes one plot.
+same stride with the original's ramp, which reaches ``R`` bins beyond the cut-off: at stride 3
+it keeps 20 pixels, the band survives, and the ramp carries the gradient that moves the stride
+to where the labels and the regularizer balance. With ``ramp="inside"`` the ramp lies below
+the cut-off, keeps 12 pixels and cannot see the band it cut away (measured: from the large
+start its stem stride rose from 3 to 4 and accuracy stayed at 35%). The demo prints each run's
+table, then one table of the three runs (stem stride, stem output size against that limit,
+accuracy, MACs), and writes one plot.
 """
 
 from __future__ import annotations
