@@ -1,6 +1,6 @@
 """What users feel: one ResNet-18 training step per downsampling choice, torch and Keras.
 
-    python benchmarks/network.py [--batch-size 8] [--size 32] [--repeats 5] [--frameworks torch,tf]
+    python benchmarks/network.py [--batch-size 32] [--size 32] [--repeats 5] [--frameworks torch,tf]
 
 Each network is ``diffstride.models.<framework>.resnet18`` at strides ``1,1,2,2,2`` on
 ``size x size x 3`` inputs: strided convolutions (the baseline), fixed spectral pooling,
@@ -160,7 +160,7 @@ def table(networks: dict[str, dict[str, tuple[Step, int]]], samples: dict) -> st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frameworks", default="torch,tf")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
