@@ -506,6 +506,8 @@ def _summarise(
         "inits": [list(s) for s in inits],
         "arms": summary_arms,
         "seconds": round(seconds, 1),
+        # What the runs took, whether they ran in this call or were read back (resumed).
+        "run_seconds": round(sum(r["seconds"] for runs in results.values() for r in runs), 1),
     }
     if "strided" in results:
         best = _best_by_validation(results["strided"])
@@ -558,7 +560,7 @@ def _table(summary: dict[str, Any]) -> str:
         f"training images ({settings['validation_fraction']:.0%} held out for validation), "
         f"epochs {settings['epochs']}, batch {settings['batch_size']}, learning rate "
         f"{settings['lr']:g} ({summary['lr_schedule']}), {settings['num_test']} "
-        f"test images; {summary['seconds'] / 60:.1f} min.",
+        f"test images; the runs took {summary['run_seconds'] / 60:.1f} min in all.",
         "",
         "| arm | runs | test accuracy % (mean +- sd) | worst | best | MMACs/image | s/run |",
         "|---|---|---|---|---|---|---|",
