@@ -12,20 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["budget_penalty_of", "check_macs_budget", "complexity_penalty_of", "weighted_reach_of"]
+from diffstride._validation import check_macs_budget
+
+__all__ = ["budget_penalty_of", "complexity_penalty_of", "weighted_reach_of"]
 
 
 def complexity_penalty_of(strides: Sequence[Any], *, xp: Any) -> Any:
     """``J`` for a list of stride arrays (shape (2,), or (1,) for a shared stride)."""
+    del xp  # the arithmetic is the arrays' own operators
     if len(strides) == 0:
         raise ValueError("complexity_penalty needs at least one DiffStride layer; received none")
-    total = None
-    reach = None
-    for s in strides:
-        area = s[0] * s[0] if s.shape[0] == 1 else s[0] * s[1]
-        reach = 1.0 / area if reach is None else reach / area
-        total = reach if total is None else total + reach
-    return total
+    return weighted_reach_of(strides, [1.0] * len(strides))
 
 
 def weighted_reach_of(strides: Sequence[Any | None], weights: Sequence[float]) -> Any:
@@ -41,20 +38,6 @@ def weighted_reach_of(strides: Sequence[Any | None], weights: Sequence[float]) -
             reach = reach / (s[0] * s[0] if s.shape[0] == 1 else s[0] * s[1])
         total = total + reach * weight
     return total
-
-
-def check_macs_budget(macs_budget: Any) -> float:
-    """A budget of multiply-accumulates per image: a finite number > 0."""
-    import math
-    import numbers
-
-    if isinstance(macs_budget, bool) or not isinstance(macs_budget, numbers.Real):
-        raise TypeError(f"macs_budget must be a real number; received macs_budget={macs_budget!r}")
-    if not (math.isfinite(float(macs_budget)) and float(macs_budget) > 0):
-        raise ValueError(
-            f"macs_budget must be finite and > 0; received macs_budget={macs_budget!r}"
-        )
-    return float(macs_budget)
 
 
 def budget_penalty_of(estimate: Any, macs_budget: float, *, xp: Any) -> Any:

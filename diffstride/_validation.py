@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "check_data_format",
     "check_limits",
+    "check_macs_budget",
     "check_method",
     "check_ramp",
     "check_smoothness_factor",
@@ -91,6 +92,17 @@ def check_smoothness_factor(smoothness_factor: Any) -> float:
             f"smoothness_factor={smoothness_factor!r}"
         )
     return value
+
+
+def check_macs_budget(macs_budget: Any) -> float:
+    """A budget of multiply-accumulates per image: a finite number > 0."""
+    if not _is_real_number(macs_budget):
+        raise TypeError(f"macs_budget must be a real number; received macs_budget={macs_budget!r}")
+    if not (math.isfinite(float(macs_budget)) and float(macs_budget) > 0):
+        raise ValueError(
+            f"macs_budget must be finite and > 0; received macs_budget={macs_budget!r}"
+        )
+    return float(macs_budget)
 
 
 def check_limits(lower: Any, upper: Any) -> tuple[float | None, float | None]:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from diffstride._validation import RAMPS
+from diffstride._validation import RAMPS, check_macs_budget, check_ramp, check_smoothness_factor
 from diffstride.examples import data as datasets
 
 __all__ = ["Config", "main", "parse_args", "run"]
@@ -73,9 +73,6 @@ class Config:
     lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        from diffstride._complexity import check_macs_budget
-        from diffstride._validation import check_ramp, check_smoothness_factor
-
         check_ramp(self.ramp)
         check_smoothness_factor(self.smoothness_factor)
         if self.macs_budget is not None:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from diffstride._validation import check_ramp, check_smoothness_factor
+
 __all__ = [
     "POOLINGS",
     "ResNetSpec",
@@ -85,8 +87,6 @@ class ResNetSpec:
 def check_model_options(pooling: Any, ramp: Any, smoothness_factor: Any, pool_first: Any) -> Any:
     """The pooling (see :func:`check_pooling`) after checking the DiffStride options, so that
     a bad ``ramp`` fails for every pooling, not only where a DiffStride layer is built."""
-    from diffstride._validation import check_ramp, check_smoothness_factor
-
     check_ramp(ramp)
     check_smoothness_factor(smoothness_factor)
     if not isinstance(pool_first, bool):
