@@ -43,4 +43,4 @@ def weighted_reach_of(strides: Sequence[Any | None], weights: Sequence[float]) -
 def budget_penalty_of(estimate: Any, macs_budget: float, *, xp: Any) -> Any:
     """``max(estimate / budget - 1, 0)``: zero under the budget, the relative excess above."""
     excess = estimate / check_macs_budget(macs_budget) - 1.0
-    return xp.where(excess > 0, excess, excess * 0.0)
+    return xp.where(excess > 0, excess, excess - excess)  # +0.0 under the budget

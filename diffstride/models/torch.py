@@ -3,10 +3,10 @@
 >>> import torch
 >>> from diffstride.models.torch import small_resnet
 >>> model = small_resnet(pooling="diffstride", in_channels=1, num_classes=10)
->>> model(torch.randn(2, 1, 28, 28)).shape
+>>> model.eval()(torch.randn(2, 1, 28, 28)).shape
 torch.Size([2, 10])
 >>> [layer.current_strides() for layer in model.diffstride_layers()][:2]
-[(1.0, 1.0), (1.0, 1.0)]
+[(1.0, 1.0), (2.0, 2.0)]
 """
 
 from __future__ import annotations
