@@ -1,9 +1,15 @@
-"""The DiffStride math, written once against the Python Array API standard.
+"""The DiffStride math, written once against the Python Array API standard, for k spatial axes.
 
 Every function here takes the array namespace ``xp`` as a required keyword and uses nothing
 outside the standard (``xp.fft`` included), so the same lines run on numpy, torch, jax,
 array_api_strict and the small TensorFlow namespace of ``diffstride_backends.tensorflow``.
 Framework-specific needs (stop-gradient, concrete values) arrive as arguments, never imports.
+
+One rule covers 1, 2 and 3 spatial axes and leaves every 2-D result of the original unchanged:
+every spatial axis but the last follows the 2-D layer's *height* rule (a full FFT, the
+original's distance layout, threshold ``max(N / S, 2) / 2``, kept rows from a top and a bottom
+block); the last follows its *width* rule (an rfft, threshold ``max(N / S, 2) / 2 + 1``,
+inverse length ``2 * (kept - 1)``).
 
 Numerics follow the authors' Keras layer (google-research/diffstride ``pooling.py``) so that
 results and trained strides carry over:
@@ -16,15 +22,15 @@ results and trained strides carry over:
   gradients by tens of percent on integer thresholds.
 * The spectrum is cropped *before* it is masked: the cropped-away bins carry a mask of exactly
   zero, so the result and every gradient are the same, and the multiply is smaller.
-* The crop is two contiguous slices per spatial axis (never a gather) and is described by a
-  :class:`Window`, which is a function of the output size alone.
+* The crop is two contiguous slices per height axis and one on the last axis (never a
+  gather), described by a :class:`Window`, which is a function of the output size alone.
 * Spatial sizes are ints, except in TensorFlow graph mode after another DiffStride, where they
   are symbolic 0-d integer tensors; every size expression here works for both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +40,7 @@ Array = Any
 Namespace = Any
 #: A spatial size: an int, or a 0-d integer array where it is symbolic (TF graph mode).
 Size = Any
+Sizes = Sequence[Size]
 
 __all__ = [
     "Window",
@@ -45,6 +52,7 @@ __all__ = [
     "masked_crop_vjp",
     "projected_parameter",
     "ramp",
+    "stride_vjp",
     "thresholds",
     "top_row_distances",
     "window_distances",
@@ -54,25 +62,22 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Window:
-    """Which part of a ``(H, W // 2 + 1)`` rfft spectrum is kept, and the inverse's size.
+    """Which part of an rfft spectrum over k spatial axes is kept, and the inverse's size.
 
-    Rows ``[:top]`` and ``[H - bottom:]``, columns ``[:cols]``; the inverse transform has
-    length ``(height, width)``. Sizes are ints, or scalar tensors in TensorFlow graph mode.
+    On each axis but the last, rows ``[:top]`` and ``[N - bottom:]`` (``blocks`` holds one
+    ``(top, bottom)`` pair per such axis); on the last axis, columns ``[:cols]``. The inverse
+    transform has the lengths ``output_size``. Sizes are ints, or scalar tensors in TensorFlow
+    graph mode.
     """
 
-    top: Any
-    bottom: Any
+    blocks: tuple[tuple[Any, Any], ...]
     cols: Any
-    height: Any
-    width: Any
+    output_size: tuple[Any, ...]
 
-    @property
-    def output_size(self) -> tuple[Any, Any]:
-        return (self.height, self.width)
-
-    def is_static(self, sizes: tuple[Size, Size]) -> bool:
+    def is_static(self, sizes: Sizes) -> bool:
         """Whether this window and the input ``sizes`` are ints (not symbolic sizes)."""
-        return all(isinstance(n, int) for n in (*sizes, *vars(self).values()))
+        values = (*sizes, *(n for block in self.blocks for n in block), self.cols)
+        return all(isinstance(n, int) for n in (*values, *self.output_size))
 
 
 def _scalar(value: float, like: Array, *, xp: Namespace) -> Array:
@@ -120,9 +125,52 @@ def _where_clip(v: Array, low: Any, high: Any, *, xp: Namespace) -> Array:
     return xp.where(v < low, low, xp.where(v > high, high, v))
 
 
+def _bounds(
+    lower_limit_stride: float | None, upper_limit_stride: float | None, dtype: Any, *, xp: Any
+) -> tuple[float, float]:
+    low = 1.0 if lower_limit_stride is None else float(lower_limit_stride)
+    high = float(xp.finfo(dtype).max) if upper_limit_stride is None else float(upper_limit_stride)
+    return low, high
+
+
+def _per_axis(strides: Array, rank: int) -> list[Array]:
+    """One 0-d array per spatial axis: a shared stride (length 1) is used on every axis."""
+    return [strides[0] if strides.shape[0] == 1 else strides[i] for i in range(rank)]
+
+
+def _shared_floor(minima: list[Array], *, xp: Namespace) -> Array:
+    """The largest minimum, for a shared stride (ties go to the first axis, as the original)."""
+    floor = minima[0]
+    for minimum in minima[1:]:
+        floor = _where_max(floor, minimum, xp=xp)
+    return floor
+
+
+def _unclipped_strides(
+    strides: Array,
+    sizes: Sizes,
+    *,
+    smoothness_factor: float,
+    stop_gradient: Callable[[Array], Array],
+    inside: bool,
+    xp: Namespace,
+) -> list[Array]:
+    """The strides after the straight-through projection, before the limits' clip."""
+    per_axis = _per_axis(strides, len(sizes))
+    if inside:
+        return per_axis
+    minima = _stride_minima(strides, sizes, smoothness_factor, xp=xp)
+    if strides.shape[0] == 1:
+        minima = [_shared_floor(minima, xp=xp)] * len(sizes)
+    return [
+        stride + stop_gradient(_where_max(stride, floor, xp=xp) - stride)
+        for stride, floor in zip(per_axis, minima, strict=True)
+    ]
+
+
 def effective_strides(
     strides: Array,
-    sizes: tuple[Size, Size],
+    sizes: Sizes,
     *,
     smoothness_factor: float,
     lower_limit_stride: float | None,
@@ -130,35 +178,30 @@ def effective_strides(
     stop_gradient: Callable[[Array], Array],
     inside: bool = False,
     xp: Namespace,
-) -> tuple[Array, Array]:
-    """The strides the layer acts with, one 0-d array per axis.
+) -> tuple[Array, ...]:
+    """The strides the layer acts with, one 0-d array per spatial axis.
 
     Per axis ``S' = max(S, N / (N - R))`` as a straight-through projection (the forward pass
     uses ``S'``, the gradient reaches ``S`` unchanged, exactly as the original's in-place
     ``assign`` does), then a clip to ``[lower or 1, upper or float max]`` that stops the
-    gradient outside the bounds. A shared stride (length 1) is projected against both minima
-    and used on both axes, so its gradient is the sum of both. The ``inside`` ramp fits in the
-    spectrum at any ``S >= 1``, so it skips the projection and only clips.
+    gradient outside the bounds. A shared stride (length 1) is projected against every
+    axis' minimum and used on every axis, so its gradient is the sum over the axes. The
+    ``inside`` ramp fits in the spectrum at any ``S >= 1``, so it skips the projection.
     """
-    dtype = strides.dtype
-    per_axis = [strides[0], strides[0]] if strides.shape[0] == 1 else [strides[0], strides[1]]
-    if not inside:
-        minima = _stride_minima(strides, sizes, smoothness_factor, xp=xp)
-        if strides.shape[0] == 1:
-            floor = _where_max(minima[0], minima[1], xp=xp)
-            minima = [floor, floor]
-        per_axis = [
-            stride + stop_gradient(_where_max(stride, floor, xp=xp) - stride)
-            for stride, floor in zip(per_axis, minima, strict=True)
-        ]
-    low = 1.0 if lower_limit_stride is None else float(lower_limit_stride)
-    high = float(xp.finfo(dtype).max) if upper_limit_stride is None else float(upper_limit_stride)
-    clipped = [_where_clip(stride, low, high, xp=xp) for stride in per_axis]
-    return clipped[0], clipped[1]
+    low, high = _bounds(lower_limit_stride, upper_limit_stride, strides.dtype, xp=xp)
+    unclipped = _unclipped_strides(
+        strides,
+        sizes,
+        smoothness_factor=smoothness_factor,
+        stop_gradient=stop_gradient,
+        inside=inside,
+        xp=xp,
+    )
+    return tuple(_where_clip(stride, low, high, xp=xp) for stride in unclipped)
 
 
 def _stride_minima(
-    strides: Array, sizes: tuple[Size, Size], smoothness_factor: float, *, xp: Namespace
+    strides: Array, sizes: Sizes, smoothness_factor: float, *, xp: Namespace
 ) -> list[Array]:
     """``N / (N - R)`` per axis in the strides' precision, as the original; ``+inf`` at
     ``N == R`` (the original divides by zero there)."""
@@ -174,7 +217,7 @@ def _stride_minima(
 
 def projected_parameter(
     strides: Array,
-    sizes: tuple[Size, Size],
+    sizes: Sizes,
     *,
     smoothness_factor: float,
     bounds: tuple[float, float] | None,
@@ -182,30 +225,30 @@ def projected_parameter(
     xp: Namespace,
 ) -> Array:
     """What a layer stores after a training call: ``max(S, N / (N - R))`` per axis (a shared
-    stride against both minima), as the original's in-place ``assign``; a minimum that is not
-    finite (``N == R``) is skipped rather than stored. With ``bounds``, also clipped to them,
-    as a Keras constraint does after an optimizer step. The ``inside`` ramp has no minimum:
-    only the clip applies. No gradient is meant to flow here."""
+    stride against every axis' minimum), as the original's in-place ``assign``; a minimum
+    that is not finite (``N == R``) is skipped rather than stored. With ``bounds``, also
+    clipped to them, as a Keras constraint does after an optimizer step. The ``inside`` ramp
+    has no minimum: only the clip applies. No gradient is meant to flow here."""
     if inside:
         return strides if bounds is None else _where_clip(strides, *bounds, xp=xp)
     minima = _stride_minima(strides, sizes, smoothness_factor, xp=xp)
     if strides.shape[0] == 1:
-        floors = xp.reshape(_where_max(minima[0], minima[1], xp=xp), (1,))
+        floors = xp.reshape(_shared_floor(minima, xp=xp), (1,))
     else:
         floors = xp.stack(minima)
     projected = xp.where(xp.isfinite(floors) & (floors > strides), floors, strides)
     return projected if bounds is None else _where_clip(projected, *bounds, xp=xp)
 
 
-def thresholds(
-    stride_h: Array, stride_w: Array, sizes: tuple[Size, Size], *, xp: Namespace
-) -> tuple[Array, Array]:
-    """Mask thresholds ``T_h = max(H / S_h, 2) / 2`` and ``T_w = max(W / S_w, 2) / 2 + 1``."""
-    height, width = (_as_float(n, stride_h, xp=xp) for n in sizes)
-    two = _scalar(2.0, stride_h, xp=xp)
-    t_h = _where_max(height / stride_h, two, xp=xp) / 2.0
-    t_w = _where_max(width / stride_w, two, xp=xp) / 2.0 + 1.0
-    return t_h, t_w
+def thresholds(strides: Sequence[Array], sizes: Sizes, *, xp: Namespace) -> tuple[Array, ...]:
+    """Mask thresholds per axis: ``max(N / S, 2) / 2``, plus 1 on the last axis."""
+    two = _scalar(2.0, strides[0], xp=xp)
+    result = [
+        _where_max(_as_float(n, s, xp=xp) / s, two, xp=xp) / 2.0
+        for n, s in zip(sizes, strides, strict=True)
+    ]
+    result[-1] = result[-1] + 1.0
+    return tuple(result)
 
 
 def ramp(
@@ -224,92 +267,137 @@ def ramp(
     divides by zero).
 
     ``inside`` lowers the threshold by ``R``: ``clip((T - d) / R, 0, 1)``. The original's ramp
-    runs *beyond* ``T``, so its crop keeps about ``2R`` more rows and columns than the stride
+    runs *beyond* ``T``, so its crop keeps about ``2R`` more bins per axis than the stride
     implies; the inside ramp ends at the stride's Nyquist edge, so the output is within one
     pixel of ``N / S`` (the size of the strided layer it replaces). ``R = 0`` is the same hard
     crop for both.
     """
     if smoothness_factor == 0:
         return xp.astype(distances <= threshold, threshold.dtype)
-    if inside:
-        value = (1.0 / smoothness_factor) * (threshold - distances)
-    else:
-        value = (1.0 / smoothness_factor) * (smoothness_factor + threshold - distances)
-    return _where_clip(value, 0.0, 1.0, xp=xp)
+    return _where_clip(
+        _ramp_value(threshold, distances, smoothness_factor, inside), 0.0, 1.0, xp=xp
+    )
+
+
+def _ramp_value(threshold: Array, distances: Array, smoothness_factor: float, inside: bool) -> Any:
+    offset = threshold if inside else smoothness_factor + threshold
+    return (1.0 / smoothness_factor) * (offset - distances)
+
+
+def _axis_distances(size: Size, like: Array, *, last: bool, xp: Namespace) -> tuple[Array, ...]:
+    """Every bin's distance on one axis: ``(top block, bottom block from the last row up)``
+    for a height axis, ``(columns,)`` for the last (rfft) axis."""
+    if last:
+        return (_arange(size // 2 + 1, like, xp=xp),)
+    return top_row_distances(size, like, xp=xp), _arange(size // 2, like, xp=xp)
 
 
 def kept_counts(
-    t_h: Array,
-    t_w: Array,
-    sizes: tuple[Size, Size],
+    thresholds: Sequence[Array],
+    sizes: Sizes,
     smoothness_factor: float,
     *,
     inside: bool = False,
     xp: Namespace,
-) -> tuple[Array, Array, Array]:
-    """How many top rows, bottom rows and columns have a mask > 0: ``(top, bottom, cols)``.
+) -> tuple[Array, ...]:
+    """How many bins have a mask > 0: ``(top, bottom)`` per height axis, then the columns.
 
     Decided with the ramp itself, in the thresholds' precision, as the original does. Returns
     0-d integer arrays; the caller makes ints of them where the values are concrete.
     """
-    height, width = sizes
-    blocks = (
-        (t_h, top_row_distances(height, t_h, xp=xp)),
-        (t_h, _arange(height // 2, t_h, xp=xp)),  # bottom block, from the last row up
-        (t_w, _arange(width // 2 + 1, t_w, xp=xp)),
-    )
     counts = []
-    for threshold, distances in blocks:
-        positive = ramp(threshold, distances, smoothness_factor, inside=inside, xp=xp) > 0
-        counts.append(xp.sum(xp.astype(positive, xp.int32)))
-    return counts[0], counts[1], counts[2]
+    for axis, (threshold, size) in enumerate(zip(thresholds, sizes, strict=True)):
+        last = axis == len(sizes) - 1
+        for distances in _axis_distances(size, threshold, last=last, xp=xp):
+            positive = ramp(threshold, distances, smoothness_factor, inside=inside, xp=xp) > 0
+            counts.append(xp.sum(xp.astype(positive, xp.int32)))
+    return tuple(counts)
 
 
 def window_distances(
-    sizes: tuple[Size, Size], window: Window, *, like: Array, xp: Namespace
-) -> tuple[Array, Array]:
-    """Distances of the kept rows (top block, then bottom block) and kept columns, as
-    arrays of ``like``'s dtype and device; the window's sizes may be symbolic (TF graph)."""
-    rows = xp.concat(
-        [
-            top_row_distances(sizes[0], like, xp=xp)[: window.top],
-            bottom_row_distances(window.bottom, like, xp=xp),
-        ],
-        axis=0,
+    sizes: Sizes, window: Window, *, like: Array, xp: Namespace
+) -> tuple[Array, ...]:
+    """Distances of the kept bins per axis (top block, then bottom block; the columns last),
+    as arrays of ``like``'s dtype and device; the window's sizes may be symbolic (TF graph)."""
+    rows = [
+        xp.concat(
+            [
+                top_row_distances(size, like, xp=xp)[:top],
+                bottom_row_distances(bottom, like, xp=xp),
+            ],
+            axis=0,
+        )
+        for size, (top, bottom) in zip(sizes, window.blocks, strict=False)
+    ]
+    return (*rows, _arange(window.cols, like, xp=xp))
+
+
+def window_masks(
+    thresholds: Sequence[Array],
+    window: Window,
+    sizes: Sizes,
+    smoothness_factor: float,
+    *,
+    inside: bool = False,
+    xp: Namespace,
+) -> tuple[Array, ...]:
+    """The ramp on the kept bins of each axis (see :func:`window_distances`)."""
+    distances = window_distances(sizes, window, like=thresholds[0], xp=xp)
+    return tuple(
+        ramp(t, d, smoothness_factor, inside=inside, xp=xp)
+        for t, d in zip(thresholds, distances, strict=True)
     )
-    return rows, _arange(window.cols, like, xp=xp)
 
 
-def crop(
-    spectrum: Array, window: Window, axes: tuple[int, int], height: Size, *, xp: Namespace
-) -> Array:
-    """Rows ``[:top]`` and ``[H - bottom:]``, columns ``[:cols]`` as two slices and a concat."""
+def _key(ndim: int, axis: int, part: slice, extra: dict[int, slice] | None = None) -> tuple:
+    key = [slice(None)] * ndim
+    for other, other_part in (extra or {}).items():
+        key[other] = other_part
+    key[axis] = part
+    return tuple(key)
+
+
+def crop(spectrum: Array, window: Window, axes: Sequence[int], sizes: Sizes, *, xp: Any) -> Array:
+    """Rows ``[:top]`` and ``[N - bottom:]`` per height axis and columns ``[:cols]``: two
+    slices and a concat per height axis (the column slice rides on the first one)."""
     ndim = len(spectrum.shape)
-    row_axis, col_axis = (a % ndim for a in axes)
-
-    def index(rows: slice) -> tuple[slice, ...]:
-        key = [slice(None)] * ndim
-        key[row_axis] = rows
-        key[col_axis] = slice(None, window.cols)
-        return tuple(key)
-
-    upper = spectrum[index(slice(None, window.top))]
-    lower = spectrum[index(slice(height - window.bottom, None))]
-    return xp.concat([upper, lower], axis=row_axis)
+    axes = [a % ndim for a in axes]
+    columns = {axes[-1]: slice(None, window.cols)}
+    if len(axes) == 1:
+        return spectrum[_key(ndim, axes[0], slice(None, window.cols))]
+    for axis, size, (top, bottom) in zip(axes, sizes, window.blocks, strict=False):
+        upper = spectrum[_key(ndim, axis, slice(None, top), columns)]
+        lower = spectrum[_key(ndim, axis, slice(size - bottom, None), columns)]
+        spectrum = xp.concat([upper, lower], axis=axis)
+        columns = {}
+    return spectrum
 
 
 def _complex_dtype(real_dtype: Any, *, xp: Namespace) -> Any:
     return xp.complex64 if real_dtype == xp.float32 else xp.complex128
 
 
+def _outer(masks: Sequence[Array], *, axes: Sequence[int], ndim: int, xp: Namespace) -> Array:
+    """The separable mask shaped to broadcast against the spectrum (channels after the
+    spatial axes or not)."""
+    rank = len(masks)
+    ones = (1,) * (ndim - 1 - (axes[-1] % ndim))
+    product = None
+    for axis, mask in enumerate(masks):
+        shape = [1] * rank
+        shape[axis] = -1
+        factor = xp.reshape(mask, (*shape, *ones))
+        product = factor if product is None else product * factor
+    return product
+
+
 def masked_crop(
     x: Array,
-    mask_h: Array | None,
-    mask_w: Array | None,
+    masks: Sequence[Array] | None,
     window: Window,
     *,
-    sizes: tuple[Size, Size],
-    axes: tuple[int, int],
+    sizes: Sizes,
+    axes: Sequence[int],
     xp: Namespace,
 ) -> tuple[Array, Array]:
     """The DiffStride forward pass given the masks on the kept bins and the crop window.
@@ -318,119 +406,164 @@ def masked_crop(
     (``None``: fixed spectral pooling, no mask), ``irfftn`` to ``window.output_size``.
     Returns the output and the cropped spectrum, which the VJP needs for the masks.
     """
-    spectrum = crop(xp.fft.rfftn(x, axes=axes), window, axes, sizes[0], xp=xp)
+    axes = tuple(axes)
+    spectrum = crop(xp.fft.rfftn(x, axes=axes), window, axes, sizes, xp=xp)
     masked = spectrum
-    if mask_h is not None:
-        mask = _outer(mask_h, mask_w, axes=axes, ndim=len(x.shape), xp=xp)
+    if masks is not None:
+        mask = _outer(masks, axes=axes, ndim=len(x.shape), xp=xp)
         masked = spectrum * xp.astype(mask, _complex_dtype(mask.dtype, xp=xp))
-    return xp.fft.irfftn(masked, s=window.output_size, axes=axes), spectrum
+    return xp.fft.irfftn(masked, s=tuple(window.output_size), axes=axes), spectrum
+
+
+def _product(values: Sequence[int]) -> int:
+    result = 1
+    for value in values:
+        result *= int(value)
+    return result
 
 
 def masked_crop_vjp(
     cotangent: Array,
     spectrum: Array,
-    mask_h: Array | None,
-    mask_w: Array | None,
+    masks: Sequence[Array] | None,
     window: Window,
     *,
-    sizes: tuple[int, int],
-    axes: tuple[int, int],
-    needs: tuple[bool, ...] = (True, True, True),
+    sizes: Sequence[int],
+    axes: Sequence[int],
+    needs: Sequence[bool] | None = None,
     xp: Namespace,
-) -> tuple[Array | None, Array | None, Array | None]:
-    """Hand-written VJP of :func:`masked_crop`: ``(grad_x, grad_mask_h, grad_mask_w)``.
+) -> tuple[Array | None, ...]:
+    """Hand-written VJP of :func:`masked_crop`: ``(grad_x, grad_mask_0, .., grad_mask_last)``.
 
     Autodiff of the forward pass zero-fills a full spectrum for each crop slice, runs the
     ``rfftn`` backward as a complex FFT of the zero-padded full width, and stores every
-    intermediate. This VJP makes one ``rfftn`` of the output's size, one row ``ifft`` on the
-    kept columns and one ``irfft``, with a single zero-padded array:
+    intermediate. This VJP makes one ``rfftn`` of the output's size, one ``ifft`` per height
+    axis (each on the kept bins of the axes not yet restored) and one ``irfft``:
 
-    * the adjoint of ``irfftn`` to ``(h, w)`` is ``rfftn`` scaled per column by
-      ``c / (h w)`` (``c = 1`` on the DC and Nyquist columns, 2 elsewhere);
-    * the mask's gradient is ``Re(conj(spectrum) * that)``, summed over the batch and reduced
-      against the other axis' mask;
-    * the adjoint of the crop pads the rows with zeros (the columns are padded by
-      ``irfftn`` itself), and the adjoint of ``rfftn`` is ``H W irfftn`` with the interior
-      columns halved.
+    * the adjoint of ``irfftn`` to the output size is ``rfftn`` scaled per column by
+      ``c / prod(output_size)`` (``c = 1`` on the DC and Nyquist columns, 2 elsewhere);
+    * a mask's gradient is ``Re(conj(spectrum) * that)``, summed over the batch and reduced
+      against the other axes' masks;
+    * the adjoint of the crop pads each height axis with zeros (the columns are padded by
+      ``irfft`` itself), and the adjoint of ``rfftn`` is ``prod(sizes) irfftn`` with the
+      interior columns halved.
 
-    ``needs`` says which gradients are wanted (``None`` is returned for the others). The
-    sizes must be static (this runs where the backend's own shapes are known).
+    ``needs`` says which of ``(x, *masks)`` want a gradient (``None`` is returned for the
+    others; default: all). The sizes must be static (this runs where the shapes are known).
     """
     ndim = len(cotangent.shape)
-    row_axis, col_axis = (a % ndim for a in axes)
-    height, width = sizes
-    h, w = window.output_size
-    grad_masked = xp.fft.rfftn(cotangent, axes=axes)
-    real = mask_h if mask_h is not None else xp.real(spectrum[(0,) * ndim])
+    axes = [a % ndim for a in axes]
+    rank = len(axes)
+    needs = tuple(needs) if needs is not None else (True,) * (rank + 1)
+    grad_masked = xp.fft.rfftn(cotangent, axes=tuple(axes))
+    real = masks[0] if masks is not None else xp.real(spectrum[(0,) * ndim])
     columns = _arange(window.cols, real, xp=xp)
     one, two, half = (_scalar(v, real, xp=xp) for v in (1.0, 2.0, 0.5))
     dc = columns == 0
-    out_weight = xp.where(dc | (2 * columns == w), one, two) / float(h * w)
-    grad_x = grad_mask_h = grad_mask_w = None
-    if mask_h is not None and (needs[1] or needs[2]):
-        batch_axes = tuple(a for a in range(ndim) if a not in (row_axis, col_axis))
+    out_weight = xp.where(dc | (2 * columns == window.output_size[-1]), one, two) / float(
+        _product(window.output_size)
+    )
+    grads: list[Array | None] = [None] * (rank + 1)
+    if masks is not None and any(needs[1:]):
+        batch_axes = tuple(a for a in range(ndim) if a not in axes)
         # Re(conj(a) b) as two real products: no conjugated copy of the spectrum.
         per_bin = xp.sum(xp.real(spectrum) * xp.real(grad_masked), axis=batch_axes)
         per_bin += xp.sum(xp.imag(spectrum) * xp.imag(grad_masked), axis=batch_axes)
         per_bin *= out_weight
-        grad_mask_h = xp.sum(per_bin * mask_w, axis=1) if needs[1] else None
-        grad_mask_w = xp.sum(per_bin * xp.reshape(mask_h, (-1, 1)), axis=0) if needs[2] else None
+        for axis in range(rank):
+            if needs[axis + 1]:
+                others = [m if i != axis else _scalar(1.0, m, xp=xp) for i, m in enumerate(masks)]
+                weighted = per_bin * _outer(others, axes=list(range(rank)), ndim=rank, xp=xp)
+                reduced = tuple(i for i in range(rank) if i != axis)
+                grads[axis + 1] = xp.sum(weighted, axis=reduced) if reduced else weighted
     if needs[0]:
-        in_weight = xp.where(dc | (2 * columns == width), one, half) * float(height * width)
+        in_weight = xp.where(dc | (2 * columns == sizes[-1]), one, half) * float(_product(sizes))
         col_scale = out_weight * in_weight
-        if mask_h is None:
-            ones = (1,) * (ndim - 1 - col_axis)
+        if masks is None:
+            ones = (1,) * (ndim - 1 - axes[-1])
             scale = xp.reshape(col_scale, (-1, *ones))
         else:
-            scale = _outer(mask_h, mask_w * col_scale, axes=axes, ndim=ndim, xp=xp)
+            scale = _outer([*masks[:-1], masks[-1] * col_scale], axes=axes, ndim=ndim, xp=xp)
         grad_masked *= xp.astype(scale, spectrum.dtype)  # in place where arrays allow it
-        # Two 1-D inverses: the row transform runs on the kept columns only, and irfft pads
-        # the columns itself (a 2-D irfftn of the padded spectrum took 1.6x as long in torch).
-        # Rebinding one name frees each stage as the next is made: torch's peak fell 12%.
-        grad_masked = _uncrop_rows(grad_masked, window, height, row_axis, xp=xp)
-        grad_masked = xp.fft.ifft(grad_masked, axis=row_axis)
-        grad_x = xp.fft.irfft(grad_masked, n=width, axis=col_axis)
-    return grad_x, grad_mask_h, grad_mask_w
+        # 1-D inverses: each height axis' transform runs on the kept bins of the axes after
+        # it, and irfft pads the columns itself. Rebinding one name frees each stage early.
+        for axis, size, block in zip(axes, sizes, window.blocks, strict=False):
+            grad_masked = _uncrop(grad_masked, block, size, axis, xp=xp)
+            grad_masked = xp.fft.ifft(grad_masked, axis=axis)
+        grads[0] = xp.fft.irfft(grad_masked, n=sizes[-1], axis=axes[-1])
+    return tuple(grads)
 
 
-def _uncrop_rows(
-    spectrum: Array, window: Window, height: int, axis: int, *, xp: Namespace
+def _uncrop(
+    spectrum: Array, block: tuple[int, int], size: int, axis: int, *, xp: Namespace
 ) -> Array:
-    """Zero rows between the top and bottom blocks, back to ``height`` rows."""
+    """Zero rows between the top and bottom blocks of ``axis``, back to ``size`` rows."""
+    top, bottom = block
     ndim = len(spectrum.shape)
-
-    def rows(part: slice) -> Array:
-        key = [slice(None)] * ndim
-        key[axis] = part
-        return spectrum[tuple(key)]
-
     shape = list(spectrum.shape)
-    shape[axis] = height - window.top - window.bottom
+    shape[axis] = size - top - bottom
     zeros = xp.zeros(tuple(shape), dtype=spectrum.dtype, device=_device(spectrum))
     return xp.concat(
-        [rows(slice(None, window.top)), zeros, rows(slice(window.top, None))], axis=axis
+        [
+            spectrum[_key(ndim, axis, slice(None, top))],
+            zeros,
+            spectrum[_key(ndim, axis, slice(top, None))],
+        ],
+        axis=axis,
     )
 
 
-def window_masks(
-    t_h: Array,
-    t_w: Array,
+def stride_vjp(
+    grad_masks: Sequence[Array],
+    strides: Array,
+    thresholds: Sequence[Array],
     window: Window,
-    sizes: tuple[Size, Size],
-    smoothness_factor: float,
+    sizes: Sequence[int],
     *,
+    smoothness_factor: float,
+    lower_limit_stride: float | None,
+    upper_limit_stride: float | None,
     inside: bool = False,
     xp: Namespace,
-) -> tuple[Array, Array]:
-    """The ramp on the kept rows (top block, then bottom block) and on the kept columns."""
-    d_rows, d_cols = window_distances(sizes, window, like=t_h, xp=xp)
-    return (
-        ramp(t_h, d_rows, smoothness_factor, inside=inside, xp=xp),
-        ramp(t_w, d_cols, smoothness_factor, inside=inside, xp=xp),
+) -> Array:
+    """The chain rule from the masks' gradients to the strides' (same shape as ``strides``).
+
+    Per axis: the ramp passes ``1 / R`` where its value lies in ``[0, 1]`` (both bounds
+    included, as ``clip_by_value``); the threshold ``max(N / S, 2) / 2`` passes
+    ``-N / (2 S^2)`` where ``N / S >= 2`` (ties to ``N / S``, as ``tf.maximum``); the limits'
+    clip passes where the projected stride lies within them; the straight-through projection
+    passes unchanged. A shared stride sums its axes. ``R = 0`` has no stride gradient.
+    """
+    rank = len(sizes)
+    dtype = grad_masks[0].dtype
+    unclipped = _unclipped_strides(
+        strides,
+        sizes,
+        smoothness_factor=smoothness_factor,
+        stop_gradient=lambda v: v,
+        inside=inside,
+        xp=xp,
     )
-
-
-def _outer(rows: Array, cols: Array, *, axes: tuple[int, int], ndim: int, xp: Namespace) -> Array:
-    """Outer product shaped to broadcast against the spectrum (trailing channel axis or not)."""
-    ones = (1,) * (ndim - 1 - (axes[1] % ndim))
-    return xp.reshape(rows, (-1, 1, *ones)) * xp.reshape(cols, (1, -1, *ones))
+    low, high = _bounds(lower_limit_stride, upper_limit_stride, strides.dtype, xp=xp)
+    distances = window_distances(sizes, window, like=thresholds[0], xp=xp)
+    zero = _scalar(0.0, grad_masks[0], xp=xp)
+    per_axis = []
+    for axis in range(rank):
+        if smoothness_factor == 0:
+            per_axis.append(zero)
+            continue
+        value = _ramp_value(thresholds[axis], distances[axis], smoothness_factor, inside)
+        in_ramp = xp.astype((value >= 0) & (value <= 1), dtype)
+        grad_t = xp.sum(grad_masks[axis] * in_ramp) / smoothness_factor
+        stride = unclipped[axis]
+        within = (stride >= low) & (stride <= high)
+        effective = xp.astype(_where_clip(stride, low, high, xp=xp), dtype)
+        n = _as_float(sizes[axis], effective, xp=xp)
+        slope = xp.where(n / effective >= 2.0, -n / (effective * effective) / 2.0, 0.0 * n)
+        per_axis.append(xp.where(within, grad_t * slope, zero))
+    if strides.shape[0] == 1:
+        total = per_axis[0]
+        for grad in per_axis[1:]:
+            total = total + grad
+        return xp.reshape(total, (1,))
+    return xp.stack(per_axis)

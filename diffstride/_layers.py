@@ -2,24 +2,27 @@
 
 As in einops, each framework's layer is this mixin plus a few lines (a torch ``forward``, a
 Keras ``build``/``call``/``get_config``, a jax ``init``/``apply``): the arguments are checked
-once, here, with the same messages everywhere, and the projection of the stride parameter
-(the original's in-place ``assign`` after each call) is computed here from concrete values.
+once, here, into an :class:`~diffstride._options.Options` the layer holds, with the same
+messages everywhere, and the projection of the stride parameter (the original's in-place
+``assign`` after each call) is computed here from concrete values. A layer class has a fixed
+spatial ``rank`` (torch and Keras name them per rank, as their own layers) or takes it from
+its strides (jax, numpy: the rank-generic layers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from diffstride import _agnostic, _sizes
+from diffstride import _agnostic, _api, _sizes
+from diffstride._backend import Backend
+from diffstride._options import Options
 from diffstride._validation import (
+    channel_axis,
     check_data_format,
-    check_limits,
     check_method,
-    check_ramp,
-    check_smoothness_factor,
     check_spatial_sizes,
     check_stride_values,
     spatial_axes,
@@ -28,169 +31,194 @@ from diffstride._validation import (
 __all__ = ["DiffStrideMixin", "FixedSpectralPoolingMixin", "SpatialPoolingMixin"]
 
 
-def _pair_of_strides(strides: Any) -> tuple[float, float]:
-    values = check_stride_values(strides)
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-
-
 class _LayoutMixin:
+    #: The number of spatial axes (None: taken from the strides given, for generic layers).
+    rank: ClassVar[int | None] = None
     data_format: str
     _channels: int | None = None
 
+    @property
+    def spatial_rank(self) -> int | None:
+        return self.rank
+
     def _check_input_shape(
         self, shape: Sequence[Any], *, allow_unknown: bool = False
-    ) -> tuple[Any, Any]:
-        """Rank 4, spatial sizes >= 2 (static unless ``allow_unknown``), and the channel count
-        of the first call (as a Keras ``InputSpec`` would) for the declared ``data_format``."""
-        sizes = check_spatial_sizes(tuple(shape), self.data_format, allow_unknown=allow_unknown)
-        channels = shape[1] if self.data_format == "channels_first" else shape[3]
-        if channels is not None:
-            if self._channels is None:
-                self._channels = int(channels)
-            elif int(channels) != self._channels:
-                axis = 1 if self.data_format == "channels_first" else 3
-                raise ValueError(
-                    f"{type(self).__name__} was first called with {self._channels} channels on "
-                    f"axis {axis} (data_format={self.data_format!r}); received an input of shape "
-                    f"{tuple(shape)}. Is the data_format right?"
-                )
+    ) -> tuple[Any, ...]:
+        """The rank, spatial sizes >= 2 (static unless ``allow_unknown``) and the channel
+        count of the first call (as a Keras ``InputSpec`` would) for the ``data_format``."""
+        sizes = check_spatial_sizes(
+            tuple(shape), self.data_format, allow_unknown=allow_unknown, rank=self.spatial_rank
+        )
+        self._check_channels(tuple(shape))
         return sizes
 
-    @property
-    def _axes(self) -> tuple[int, int]:
-        return spatial_axes(self.data_format)
+    def _checked_sizes(self, x: Any, backend: Backend) -> tuple[Any, ...]:
+        """:meth:`_check_input_shape` for an array, with its dtype: the call's one check."""
+        sizes = _api.spatial_sizes(x, self.data_format, backend, rank=self.spatial_rank)
+        self._check_channels(tuple(x.shape))
+        return sizes
+
+    def _check_channels(self, shape: tuple[Any, ...]) -> None:
+        axis = channel_axis(self.data_format, len(shape))
+        channels = shape[axis]
+        if channels is None:
+            return
+        if self._channels is None:
+            self._channels = int(channels)
+        elif int(channels) != self._channels:
+            raise ValueError(
+                f"{type(self).__name__} was first called with {self._channels} channels on "
+                f"axis {axis} (data_format={self.data_format!r}); received an input of shape "
+                f"{shape}. Is the data_format right?"
+            )
+
+    def _axes(self, ndim: int) -> tuple[int, ...]:
+        return spatial_axes(self.data_format, ndim)
+
+
+def _initial_strides(strides: Any, rank: int | None, shared: bool) -> tuple[float, ...]:
+    """The strides a layer starts from: one per axis (a single number is used on every axis
+    of a fixed-rank layer), or one shared (``shared_stride``, all values equal)."""
+    values = check_stride_values(strides, rank=rank)
+    if shared:
+        if len(set(values)) != 1:
+            raise ValueError(
+                f"shared_stride=True needs equal initial strides; received strides={strides!r}"
+            )
+        return values[:1]
+    if rank is not None and len(values) == 1:
+        return values * rank
+    return values
 
 
 class DiffStrideMixin(_LayoutMixin):
     """Arguments and stride bookkeeping of ``DiffStride`` (the original's
     ``LearnableSpectralPooling``), with its names and defaults."""
 
-    def _init_diffstride(
-        self,
-        strides: Any = (2.0, 2.0),
-        smoothness_factor: float = 4.0,
-        cropping: bool = True,
-        shared_stride: bool = False,
-        lower_limit_stride: float | None = None,
-        upper_limit_stride: float | None = None,
-        data_format: str = "channels_first",
-        method: str = "auto",
-        ramp: str = "outside",
-    ) -> None:
-        pair = _pair_of_strides(strides)
-        if shared_stride and pair[0] != pair[1]:
-            raise ValueError(
-                "shared_stride=True needs equal initial strides; received "
-                f"strides={tuple(strides) if isinstance(strides, Sequence) else strides!r}"
-            )
-        self.initial_strides = pair
-        self.smoothness_factor = check_smoothness_factor(smoothness_factor)
-        self.cropping = bool(cropping)
+    options: Options
+    #: The layer's name across frameworks and ranks (reports, the models' specs).
+    kind: ClassVar[str] = "DiffStride"
+
+    def _init_diffstride(self, strides: Any, shared_stride: bool, options: dict[str, Any]) -> None:
+        self.options = Options.from_kwargs(options, where=type(self).__name__)
         self.shared_stride = bool(shared_stride)
-        self.lower_limit_stride, self.upper_limit_stride = check_limits(
-            lower_limit_stride, upper_limit_stride
-        )
-        self.data_format = check_data_format(data_format)
-        self.method = check_method(method)
-        self.ramp = check_ramp(ramp)
+        self.initial_strides = _initial_strides(strides, self.rank, self.shared_stride)
+        self.data_format = self.options.data_format
+
+    @property
+    def spatial_rank(self) -> int | None:
+        if self.rank is not None or self.shared_stride:
+            return self.rank
+        return len(self.initial_strides)
 
     @property
     def stride_shape(self) -> tuple[int]:
-        return (1,) if self.shared_stride else (2,)
+        return (len(self.initial_strides),)
 
     @property
     def initial_value(self) -> list[float]:
-        return [self.initial_strides[0]] if self.shared_stride else list(self.initial_strides)
+        return list(self.initial_strides)
 
-    def _functional_kwargs(self) -> dict[str, Any]:
-        return {
-            "smoothness_factor": self.smoothness_factor,
-            "cropping": self.cropping,
-            "data_format": self.data_format,
-            "lower_limit_stride": self.lower_limit_stride,
-            "upper_limit_stride": self.upper_limit_stride,
-            "method": self.method,
-            "ramp": self.ramp,
-        }
+    def _stride_name(self) -> str:
+        return f"{type(self).__name__}.strides"
 
-    def _diffstride_config(self) -> dict[str, Any]:
+    def _config(self) -> dict[str, Any]:
+        """The arguments that rebuild this layer (for ``get_config``)."""
         return {
             "strides": self.initial_strides,
             "shared_stride": self.shared_stride,
-            **self._functional_kwargs(),
+            **self.options.as_dict(),
         }
 
-    def current_strides(self) -> tuple[float, float]:
-        """The stride values now held, as ``(s_h, s_w)`` floats."""
-        values = [float(v) for v in np.asarray(self._stride_values()).reshape(-1)]
-        return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+    def current_strides(self) -> tuple[float, ...]:
+        """The stride values now held, one per spatial axis (one if shared and the rank is
+        not fixed)."""
+        values = tuple(float(v) for v in np.asarray(self._stride_values()).reshape(-1))
+        rank = self.rank
+        return values * rank if rank is not None and len(values) == 1 else values
 
     def _stride_values(self) -> Any:
         raise NotImplementedError
 
-    def output_size(self, input_size: Sequence[int]) -> tuple[int, int]:
-        """``(h, w)`` this layer returns for an ``(H, W)`` input, with the current strides.
+    def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
+        """The spatial sizes this layer returns for ``input_size``, with the current strides.
 
         An optimizer step may leave the stored strides outside the limits (below 1, say) until
         the next call clips them, as the forward pass does: they are clipped here too."""
+        return self._output_size_with(input_size, self.current_strides())
+
+    def _output_size_with(
+        self, input_size: Sequence[int], strides: Sequence[float]
+    ) -> tuple[int, ...]:
         low, high = self.stride_bounds
+        options = self.options
         return _sizes.output_size(
             input_size,
-            tuple(min(max(value, low), high) for value in self.current_strides()),
-            smoothness_factor=self.smoothness_factor,
-            cropping=self.cropping,
-            lower_limit_stride=self.lower_limit_stride,
-            upper_limit_stride=self.upper_limit_stride,
-            ramp=self.ramp,
+            tuple(min(max(value, low), high) for value in strides),
+            smoothness_factor=options.smoothness_factor,
+            cropping=options.cropping,
+            lower_limit_stride=options.lower_limit_stride,
+            upper_limit_stride=options.upper_limit_stride,
+            ramp=options.ramp,
         )
 
     @property
     def stride_bounds(self) -> tuple[float, float]:
         """``(lower_limit_stride or 1, upper_limit_stride or inf)``."""
-        low = 1.0 if self.lower_limit_stride is None else self.lower_limit_stride
-        high = float("inf") if self.upper_limit_stride is None else self.upper_limit_stride
-        return low, high
+        low, high = self.options.limits
+        return (1.0 if low is None else low), (float("inf") if high is None else high)
 
     def _projected(self, strides: Any, sizes: Sequence[Any], *, clip: bool, xp: Any) -> Any:
         """The parameter after a training call (see ``_agnostic.projected_parameter``)."""
         return _agnostic.projected_parameter(
             strides,
             tuple(sizes),
-            smoothness_factor=self.smoothness_factor,
+            smoothness_factor=self.options.smoothness_factor,
             bounds=self.stride_bounds if clip else None,
-            inside=self.ramp == "inside",
+            inside=self.options.inside,
             xp=xp,
         )
 
     def _extra_repr(self) -> str:
         current = ", ".join(f"{v:.4g}" for v in self.current_strides())
-        parts = [f"strides=({current})", f"smoothness_factor={self.smoothness_factor:g}"]
-        if not self.cropping:
-            parts.append("cropping=False")
+        parts = [f"strides=({current})"]
         if self.shared_stride:
             parts.append("shared_stride=True")
-        for name in ("lower_limit_stride", "upper_limit_stride"):
-            if getattr(self, name) is not None:
-                parts.append(f"{name}={getattr(self, name):g}")
-        parts.append(f"data_format={self.data_format!r}")
-        if self.method != "auto":
-            parts.append(f"method={self.method!r}")
-        if self.ramp != "outside":
-            parts.append(f"ramp={self.ramp!r}")
+        options = {"smoothness_factor": self.options.smoothness_factor}
+        options.update(self.options.non_defaults())
+        options["data_format"] = self.data_format
+        parts += [
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in options.items()
+        ]
         return ", ".join(parts)
+
+
+def _option_property(name: str) -> property:
+    return property(lambda self: getattr(self.options, name), doc=f"``options.{name}``")
+
+
+# The options read as the layer's own attributes, as before there was an Options object.
+for _name in ("smoothness_factor", "cropping", "lower_limit_stride", "upper_limit_stride"):
+    setattr(DiffStrideMixin, _name, _option_property(_name))
+for _name in ("method", "ramp"):
+    setattr(DiffStrideMixin, _name, _option_property(_name))
 
 
 class FixedSpectralPoolingMixin(_LayoutMixin):
     """Arguments of ``FixedSpectralPooling``: fixed strides >= 1, no parameter."""
 
-    def _init_spectral(
-        self, strides: Any = (2.0, 2.0), data_format: str = "channels_first", method: str = "auto"
-    ) -> None:
-        self.strides_value = _pair_of_strides(strides)
+    kind: ClassVar[str] = "FixedSpectralPooling"
+
+    def _init_spectral(self, strides: Any, data_format: str, method: str) -> None:
+        self.strides_value = _initial_strides(strides, self.rank, shared=False)
         self.data_format = check_data_format(data_format)
         self.method = check_method(method)
 
-    def output_size(self, input_size: Sequence[int]) -> tuple[int, int]:
+    @property
+    def spatial_rank(self) -> int | None:
+        return self.rank if self.rank is not None else len(self.strides_value)
+
+    def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
         return _sizes.spectral_pooling_output_size(input_size, self.strides_value)
 
     def _extra_repr(self) -> str:
@@ -200,18 +228,19 @@ class FixedSpectralPoolingMixin(_LayoutMixin):
 class SpatialPoolingMixin(_LayoutMixin):
     """Arguments of ``SpatialPooling``: the original's strided average pooling, 'same' padding."""
 
-    def _init_spatial(
-        self, pool_size: Any = (1, 1), strides: Any = (2, 2), data_format: str = "channels_first"
-    ) -> None:
+    rank = 2
+    kind: ClassVar[str] = "SpatialPooling"
+
+    def _init_spatial(self, pool_size: Any, strides: Any, data_format: str) -> None:
         self.pool_size = _int_pair(pool_size, "pool_size")
         self.strides_value = _int_pair(strides, "strides")
         self.data_format = check_data_format(data_format)
 
-    def output_size(self, input_size: Sequence[int]) -> tuple[int, int]:
+    def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
         """'same' padding: ``ceil(N / stride)`` per axis."""
         return tuple(-(-int(n) // s) for n, s in zip(input_size, self.strides_value, strict=False))
 
-    def _same_padding(self, sizes: tuple[int, int]) -> tuple[int, int, int, int]:
+    def _same_padding(self, sizes: Sequence[int]) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) zero padding of TensorFlow's 'same' rule."""
         pads = []
         for n, k, s in zip(sizes, self.pool_size, self.strides_value, strict=False):

@@ -1,12 +1,14 @@
-"""The GEMM formulation of a fixed crop: DiffStride as ``y = A1 x B1 - A2 x B2``.
+"""The GEMM formulation of a fixed crop: DiffStride as one real GEMM per spatial axis.
 
-For a fixed window the layer is a real linear map, separable per spatial axis. Along the
-height it is the complex matrix ``P = IF_kh diag(m_h) F_rows`` (the DFT restricted to the
-kept rows, the mask, the inverse DFT of the cropped length); along the width it is
-``B = F_cols diag(m_w) G`` (the rfft restricted to the kept columns, the mask, and ``G``, the
-inverse real DFT written as ``Re(z G)`` with weights 1 on the DC and Nyquist bins and 2
-elsewhere). As ``x`` is real, ``y = Re(P x B) = Re(P) x Re(B) - Im(P) x Im(B)``, computed as
-two real GEMMs (see :func:`apply_separable`), with no complex numbers in the backward pass.
+For a fixed window the layer is a real linear map, separable per spatial axis. Along a height
+axis it is the complex matrix ``P = IF diag(m) F_rows`` (the DFT restricted to the kept rows,
+the mask, the inverse DFT of the cropped length); along the last axis it is
+``Q = G^T diag(m) F_cols^T`` (the rfft restricted to the kept columns, the mask, and ``G``,
+the inverse real DFT written as ``Re(z G)`` with weights 1 on the DC and Nyquist bins and 2
+elsewhere). As ``x`` is real, ``y = Re(P_0 .. P_{k-2} Q x)`` (each factor acting on its own
+axis): the first product makes real and imaginary parts, each further one is the real block
+matrix ``[[Re P, -Im P], [Im P, Re P]]``, and the last keeps its real rows only. No complex
+numbers, no FFTs, and no complex arithmetic in the backward pass.
 
 The DFT factors depend only on the sizes and the window, so they are built once in float64
 numpy (cached) and cast per call; where the window is only known at run time (TensorFlow graph
@@ -17,6 +19,8 @@ gradient flows through the mask exactly as in the FFT path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -28,8 +32,10 @@ from diffstride._agnostic import Window
 
 __all__ = ["apply_separable"]
 
+Pair = tuple[Any, Any]  # real and imaginary parts
 
-def _dft(rows: Any, cols: Any, length: Any, sign: float, dtype: Any, xp: Any) -> tuple[Any, Any]:
+
+def _dft(rows: Any, cols: Any, length: Any, sign: float, dtype: Any, xp: Any) -> Pair:
     """Real and imaginary parts of ``exp(sign 2 pi i r c / length)`` for integer index arrays,
     in ``dtype``. The product is reduced modulo ``length`` in integers first, so the
     angles stay small and exact in float32 whatever the sizes."""
@@ -39,73 +45,51 @@ def _dft(rows: Any, cols: Any, length: Any, sign: float, dtype: Any, xp: Any) ->
     return xp.cos(theta), sign * xp.sin(theta)
 
 
-def _dft_factors(
-    sizes: tuple[Any, Any], window: Window, dtype: Any, xp: Any
-) -> tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]]:
-    """``U, V, E, G`` as real/imaginary pairs of ``dtype``: ``P = U diag(m_h) V`` with
-    ``V`` (kh, H) the DFT at the kept rows and ``U`` (h_out, kh) the inverse DFT of length
-    ``h_out``; ``B = E diag(m_w) G`` with ``E`` (W, kw) the rfft at the kept columns and ``G``
-    (kw, w_out) the inverse real DFT as ``Re(z G)``. Written once: in float64 numpy for static
-    sizes (cached), in the framework's graph where the window is only known at run time."""
-    height, width = sizes
+def _index(stop: Any, xp: Any) -> Any:
+    return xp.arange(stop, dtype=xp.int32)
 
-    def index(stop: Any) -> Any:
-        return xp.arange(stop, dtype=xp.int32)
 
-    kept = window.top + window.bottom
-    rows = xp.concat([index(window.top), index(window.bottom) + (height - window.bottom)], axis=0)
-    v = _dft(rows, index(height), height, -1.0, dtype, xp)
-    u_re, u_im = _dft(index(window.height), index(kept), kept, 1.0, dtype, xp)
+def _height_factors(size: Any, block: tuple[Any, Any], dtype: Any, xp: Any) -> tuple[Pair, Pair]:
+    """``(U, V)`` with ``P = U diag(m) V``: ``V`` (kept, N) the DFT at the kept rows, ``U``
+    (kept, kept) the inverse DFT of the cropped length."""
+    top, bottom = block
+    kept = top + bottom
+    rows = xp.concat([_index(top, xp), _index(bottom, xp) + (size - bottom)], axis=0)
+    v = _dft(rows, _index(size, xp), size, -1.0, dtype, xp)
+    u_re, u_im = _dft(_index(kept, xp), _index(kept, xp), kept, 1.0, dtype, xp)
     scale = xp.astype(xp.asarray(kept), dtype)
-    e = _dft(index(width), index(window.cols), width, -1.0, dtype, xp)
-    cols = index(window.cols)
-    edge = (cols == 0) | (2 * cols == window.width)
+    return (u_re / scale, u_im / scale), v
+
+
+def _last_factors(size: Any, cols: Any, length: Any, dtype: Any, xp: Any) -> tuple[Pair, Pair]:
+    """``(G^T, F^T)`` with ``Q = G^T diag(m) F^T``: ``F^T`` (cols, W) the rfft at the kept
+    columns, ``G^T`` (w, cols) the inverse real DFT of length ``w`` as ``Re(G^T z)``."""
+    columns = _index(cols, xp)
+    f = _dft(columns, _index(size, xp), size, -1.0, dtype, xp)
+    edge = (columns == 0) | (2 * columns == length)
     one, two = xp.asarray(1.0, dtype=dtype), xp.asarray(2.0, dtype=dtype)
-    weight = xp.reshape(xp.where(edge, one, two), (-1, 1)) / xp.astype(
-        xp.asarray(window.width), dtype
-    )
-    g_re, g_im = _dft(cols, index(window.width), window.width, 1.0, dtype, xp)
-    return (u_re / scale, u_im / scale), v, e, (g_re * weight, g_im * weight)
+    weight = xp.reshape(xp.where(edge, one, two), (1, -1)) / xp.astype(xp.asarray(length), dtype)
+    g_re, g_im = _dft(_index(length, xp), columns, length, 1.0, dtype, xp)
+    return (g_re * weight, g_im * weight), f
 
 
-def _factors(
-    sizes: tuple[Any, Any], window: Window, like: Any, xp: Any
-) -> tuple[tuple[Any, Any], tuple[Any, Any], tuple[Any, Any], tuple[Any, Any]]:
-    """``U, V, E, G`` as real/imaginary pairs of ``like``'s dtype and device: from the
-    float64 cache for static sizes, else built in the graph."""
-    if not window.is_static(sizes):
-        return _dft_factors(sizes, window, like.dtype, xp)
-    u, v, e, g = (
-        (_constant(re, like, xp), _constant(im, like, xp))
-        for re, im in _cached_factors(tuple(sizes), window)
-    )
-    return u, v, e, g
+def _factors(sizes: Sequence[Any], window: Window, dtype: Any, xp: Any) -> list[tuple[Pair, Pair]]:
+    """``(left, right)`` per spatial axis, the axis' map being ``left diag(m) right``."""
+    heights = [
+        _height_factors(size, block, dtype, xp)
+        for size, block in zip(sizes, window.blocks, strict=False)
+    ]
+    last = _last_factors(sizes[-1], window.cols, window.output_size[-1], dtype, xp)
+    return [*heights, last]
 
 
 @lru_cache(maxsize=256)
-def _cached_factors(
-    sizes: tuple[int, int], window: Window
-) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """:func:`_dft_factors` in float64 numpy, built once per sizes and window."""
-    return _dft_factors(sizes, window, np.float64, np_xp)
+def _cached_factors(sizes: tuple[int, ...], window: Window) -> list[tuple[Pair, Pair]]:
+    """:func:`_factors` in float64 numpy, built once per sizes and window."""
+    return _factors(sizes, window, np.float64, np_xp)
 
 
-@lru_cache(maxsize=256)
-def _fixed_factors(
-    sizes: tuple[int, int], window: Window
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``P = U V`` and ``B = E G`` without a mask, as real/imaginary numpy pairs."""
-    u, v, e, g = _cached_factors(sizes, window)
-    return _masked_product(u, None, v, np_xp), _masked_product(e, None, g, np_xp)
-
-
-def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:
-    return xp.asarray(array, dtype=like.dtype, device=_device(like))
-
-
-def _masked_product(
-    left: tuple[Any, Any], mask: Any, right: tuple[Any, Any], xp: Any
-) -> tuple[Any, Any]:
+def _masked_product(left: Pair, mask: Any, right: Pair, xp: Any) -> Pair:
     """Real and imaginary parts of ``left diag(mask) right`` (``mask`` may carry gradient;
     ``None`` means all ones)."""
     (l_re, l_im), (r_re, r_im) = left, right
@@ -115,96 +99,189 @@ def _masked_product(
     return mm(l_re, r_re) - mm(l_im, r_im), mm(l_re, r_im) + mm(l_im, r_re)
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One GEMM: which axis' map, whether its input and output carry imaginary parts, how
+    the (real, imaginary) pair is laid out on each side (``interleaved``: ``(n, 2)``, else
+    ``(2, n)``), and whether the matrix multiplies from the right."""
+
+    axis: int
+    complex_in: bool
+    complex_out: bool
+    interleaved_in: bool = False
+    interleaved_out: bool = False
+    from_right: bool = False
+
+
+def _steps(rank: int, channels_first: bool, broadcast: bool) -> tuple[_Step, ...]:
+    """The order of the GEMMs. The last axis goes first from the right (its rows lie
+    contiguous), then the height axes from the last to the first; TensorFlow's channels_last
+    layout goes the other way, the height axes first, so that no activation is transposed."""
+    if broadcast and not channels_first:
+        heights = tuple(
+            _Step(axis, complex_in=axis > 0, complex_out=True, interleaved_out=True)
+            for axis in range(rank - 1)
+        )
+        return (*heights, _Step(rank - 1, complex_in=rank > 1, complex_out=False))
+    first = _Step(rank - 1, complex_in=False, complex_out=rank > 1, from_right=True)
+    heights = tuple(
+        _Step(axis, complex_in=True, complex_out=axis > 0, interleaved_in=broadcast)
+        for axis in reversed(range(rank - 1))
+    )
+    return (first, *heights)
+
+
+def _matrix(q: Pair, step: _Step, n_out: Any, n_in: Any, xp: Any) -> Any:
+    """The real matrix of one step: blocks ``[[Re, -Im], [Im, Re]]`` of the axis' complex map
+    ``q`` (out, in), cut to the parts the step carries and laid out as it needs."""
+    re, im = q
+    rows = [[re, -im], [im, re]] if step.complex_out else [[re, -im]]
+    if not step.complex_in:
+        rows = [row[:1] for row in rows]
+    m = xp.stack([xp.stack(row, axis=1) for row in rows], axis=0)  # (pairs_out, out, pairs_in, in)
+    pairs_out, pairs_in = len(rows), len(rows[0])
+    order = (1, 0) if step.interleaved_out else (0, 1)
+    order += (3, 2) if step.interleaved_in else (2, 3)
+    m = xp.reshape(xp.permute_dims(m, order), (pairs_out * n_out, pairs_in * n_in))
+    return xp.matrix_transpose(m) if step.from_right else m
+
+
+@lru_cache(maxsize=256)
+def _fixed_matrices(
+    sizes: tuple[int, ...], window: Window, steps: tuple[_Step, ...]
+) -> tuple[np.ndarray, ...]:
+    """Fixed pooling: the steps' matrices without a mask, once, in float64 numpy."""
+    factors = _cached_factors(sizes, window)
+    maps = [_masked_product(left, None, right, np_xp) for left, right in factors]
+    return tuple(
+        _matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], np_xp) for s in steps
+    )
+
+
 def apply_separable(
     x: Any,
     window: Window,
-    mask_h: Any,
-    mask_w: Any,
+    masks: Sequence[Any] | None,
     *,
-    sizes: tuple[int, int],
-    axes: tuple[int, int],
+    sizes: Sequence[Any],
+    axes: Sequence[int],
     broadcast: bool = False,
     xp: Any,
 ) -> Any:
-    """``y = Re(P x B)`` over the spatial ``axes`` (NCHW: (2, 3); NHWC: (1, 2)) as two GEMMs.
+    """``y = Re(P_0 .. Q x)`` over the spatial ``axes``, one real GEMM per axis.
 
     Two layouts of the same products, because frameworks differ in what a GEMM costs:
 
     * ``broadcast=True`` (TensorFlow): a small matrix times a stack of matrices, with the
       real and imaginary parts interleaved into the contracted dimension, so that no
-      activation is ever transposed. TensorFlow's batched matmul reads such operands as they
-      lie; under tf.function NHWC this took DiffStride from 7.9x to 5.1x the average pool.
+      activation is ever transposed: TensorFlow's batched matmul reads such operands as they
+      lie.
     * ``broadcast=False`` (torch, jax, default): each product is one plain 2-D GEMM over the
-      whole batch, at the price of permuting the intermediate (and NHWC input). torch folds a
-      matrix-times-stack product through transposed copies of the stack, which cost more.
+      whole batch, at the price of permuting the intermediate (and a channels_last input):
+      torch folds a matrix-times-stack product through transposed copies of the stack.
     """
-    if mask_h is None:  # fixed pooling: the whole factors, multiplied once in float64
-        a, b = _fixed_factors(tuple(sizes), window)
-        a_re, a_im, b_re, b_im = (_constant(part, x, xp) for part in (*a, *b))
+    ndim = len(x.shape)
+    axes = [a % ndim for a in axes]
+    channels_first = axes[-1] == ndim - 1
+    steps = _steps(len(axes), channels_first, broadcast)
+    if masks is None:
+        matrices = [_constant(m, x, xp) for m in _fixed_matrices(tuple(sizes), window, steps)]
     else:
-        u, v, e, g = _factors(sizes, window, x, xp)
-        a_re, a_im = _masked_product(u, mask_h, v, xp)  # (h, H)
-        b_re, b_im = _masked_product(e, mask_w, g, xp)  # (W, w)
-    channels_first = axes[1] % len(x.shape) == len(x.shape) - 1
+        if window.is_static(sizes):
+            factors = [
+                tuple((_constant(re, x, xp), _constant(im, x, xp)) for re, im in pair)
+                for pair in _cached_factors(tuple(sizes), window)
+            ]
+        else:
+            factors = _factors(sizes, window, x.dtype, xp)
+        maps = [
+            _masked_product(left, mask, right, xp)
+            for (left, right), mask in zip(factors, masks, strict=True)
+        ]
+        matrices = [
+            _matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], xp) for s in steps
+        ]
     apply = _broadcast_gemms if broadcast else _permuted_gemms
-    return apply(x, (a_re, a_im), (b_re, b_im), sizes, window.output_size, channels_first, xp)
+    return apply(x, matrices, steps, axes, sizes, tuple(window.output_size), xp)
+
+
+def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:
+    return xp.asarray(array, dtype=like.dtype, device=_device(like))
 
 
 def _broadcast_gemms(
     x: Any,
-    a: tuple[Any, Any],
-    b: tuple[Any, Any],
-    sizes: tuple[int, int],
-    output_size: tuple[int, int],
-    channels_first: bool,
+    matrices: list[Any],
+    steps: tuple[_Step, ...],
+    axes: list[int],
+    sizes: Sequence[Any],
+    output_size: tuple[Any, ...],
     xp: Any,
 ) -> Any:
-    """NCHW: ``T = x [Re B | Im B]`` lies as ``(N C, H, 2, w)``; ``y[n, c] = A' T[n, c]`` with
-    the columns of ``Re P`` and ``-Im P`` interleaved. NHWC: ``U[n] = A'' x[n]`` with the rows
-    of ``Re P`` and ``Im P`` interleaved lies as ``(N h, 2, W, C)``; ``y[n, i] = [Re B^T |
-    -Im B^T] U[n, i]``."""
-    (a_re, a_im), (b_re, b_im) = a, b
-    (height, width), (h_out, w_out) = sizes, output_size
-    if channels_first:
-        c = x.shape[1]
-        a_interleaved = xp.reshape(xp.stack([a_re, -a_im], axis=2), (h_out, 2 * height))
-        t = xp.matmul(xp.reshape(x, (-1, width)), xp.concat([b_re, b_im], axis=1))
-        y = xp.matmul(a_interleaved, xp.reshape(t, (-1, 2 * height, w_out)))
-        return xp.reshape(y, (-1, c, h_out, w_out))
-    c = x.shape[3]
-    a_interleaved = xp.reshape(xp.stack([a_re, a_im], axis=1), (2 * h_out, height))
-    b_cat = xp.concat([xp.matrix_transpose(b_re), -xp.matrix_transpose(b_im)], axis=1)
-    u_rows = xp.matmul(a_interleaved, xp.reshape(x, (-1, height, width * c)))
-    y = xp.matmul(b_cat, xp.reshape(u_rows, (-1, 2 * width, c)))
-    return xp.reshape(y, (-1, h_out, w_out, c))
+    """Every GEMM reads its operand as it lies: channels_first, ``x`` rows times the last
+    axis' matrix, then each height axis contracted with the interleaved pair beside it;
+    channels_last, each height axis (with the pair before it) and then the last axis. A
+    step is a matrix times the stack of ``(axis, everything after it)`` slices; sizes may be
+    symbolic (TensorFlow graph mode), the batch is left to ``-1``."""
+    shape: list[Any] = [-1, *x.shape[1:]]
+    for axis, size in zip(axes, sizes, strict=True):
+        shape[axis] = size
+    t = x
+    for step, matrix in zip(steps, matrices, strict=True):
+        axis = axes[step.axis]
+        if step.from_right:
+            t = xp.matmul(xp.reshape(t, (-1, shape[axis])), matrix)
+        else:
+            inner = 1
+            for size in shape[axis + 1 :]:
+                inner = inner * size
+            pairs = 2 if step.complex_in else 1
+            t = xp.matmul(matrix, xp.reshape(t, (-1, pairs * shape[axis], inner)))
+        shape[axis] = output_size[step.axis]
+    return xp.reshape(t, tuple(shape))
 
 
 def _permuted_gemms(
     x: Any,
-    a: tuple[Any, Any],
-    b: tuple[Any, Any],
-    sizes: tuple[int, int],
-    output_size: tuple[int, int],
-    channels_first: bool,
+    matrices: list[Any],
+    steps: tuple[_Step, ...],
+    axes: list[int],
+    sizes: Sequence[Any],
+    output_size: tuple[Any, ...],
     xp: Any,
 ) -> Any:
-    """``T = x [Re B | Im B]`` over the rows ``(N, C, H)`` (NHWC: ``(N, H, C)``), permuted to
-    ``(2, H, N, C, w)``, then ``Y = [Re P | -Im P] T`` as one GEMM, permuted back."""
-    (a_re, a_im), (b_re, b_im) = a, b
-    (height, width), (h_out, w_out) = sizes, output_size
-    a_cat = xp.concat([a_re, -a_im], axis=1)  # (h, 2H)
-    b_cat = xp.concat([b_re, b_im], axis=1)  # (W, 2w)
-    if channels_first:  # (N, C, H, W): rows of x are (N, C, H)
-        n, c = x.shape[0], x.shape[1]
-        rows = x
-    else:  # (N, H, W, C) -> (N, H, C, W): rows (N, H, C)
-        n, c = x.shape[0], x.shape[3]
-        rows = xp.permute_dims(x, (0, 1, 3, 2))
-    t = xp.matmul(xp.reshape(rows, (-1, width)), b_cat)  # (rows, 2w)
-    if channels_first:  # (N, C, H, 2, w) -> (2, H, N, C, w)
-        t = xp.permute_dims(xp.reshape(t, (n, c, height, 2, w_out)), (3, 2, 0, 1, 4))
-    else:  # (N, H, C, 2, w) -> (2, H, N, C, w)
-        t = xp.permute_dims(xp.reshape(t, (n, height, c, 2, w_out)), (3, 1, 0, 2, 4))
-    y = xp.matmul(a_cat, xp.reshape(t, (2 * height, -1)))  # (h, N C w)
-    y = xp.reshape(y, (h_out, n, c, w_out))
-    return xp.permute_dims(y, (1, 2, 0, 3) if channels_first else (1, 0, 3, 2))
+    """Each GEMM is a plain 2-D one: the last axis from the right over all rows (a
+    channels_last input is first permuted so that it lies innermost), then per height axis
+    the intermediate is permuted to ``(pair, axis, rest)`` and multiplied from the left."""
+    ndim = len(x.shape)
+    last = axes[-1]
+    labels: list[Any] = [a for a in range(ndim) if a != last] + [last]
+    t = x if last == ndim - 1 else xp.permute_dims(x, tuple(labels))
+    current: dict[Any, Any] = {a: x.shape[a] for a in range(ndim)}
+    current.update(zip(axes, sizes, strict=True))
+    for step, matrix in zip(steps, matrices, strict=True):
+        axis = axes[step.axis]
+        if step.from_right:
+            t = xp.matmul(xp.reshape(t, (-1, current[axis])), matrix)
+            current[axis] = output_size[step.axis]
+            if step.complex_out:
+                labels = [*labels[:-1], "pair", axis]
+                current["pair"] = 2
+            t = xp.reshape(t, tuple(current[a] for a in labels))
+            continue
+        front = ["pair", axis] if step.complex_in else [axis]
+        rest = [a for a in labels if a not in front]
+        order = [labels.index(a) for a in (*front, *rest)]
+        t = xp.permute_dims(t, tuple(order))
+        t = xp.matmul(matrix, xp.reshape(t, (-1, _size_product(current, rest))))
+        current[axis] = output_size[step.axis]
+        labels = (["pair", axis] if step.complex_out else [axis]) + rest
+        t = xp.reshape(t, tuple(current[a] for a in labels))
+    return xp.permute_dims(t, tuple(labels.index(a) for a in range(ndim)))
+
+
+def _size_product(sizes: dict[Any, Any], labels: list[Any]) -> Any:
+    product = 1
+    for label in labels:
+        product = product * sizes[label]
+    return product

@@ -1,7 +1,7 @@
 """Backend registry: adapters found through the ``diffstride.backends`` entry-point group.
 
-An adapter is a small object (see :class:`Backend`) that tells the core how to reach a
-framework: its Array API namespace, its stop-gradient, and how to read concrete values. The
+An adapter is a small subclass of :class:`diffstride.Backend` that tells the core how to reach
+a framework: its Array API namespace, its stop-gradient, and how to read concrete values. The
 built-in adapters are registered as entry points like any third party's, and also listed here
 so that an uninstalled checkout (``PYTHONPATH=.``) finds them. Adapters must not import their
 framework at import time: recognising an array goes through ``sys.modules`` (as
@@ -15,7 +15,9 @@ import importlib
 import importlib.metadata
 import importlib.util
 import warnings
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+from diffstride._backend import Backend, missing_members
 
 __all__ = ["Backend", "available_backends", "backend_for", "get_backend", "registered_backends"]
 
@@ -31,53 +33,6 @@ _BUILTIN = {
 
 _loaded: dict[str, Backend] = {}
 _broken: set[str] = set()
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """What an adapter provides. See ``backends/diffstride_backends/`` for five examples."""
-
-    #: Registry name, e.g. ``"torch"``.
-    name: str
-    #: Top-level module of the framework, e.g. ``"torch"``; checked with ``find_spec``.
-    module: str
-    #: Whether gradients flow (array_api_strict: no). The conformance suite reads this.
-    differentiable: bool
-    #: Whether a symbolic crop size can slice arrays (TensorFlow graph mode: yes). Such a
-    #: backend also provides ``size(x, axis)``: the run-time size as a 0-d integer array.
-    dynamic_shapes: bool
-
-    def owns(self, x: Any) -> bool:
-        """Is ``x`` an array of this framework? Must not import the framework."""
-        ...
-
-    def namespace(self) -> Any:
-        """The Array API namespace (with ``fft``) the core runs on."""
-        ...
-
-    def stop_gradient(self, x: Any) -> Any:
-        """``x`` with no gradient flowing back through it."""
-        ...
-
-    def concrete(self, x: Any) -> Any:
-        """``x`` as a numpy array, or ``None`` when it is symbolic (jit, graph mode)."""
-        ...
-
-    # Optional, not part of the runtime check: ``custom_vjp(forward, backward)`` returns a
-    # differentiable ``f(*primals)`` equal to ``forward(*primals)[0]`` (``forward`` returns
-    # ``(out, residual)``), whose gradient is ``backward(residual, primals, cotangent, needs)``
-    # (``needs``: which primals want a gradient; the others may get ``None``). The FFT path
-    # registers the core's hand-written VJP through it (``_agnostic.masked_crop_vjp``).
-    # ``broadcast_matmul = True`` says a matrix times a stack of matrices costs no copy of
-    # the stack; the GEMM path then lays its products out without transposes.
-    # ``auto_matmul_max_sizes = (d, f)``: up to which spatial size ``method="auto"`` takes
-    # the GEMMs for DiffStride and for fixed pooling (default ``_api.AUTO_MATMUL_MAX_SIZES``).
-    # ``tracing()`` is true while the framework records a graph in which reading a value
-    # would split it (``torch.compile``). With a static ``output_size`` the stride values are
-    # then not read, so not checked, as under ``jax.jit``. A crop that follows them reads
-    # them; the check and the window decision then run in one call of ``untraced(fn)``
-    # (``fn`` run outside the tracer, built once per ``fn``), so that the graph splits there
-    # and not at every numpy step. Without ``untraced``, ``fn`` is traced as it is.
 
 
 def _target(name: str) -> str | None:
@@ -108,9 +63,15 @@ def _load(name: str) -> Backend:
     adapter = factory() if isinstance(factory, type) else factory
     if not isinstance(adapter, Backend):
         raise TypeError(
-            f"the entry point {name!r} = {target!r} does not provide the diffstride Backend "
-            "protocol (name, module, differentiable, dynamic_shapes, owns, namespace, "
-            "stop_gradient, concrete)"
+            f"the entry point {name!r} = {target!r} must be a subclass (or an instance of one) "
+            f"of diffstride.Backend; received {type(adapter).__module__}."
+            f"{type(adapter).__qualname__}"
+        )
+    missing = missing_members(adapter)
+    if missing:
+        raise TypeError(
+            f"the diffstride backend {name!r} = {target!r} does not define the required "
+            f"member{'s' if len(missing) > 1 else ''} {', '.join(missing)} (see diffstride.Backend)"
         )
     return adapter
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "channel_axis",
     "check_data_format",
     "check_limits",
     "check_macs_budget",
@@ -27,6 +28,8 @@ DATA_FORMATS = ("channels_first", "channels_last")
 METHODS = ("auto", "fft", "matmul")
 #: Where the mask's ramp lies: beyond the stride's threshold (the original) or below it.
 RAMPS = ("outside", "inside")
+#: The numbers of spatial axes a layer acts on.
+RANKS = (1, 2, 3)
 
 
 def check_method(method: Any) -> str:
@@ -51,28 +54,41 @@ def check_data_format(data_format: Any) -> str:
     return data_format
 
 
-def spatial_axes(data_format: str) -> tuple[int, int]:
-    """The (height, width) axes of a rank-4 input: NCHW -> (2, 3), NHWC -> (1, 2)."""
-    return (2, 3) if check_data_format(data_format) == "channels_first" else (1, 2)
+def spatial_axes(data_format: str, ndim: int = 4) -> tuple[int, ...]:
+    """The spatial axes of an ``ndim`` input: ``(N, C, *spatial)`` or ``(N, *spatial, C)``."""
+    first = 2 if check_data_format(data_format) == "channels_first" else 1
+    return tuple(range(first, first + ndim - 2))
+
+
+def channel_axis(data_format: str, ndim: int) -> int:
+    return 1 if data_format == "channels_first" else ndim - 1
 
 
 def _is_real_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def check_stride_values(strides: Any, *, name: str = "strides") -> tuple[float, ...]:
-    """Concrete strides: one number (shared) or two, each finite and >= 1."""
+def check_stride_values(
+    strides: Any, *, rank: int | None = None, name: str = "strides"
+) -> tuple[float, ...]:
+    """Concrete strides: one number (shared) or one per spatial axis (``rank`` of them; 1 to
+    3 when the rank is not known yet), each finite and >= 1."""
     if _is_real_number(strides):
         values: Sequence[Any] = (strides,)
     elif isinstance(strides, Sequence) and not isinstance(strides, str):
         values = strides
     else:
         raise TypeError(
-            f"{name} must be a number or a sequence of 1 or 2 numbers; received "
+            f"{name} must be a number or a sequence of numbers; received "
             f"{name}={strides!r} of type {type(strides).__name__}"
         )
-    if len(values) not in (1, 2) or not all(_is_real_number(v) for v in values):
-        raise ValueError(f"{name} must hold 1 or 2 real numbers; received {name}={strides!r}")
+    lengths = (1, rank) if rank is not None else (1, *RANKS)
+    if len(values) not in lengths or not all(_is_real_number(v) for v in values):
+        expected = {None: "1, 2 or 3", 1: "1"}.get(rank, f"1 (shared) or {rank}")
+        raise ValueError(
+            f"{name} must hold {expected} real numbers, one per spatial axis; received "
+            f"{name}={strides!r}"
+        )
     floats = tuple(float(v) for v in values)
     if not all(math.isfinite(v) and v >= 1 for v in floats):
         raise ValueError(f"{name} must be finite and >= 1 per axis; received {name}={strides!r}")
@@ -126,36 +142,36 @@ def check_limits(lower: Any, upper: Any) -> tuple[float | None, float | None]:
     return low, high
 
 
+def _layout(data_format: str, rank: int) -> str:
+    spatial = ("W",) if rank == 1 else ("H", "W") if rank == 2 else ("D", "H", "W")
+    inner = ("C", *spatial) if data_format == "channels_first" else (*spatial, "C")
+    return "(" + ", ".join(("N", *inner)) + ")"
+
+
 def check_spatial_sizes(
-    shape: Sequence[Any], data_format: str, *, allow_unknown: bool = False
-) -> tuple[Any, Any]:
-    """Rank 4 and spatial sizes of at least 2; returns ``(H, W)``. With ``allow_unknown``,
-    an unknown (None) size is returned as None for the caller to read at run time."""
-    if len(shape) != 4:
-        layout = "(N, C, H, W)" if data_format == "channels_first" else "(N, H, W, C)"
+    shape: Sequence[Any], data_format: str, *, allow_unknown: bool = False, rank: int | None = None
+) -> tuple[Any, ...]:
+    """Rank 3, 4 or 5 (1 to 3 spatial axes; exactly ``rank`` where given) and spatial sizes
+    of at least 2; returns the spatial sizes. With ``allow_unknown``, an unknown (None) size
+    is returned as None for the caller to read at run time."""
+    spatial_rank = len(shape) - 2
+    if (rank is not None and spatial_rank != rank) or spatial_rank not in RANKS:
+        ranks = (rank,) if rank is not None else RANKS
+        expected = " or ".join(f"rank-{k + 2} {_layout(data_format, k)}" for k in ranks)
         raise ValueError(
-            f"x must be a rank-4 array {layout} for data_format={data_format!r}; received "
-            f"an array of shape {tuple(shape)}"
+            f"x must be a {expected} array for data_format={data_format!r}; received an array "
+            f"of shape {tuple(shape)}"
         )
-    sizes = tuple(shape[a] for a in spatial_axes(data_format))
-    if allow_unknown and any(s is None for s in sizes):
-        known = [int(s) for s in sizes if s is not None]
-        if any(s < 2 for s in known):
-            raise ValueError(
-                f"x must have spatial sizes >= 2; received shape {tuple(shape)} "
-                f"(data_format={data_format!r})"
-            )
-        return sizes[0], sizes[1]
-    if any(s is None for s in sizes):
+    sizes = tuple(shape[a] for a in spatial_axes(data_format, len(shape)))
+    if any(s is None for s in sizes) and not allow_unknown:
         raise ValueError(
             f"x must have static spatial sizes; received shape {tuple(shape)} "
             f"(data_format={data_format!r}). Inside tf.function a DiffStride output has a "
             "data-dependent size: put layers that accept unknown sizes after it, or run eagerly."
         )
-    height, width = (int(s) for s in sizes)
-    if height < 2 or width < 2:
+    if any(s is not None and int(s) < 2 for s in sizes):
         raise ValueError(
-            f"x must have spatial sizes >= 2; received (H, W)={(height, width)} from shape "
-            f"{tuple(shape)} (data_format={data_format!r})"
+            f"x must have spatial sizes >= 2; received shape {tuple(shape)} "
+            f"(data_format={data_format!r})"
         )
-    return height, width
+    return tuple(None if s is None else int(s) for s in sizes)

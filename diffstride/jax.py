@@ -15,9 +15,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffstride import _api
 from diffstride._layers import DiffStrideMixin
+from diffstride._options import with_options
 
 __all__ = ["DiffStride", "diffstride", "spectral_pooling"]
 
@@ -25,13 +27,24 @@ diffstride, spectral_pooling = _api.bind("jax")
 
 
 class DiffStride(DiffStrideMixin):
-    """DiffStride as pure functions over a parameter pytree ``{"strides": array}``.
+    """DiffStride as pure functions over a parameter pytree ``{"strides": array}``, for 1, 2 or
+    3 spatial axes (as many as ``strides`` has entries; any with ``shared_stride``).
 
     ``init()`` makes the parameters, ``apply(params, x, output_size=None)`` runs the layer
     (pass ``output_size`` under ``jax.jit``; :meth:`output_size` computes it), and
     ``project(params, input_shape)`` applies the original's projection
     ``S <- clip(max(S, N / (N - R)), lower, upper)`` (with ``ramp="inside"``, only the clip);
-    call it after each optimizer step.
+    call it after each optimizer step. The layer holds no state: the parameters are yours.
+
+    Parameters
+    ----------
+    strides
+        Initial strides, each >= 1, one per spatial axis.
+    trainable
+        Whether ``apply`` lets gradients reach ``params["strides"]``.
+    shared_stride
+        One stride for every axis (equal initial strides required).
+    {options}
 
     Examples
     --------
@@ -45,39 +58,26 @@ class DiffStride(DiffStrideMixin):
     >>> grads = jax.grad(lambda p: layer.apply(p, x).sum())(params)
     >>> grads["strides"].shape
     (2,)
+    >>> audio = DiffStride(strides=(4.0,))
+    >>> audio.apply(audio.init(), jnp.ones((1, 1, 64))).shape
+    (1, 1, 24)
     """
 
+    @with_options
     def __init__(
         self,
         strides: Any = (2.0, 2.0),
-        smoothness_factor: float = 4.0,
-        cropping: bool = True,
+        *,
         trainable: bool = True,
         shared_stride: bool = False,
-        lower_limit_stride: float | None = None,
-        upper_limit_stride: float | None = None,
-        data_format: str = "channels_first",
-        method: str = "auto",
-        ramp: str = "outside",
+        **options: Any,
     ) -> None:
-        self._init_diffstride(
-            strides,
-            smoothness_factor,
-            cropping,
-            shared_stride,
-            lower_limit_stride,
-            upper_limit_stride,
-            data_format,
-            method,
-            ramp,
-        )
+        self._init_diffstride(strides, shared_stride, options)
         self.trainable = bool(trainable)
-        self._params: dict[str, Any] | None = None
 
     def init(self) -> dict[str, Any]:
-        """Fresh parameters ``{"strides": float32 array of shape (2,) or (1,)}``."""
-        self._params = {"strides": jnp.asarray(self.initial_value, dtype=jnp.float32)}
-        return self._params
+        """Fresh parameters ``{"strides": float32 array}`` (one entry per axis, or one)."""
+        return {"strides": jnp.asarray(self.initial_value, dtype=jnp.float32)}
 
     def apply(
         self, params: dict[str, Any], x: Any, output_size: Sequence[int] | None = None
@@ -85,13 +85,16 @@ class DiffStride(DiffStrideMixin):
         strides = params["strides"]
         if not self.trainable:
             strides = jax.lax.stop_gradient(strides)
+        backend = _api.get_backend("jax")
         return _api.diffstride_on(
-            _api.get_backend("jax"),
+            backend,
             x,
             strides,
+            self.options,
             output_size=output_size,
+            sizes=self._checked_sizes(x, backend),
             check_values=False,
-            **self._functional_kwargs(),
+            name=self._stride_name(),
         )
 
     __call__ = apply
@@ -99,12 +102,19 @@ class DiffStride(DiffStrideMixin):
     def project(self, params: dict[str, Any], input_shape: Sequence[int]) -> dict[str, Any]:
         """Parameters after the original's projection for an input of ``input_shape``."""
         sizes = self._check_input_shape(tuple(input_shape))
-        projected = self._projected(params["strides"], sizes, clip=True, xp=jnp)
-        self._params = {**params, "strides": projected}
-        return self._params
+        return {**params, "strides": self._projected(params["strides"], sizes, clip=True, xp=jnp)}
 
-    def _stride_values(self) -> Any:
-        return self.initial_value if self._params is None else self._params["strides"]
+    def current_strides(self, params: dict[str, Any] | None = None) -> tuple[float, ...]:
+        """The strides in ``params`` (by default the initial ones), one per axis."""
+        values = self.initial_value if params is None else params["strides"]
+        return tuple(float(v) for v in np.asarray(values).reshape(-1))
+
+    def output_size(
+        self, input_size: Sequence[int], params: dict[str, Any] | None = None
+    ) -> tuple[int, ...]:
+        """The spatial sizes :meth:`apply` returns for ``input_size`` with ``params``' strides
+        (by default the initial ones): the static ``output_size`` to pass under ``jax.jit``."""
+        return self._output_size_with(input_size, self.current_strides(params))
 
     def __repr__(self) -> str:
         return f"DiffStride({self._extra_repr()})"

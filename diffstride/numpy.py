@@ -1,15 +1,12 @@
 """numpy front-end: the cross-framework reference, with analytic gradients.
 
-numpy has no autodiff, so the vector-Jacobian products are derived by hand here, on top of the
-same agnostic forward pieces (strides, thresholds, ramp, window) the other frameworks use. They
-are accumulated in float64 whatever the input's dtype (the crop is still decided in the
-input's precision), which makes them a sharp reference for every backend's autodiff, and they
-are themselves checked against float64 central finite differences by the conformance suite.
-
-Conventions of the derivation: a real loss ``L`` of a complex ``z`` has the gradient
-``dL/dRe z + i dL/dIm z``. With it, the VJP of a complex-linear map ``A`` is ``A^H``, the VJP
-of a real mask is the mask, and the VJP of ``irfft`` weighs each bin by ``c / n`` with ``c = 1``
-for the DC (and even-length Nyquist) bin and ``2`` elsewhere.
+numpy has no autodiff, so the vector-Jacobian products come from the core itself: the
+hand-written VJP of the masked crop (``_agnostic.masked_crop_vjp``, the same one torch runs)
+and the agnostic chain rule from the masks to the strides (``_agnostic.stride_vjp``). They are
+accumulated in float64 whatever the input's dtype (the crop is still decided in the input's
+precision), which makes them a sharp reference for every backend's autodiff. The conformance
+suite holds them to float64 central finite differences, to the original's golden gradients and
+to an independent derivation written separately (``diffstride_conformance.oracle``).
 """
 
 from __future__ import annotations
@@ -22,13 +19,9 @@ import numpy as np
 
 from diffstride import _agnostic, _api, _sizes
 from diffstride._layers import DiffStrideMixin
+from diffstride._options import Options, with_options
 from diffstride._registry import get_backend
-from diffstride._validation import (
-    check_limits,
-    check_ramp,
-    check_smoothness_factor,
-    check_stride_values,
-)
+from diffstride._validation import check_data_format, check_stride_values
 
 __all__ = [
     "DiffStride",
@@ -42,76 +35,36 @@ __all__ = [
 diffstride, spectral_pooling = _api.bind("numpy")
 
 
-def _to_nchw(array: np.ndarray, data_format: str) -> np.ndarray:
-    return array if data_format == "channels_first" else np.moveaxis(array, 3, 1)
-
-
-def _from_nchw(array: np.ndarray, data_format: str) -> np.ndarray:
-    return array if data_format == "channels_first" else np.moveaxis(array, 1, 3)
-
-
-def _check_cotangent(
-    cotangent: Any, expected_nchw: tuple[int, ...], data_format: str
-) -> np.ndarray:
-    """The cotangent in NCHW, float64, after checking it has the output's shape."""
-    expected = expected_nchw
-    if data_format == "channels_last":
-        expected = (expected[0], expected[2], expected[3], expected[1])
+def _cotangent(cotangent: Any, x: np.ndarray, axes: Sequence[int], output_size: Any) -> Any:
+    """The cotangent as float64, after checking it has the output's shape."""
+    expected = list(x.shape)
+    for axis, size in zip(axes, output_size, strict=True):
+        expected[axis] = size
     cotangent = np.asarray(cotangent)
-    if cotangent.shape != expected:
+    if cotangent.shape != tuple(expected):
         raise ValueError(
-            f"cotangent must have the output's shape {expected}; received shape {cotangent.shape}"
+            f"cotangent must have the output's shape {tuple(expected)}; received shape "
+            f"{cotangent.shape}"
         )
-    return _to_nchw(cotangent.astype(np.float64), data_format)
+    return cotangent.astype(np.float64)
 
 
-def _irfft2_vjp(g: np.ndarray, window: _agnostic.Window) -> np.ndarray:
-    """VJP of ``irfftn(z, s=(h, w))`` over the last two axes: a complex ``(h, cols)`` array."""
-    h, w = window.height, window.width
-    spectrum = np.fft.rfft(g, n=w, axis=-1)[..., : window.cols]
-    weight = np.full(window.cols, 2.0)
-    weight[0] = 1.0
-    if w % 2 == 0 and w // 2 < window.cols:
-        weight[w // 2] = 1.0
-    return np.fft.fft(spectrum * (weight / w), axis=-2) / h
-
-
-def _rfft2_vjp(grad_spectrum: np.ndarray, sizes: tuple[int, int]) -> np.ndarray:
-    """VJP of ``rfftn`` over the last two axes, from the gradient of the whole spectrum."""
-    height, width = sizes
-    rows = np.fft.ifft(grad_spectrum, axis=-2) * height
-    return np.real(np.fft.ifft(rows, n=width, axis=-1)) * width
-
-
-def _uncrop(grad: np.ndarray, window: _agnostic.Window, sizes: tuple[int, int]) -> np.ndarray:
-    height, width = sizes
-    full = np.zeros((*grad.shape[:-2], height, width // 2 + 1), dtype=grad.dtype)
-    full[..., : window.top, : window.cols] = grad[..., : window.top, :]
-    full[..., height - window.bottom :, : window.cols] = grad[..., window.top :, :]
-    return full
-
-
-def _crop(spectrum: np.ndarray, window: _agnostic.Window) -> np.ndarray:
-    return _agnostic.crop(spectrum, window, (-2, -1), spectrum.shape[-2], xp=np_xp)
-
-
+@with_options
 def diffstride_vjp(
     x: np.ndarray,
     strides: Any,
     cotangent: np.ndarray,
     *,
-    smoothness_factor: float = 4.0,
-    cropping: bool = True,
-    data_format: str = "channels_first",
-    lower_limit_stride: float | None = None,
-    upper_limit_stride: float | None = None,
     output_size: Sequence[int] | None = None,
-    ramp: str = "outside",
+    **options: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Analytic gradients of ``sum(diffstride(x, strides, ...) * cotangent)``.
 
     Returns ``(grad_x, grad_strides)`` with the dtypes of ``x`` and ``strides``
-    (``grad_strides`` has ``strides``' length: 2, or 1 for a shared stride).
+    (``grad_strides`` has ``strides``' length). ``method`` is accepted and ignored: the VJP
+    is the same whatever path the forward pass takes.
+
+    {options}
 
     >>> import numpy as np
     >>> from diffstride.numpy import diffstride, diffstride_vjp
@@ -121,74 +74,35 @@ def diffstride_vjp(
     >>> grad_x.shape, grad_strides.shape
     ((1, 2, 16, 16), (2,))
     """
-    backend = get_backend("numpy")
-    smoothness = check_smoothness_factor(smoothness_factor)
-    limits = check_limits(lower_limit_stride, upper_limit_stride)
-    inside = check_ramp(ramp) == "inside"
-    _api._check_input(x, data_format, np_xp)
-    x_nchw = _to_nchw(np.asarray(x), data_format)
-    stride_array, _ = _api._as_strides(
-        strides, x, backend, np_xp, check_values=True, want_values=False
+    config = Options.from_kwargs(options, where="diffstride_vjp()")
+    x = np.asarray(x)
+    prepared = _api.prepare(get_backend("numpy"), x, strides, config, output_size=output_size)
+    window, sizes, axes = prepared.window, prepared.sizes, prepared.axes
+    masks = _agnostic.window_masks(
+        prepared.thresholds, window, sizes, config.smoothness_factor, inside=config.inside, xp=np_xp
     )
-    sizes = tuple(x_nchw.shape[2:])
-
-    def strides_for(lower: float | None, upper: float | None) -> tuple[Any, Any]:
-        return _agnostic.effective_strides(
-            stride_array,
-            sizes,
-            smoothness_factor=smoothness,
-            lower_limit_stride=lower,
-            upper_limit_stride=upper,
-            stop_gradient=lambda v: v,
-            inside=inside,
-            xp=np_xp,
-        )
-
-    effective = strides_for(*limits)
-    projected = strides_for(None, None)  # before the limits' clip
-    t_h, t_w = _agnostic.thresholds(*effective, sizes, xp=np_xp)
-    window = _api.window_for(
+    masks64 = [m.astype(np.float64) for m in masks]
+    _, spectrum = _agnostic.masked_crop(
+        x.astype(np.float64), masks64, window, sizes=sizes, axes=axes, xp=np_xp
+    )
+    cotangent = _cotangent(cotangent, x, axes, window.output_size)
+    grad_x, *grad_masks = _agnostic.masked_crop_vjp(
+        cotangent, spectrum, masks64, window, sizes=sizes, axes=axes, xp=np_xp
+    )
+    grad_strides = _agnostic.stride_vjp(
+        grad_masks,
+        prepared.strides,
+        prepared.thresholds,
+        window,
         sizes,
-        (t_h, t_w),
-        backend=backend,
-        output_size=output_size,
-        cropping=bool(cropping),
-        smoothness_factor=smoothness,
+        smoothness_factor=config.smoothness_factor,
+        lower_limit_stride=config.lower_limit_stride,
+        upper_limit_stride=config.upper_limit_stride,
+        inside=config.inside,
         xp=np_xp,
-        inside=inside,
     )
-    g = _check_cotangent(cotangent, (*x_nchw.shape[:2], *window.output_size), data_format)
-    d_rows, d_cols = _agnostic.window_distances(sizes, window, like=t_h, xp=np_xp)
-    ramps = [
-        _agnostic.ramp(t, d, smoothness, inside=inside, xp=np_xp).astype(np.float64)
-        for t, d in ((t_h, d_rows), (t_w, d_cols))
-    ]
-    spectrum = _crop(np.fft.rfft2(x_nchw.astype(np.float64)), window)
-    grad_masked = _irfft2_vjp(g, window)
-    mask = ramps[0][:, None] * ramps[1][None, :]
-    grad_x = _rfft2_vjp(_uncrop(grad_masked * mask, window, sizes), sizes)
-    grad_mask = np.real(np.conj(spectrum) * grad_masked).sum(axis=(0, 1))
-    grad_ramps = (grad_mask @ ramps[1], ramps[0] @ grad_mask)
-
-    grad_axes = []
-    axes_data = zip((t_h, t_w), (d_rows, d_cols), grad_ramps, strict=True)
-    for axis, (t, d, grad_ramp) in enumerate(axes_data):
-        if smoothness == 0:
-            grad_axes.append(0.0)
-            continue
-        value = ((0.0 if inside else smoothness) + float(t) - d) / smoothness
-        in_ramp = (value >= 0) & (value <= 1)
-        grad_t = float(np.sum(grad_ramp * in_ramp)) / smoothness
-        stride = float(effective[axis])
-        ratio_active = sizes[axis] / effective[axis] >= 2
-        grad_stride = -sizes[axis] / stride**2 / 2 if ratio_active else 0.0
-        unclipped = effective[axis] == projected[axis]
-        grad_axes.append(grad_t * grad_stride * float(unclipped))
-    grad_strides = np.asarray(
-        [sum(grad_axes)] if stride_array.shape[0] == 1 else grad_axes,
-        dtype=np.asarray(strides).dtype if isinstance(strides, np.ndarray) else x.dtype,
-    )
-    return _from_nchw(grad_x, data_format).astype(x.dtype), grad_strides
+    strides_dtype = strides.dtype if isinstance(strides, np.ndarray) else x.dtype
+    return grad_x.astype(x.dtype), np.asarray(grad_strides, dtype=strides_dtype)
 
 
 def spectral_pooling_vjp(
@@ -201,72 +115,82 @@ def spectral_pooling_vjp(
     >>> spectral_pooling_vjp(np.ones((1, 1, 8, 8)), 2, np.ones((1, 1, 4, 4))).shape
     (1, 1, 8, 8)
     """
-    _api._check_input(x, data_format, np_xp)
-    x_nchw = _to_nchw(np.asarray(x), data_format)
-    sizes = tuple(x_nchw.shape[2:])
-    window = _sizes.spectral_window(sizes, check_stride_values(strides))
-    g = _check_cotangent(cotangent, (*x_nchw.shape[:2], *window.output_size), data_format)
-    grad_x = _rfft2_vjp(_uncrop(_irfft2_vjp(g, window), window, sizes), sizes)
-    return _from_nchw(grad_x, data_format).astype(x.dtype)
+    x = np.asarray(x)
+    data_format = check_data_format(data_format)
+    sizes = _api.spatial_sizes(x, data_format, get_backend("numpy"))
+    axes = Options(data_format=data_format).axes(x.ndim)
+    window = _sizes.spectral_window(sizes, check_stride_values(strides, rank=len(sizes)))
+    _, spectrum = _agnostic.masked_crop(
+        x.astype(np.float64), None, window, sizes=sizes, axes=axes, xp=np_xp
+    )
+    cotangent = _cotangent(cotangent, x, axes, window.output_size)
+    grad_x, *_ = _agnostic.masked_crop_vjp(
+        cotangent, spectrum, None, window, sizes=sizes, axes=axes, xp=np_xp
+    )
+    return grad_x.astype(x.dtype)
 
 
 class DiffStride(DiffStrideMixin):
-    """The reference layer: ``layer(x)`` and ``layer.vjp(x, cotangent)`` on numpy arrays.
+    """The reference layer: ``layer(x)`` and ``layer.vjp(x, cotangent)`` on numpy arrays, for
+    1, 2 or 3 spatial axes (as many as ``strides`` has entries; any with ``shared_stride``).
 
-    ``self.strides`` is a float32 array; calls do not project it (``layer.project((H, W))``
+    ``self.strides`` is a float32 array; calls do not project it (``layer.project(sizes)``
     does, as the other frameworks' training calls; with ``ramp="inside"`` it only clips).
+    With ``trainable=False``, :meth:`vjp` returns zeros for the strides.
+
+    {options}
 
     >>> import numpy as np
     >>> from diffstride.numpy import DiffStride
     >>> layer = DiffStride((2.0, 2.0))
-    >>> y = layer(np.ones((1, 2, 16, 16), np.float32))
-    >>> grad_x, grad_strides = layer.vjp(np.ones((1, 2, 16, 16), np.float32), np.ones(y.shape))
+    >>> x = np.ones((1, 2, 32, 32), np.float32)
+    >>> y = layer(x)
+    >>> grad_x, grad_strides = layer.vjp(x, np.ones(y.shape))
     >>> y.shape, grad_strides.shape
-    ((1, 2, 12, 12), (2,))
+    ((1, 2, 24, 24), (2,))
     """
 
+    @with_options
     def __init__(
         self,
         strides: Any = (2.0, 2.0),
-        smoothness_factor: float = 4.0,
-        cropping: bool = True,
+        *,
+        trainable: bool = True,
         shared_stride: bool = False,
-        lower_limit_stride: float | None = None,
-        upper_limit_stride: float | None = None,
-        data_format: str = "channels_first",
-        method: str = "auto",
-        ramp: str = "outside",
+        **options: Any,
     ) -> None:
-        self._init_diffstride(
-            strides,
-            smoothness_factor,
-            cropping,
-            shared_stride,
-            lower_limit_stride,
-            upper_limit_stride,
-            data_format,
-            method,
-            ramp,
-        )
+        self._init_diffstride(strides, shared_stride, options)
+        self.trainable = bool(trainable)
         self.strides = np.asarray(self.initial_value, dtype=np.float32)
 
     def _stride_values(self) -> np.ndarray:
         return self.strides
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        self._check_input_shape(x.shape)
-        return diffstride(x, self.strides.astype(x.dtype), **self._functional_kwargs())
+        backend = get_backend("numpy")
+        return _api.diffstride_on(
+            backend,
+            x,
+            self.strides.astype(x.dtype),
+            self.options,
+            sizes=self._checked_sizes(x, backend),
+            name=self._stride_name(),
+        )
 
     def project(self, input_size: Sequence[int]) -> np.ndarray:
         """``S <- clip(max(S, N / (N - R)), lower, upper)`` in place; returns the new value."""
-        self.strides = self._projected(self.strides, input_size, clip=True, xp=np_xp)
+        sizes = tuple(input_size)
+        self.strides = self._projected(self.strides, sizes, clip=True, xp=np_xp)
         return self.strides
 
     def vjp(self, x: np.ndarray, cotangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(grad_x, grad_strides)`` of ``sum(self(x) * cotangent)``."""
-        kwargs = self._functional_kwargs()
-        del kwargs["method"]  # the VJP is analytic, whatever path the forward takes
-        grad_x, grad_strides = diffstride_vjp(x, self.strides.astype(x.dtype), cotangent, **kwargs)
+        self._checked_sizes(x, get_backend("numpy"))
+        grad_x, grad_strides = diffstride_vjp(
+            x, self.strides.astype(x.dtype), cotangent, **self.options.as_dict()
+        )
+        if not self.trainable:
+            grad_strides = np.zeros_like(grad_strides)
         return grad_x, grad_strides.astype(np.float32)
 
     def __repr__(self) -> str:

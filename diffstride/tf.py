@@ -20,10 +20,18 @@ import tensorflow as tf
 from diffstride import _api
 from diffstride._complexity import complexity_penalty_of
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
+from diffstride._options import NAMES as OPTION_NAMES
+from diffstride._options import document_options, with_options
 
 __all__ = [
     "DiffStride",
+    "DiffStride1D",
+    "DiffStride2D",
+    "DiffStride3D",
     "FixedSpectralPooling",
+    "FixedSpectralPooling1D",
+    "FixedSpectralPooling2D",
+    "FixedSpectralPooling3D",
     "SpatialPooling",
     "StrideConstraint",
     "StrideHistory",
@@ -68,53 +76,44 @@ class StrideConstraint(keras.constraints.Constraint):
         return {"lower_limit": self.lower_limit, "upper_limit": self.upper_limit}
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class DiffStride(DiffStrideMixin, keras.layers.Layer):
-    """Spectral pooling with learnable strides (Riad et al., ICLR 2022), as a Keras 3 layer.
+class _DiffStride(DiffStrideMixin, keras.layers.Layer):
+    """Spectral pooling with learnable strides (Riad et al., ICLR 2022) over {rank} spatial
+    axes, as a Keras 3 layer: input ``{layout}``.
 
-    Arguments as ``diffstride.torch.DiffStride`` (``ramp`` included); ``data_format`` defaults
-    to ``keras.config.image_data_format()``. ``training=True`` calls store the original's
+    Arguments as ``diffstride.torch.DiffStride{rank}d``; ``data_format`` defaults to
+    ``keras.config.image_data_format()``. ``training=True`` calls store the original's
     projection in ``strides`` with the outside ramp; with ``ramp="inside"`` they store nothing
     and the constraint keeps the strides within the limits.
 
+    Parameters
+    ----------
+    strides
+        Initial strides, each >= 1: one per spatial axis, or one number for every axis.
+    trainable
+        Whether ``strides`` is trained.
+    shared_stride
+        One stride weight for every axis (equal initial strides required).
+    {options}
+
     Examples
     --------
-    >>> import numpy as np
-    >>> from diffstride.tf import DiffStride
-    >>> layer = DiffStride(strides=(2.0, 2.0), data_format="channels_last")
-    >>> tuple(layer(np.zeros((8, 32, 32, 3), "float32")).shape)
-    (8, 24, 24, 3)
-    >>> layer.current_strides(), layer.compute_output_shape((None, 32, 32, 3))
-    ((2.0, 2.0), (None, 24, 24, 3))
+    {example}
     """
 
     def __init__(
         self,
-        strides: Any = (2.0, 2.0),
-        smoothness_factor: float = 4.0,
-        cropping: bool = True,
+        strides: Any = 2.0,
+        *,
         trainable: bool = True,
         shared_stride: bool = False,
-        lower_limit_stride: float | None = None,
-        upper_limit_stride: float | None = None,
-        data_format: str | None = None,
-        method: str = "auto",
-        ramp: str = "outside",
-        **kwargs: Any,
+        **options: Any,
     ) -> None:
         _check_keras_backend()
-        super().__init__(trainable=trainable, **kwargs)
-        self._init_diffstride(
-            strides,
-            smoothness_factor,
-            cropping,
-            shared_stride,
-            lower_limit_stride,
-            upper_limit_stride,
-            _default_format(data_format),
-            method,
-            ramp,
-        )
+        layer_kwargs = {k: options.pop(k) for k in list(options) if k not in OPTION_NAMES}
+        if options.get("data_format") is None:
+            options["data_format"] = keras.config.image_data_format()
+        super().__init__(trainable=trainable, **layer_kwargs)
+        self._init_diffstride(strides, shared_stride, options)
 
     def build(self, input_shape: Any) -> None:
         self._check_input_shape(input_shape)
@@ -124,7 +123,7 @@ class DiffStride(DiffStrideMixin, keras.layers.Layer):
             initializer=keras.initializers.Constant(self.initial_value),
             trainable=self.trainable,
             dtype="float32",
-            constraint=StrideConstraint(self.lower_limit_stride, self.upper_limit_stride),
+            constraint=StrideConstraint(*self.options.limits),
         )
 
     def _stride_values(self) -> Any:
@@ -134,53 +133,52 @@ class DiffStride(DiffStrideMixin, keras.layers.Layer):
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         backend = _api.get_backend("tensorflow")
-        self._check_input_shape(inputs.shape, allow_unknown=True)
-        sizes = _api.spatial_sizes(inputs, self.data_format, backend)
+        sizes = self._checked_sizes(inputs, backend)
         strides = tf.convert_to_tensor(self.strides.value)
-        if training and self.ramp == "outside":
+        if training and not self.options.inside:
             xp = backend.namespace()
             self.strides.assign(self._projected(strides, sizes, clip=False, xp=xp))
         outputs = _api.diffstride_on(
             backend,
             inputs,
             strides,
+            self.options,
+            sizes=sizes,
             check_values=False,
-            **self._functional_kwargs(),
+            name=self._stride_name(),
         )
-        # In graph mode the spatial size depends on the stride's value; the rest is static.
+        # In graph mode the spatial sizes depend on the stride's value; the rest is static.
         shape = list(inputs.shape)
-        shape[self._axes[0]] = shape[self._axes[1]] = None
+        for axis in self._axes(len(shape)):
+            shape[axis] = None
         return tf.ensure_shape(outputs, shape)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         shape = list(input_shape)
-        axes = self._axes
-        if all(shape[a] is not None for a in axes):
-            size = self.output_size((shape[axes[0]], shape[axes[1]]))
-        else:
-            size = (None, None)
-        shape[axes[0]], shape[axes[1]] = size
+        axes = self._axes(len(shape))
+        sizes = [shape[a] for a in axes]
+        outputs = self.output_size(sizes) if None not in sizes else [None] * len(axes)
+        for axis, size in zip(axes, outputs, strict=True):
+            shape[axis] = size
         return tuple(shape)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self._diffstride_config()}
+        return {**super().get_config(), **self._config()}
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
-    """Fixed spectral pooling (the original's ``FixedSpectralPooling``); no weight.
-    ``method`` as for ``diffstride.torch.DiffStride``.
+_DiffStride.__init__ = with_options(_DiffStride.__init__, defaults={"data_format": None})
 
-    >>> import numpy as np
-    >>> from diffstride.tf import FixedSpectralPooling
-    >>> layer = FixedSpectralPooling((2, 2), data_format="channels_first")
-    >>> tuple(layer(np.zeros((1, 3, 32, 32), "float32")).shape)
-    (1, 3, 16, 16)
+
+class _FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
+    """Fixed spectral pooling (the original's ``FixedSpectralPooling``) over {rank} spatial
+    axes: input ``{layout}``; no weight. ``method`` as for ``DiffStride``.
+
+    {example}
     """
 
     def __init__(
         self,
-        strides: Any = (2.0, 2.0),
+        strides: Any = 2.0,
         data_format: str | None = None,
         method: str = "auto",
         **kwargs: Any,
@@ -190,15 +188,22 @@ class FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
         self._init_spectral(strides, _default_format(data_format), method)
 
     def call(self, inputs: Any) -> Any:
-        self._check_input_shape(inputs.shape)
-        return spectral_pooling(
-            inputs, self.strides_value, data_format=self.data_format, method=self.method
+        backend = _api.get_backend("tensorflow")
+        sizes = self._checked_sizes(inputs, backend)
+        return _api.spectral_pooling_on(
+            backend,
+            inputs,
+            self.strides_value,
+            data_format=self.data_format,
+            method=self.method,
+            sizes=sizes,
         )
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         shape = list(input_shape)
-        h, w = self._axes
-        shape[h], shape[w] = self.output_size((shape[h], shape[w]))
+        axes = self._axes(len(shape))
+        for axis, size in zip(axes, self.output_size([shape[a] for a in axes]), strict=True):
+            shape[axis] = size
         return tuple(shape)
 
     def get_config(self) -> dict[str, Any]:
@@ -208,6 +213,108 @@ class FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
             "data_format": self.data_format,
             "method": self.method,
         }
+
+
+def _layer_doc(template: str, rank: int, example: str) -> str:
+    layout = {1: "(N, W, C)", 2: "(N, H, W, C)", 3: "(N, D, H, W, C)"}[rank]
+    doc = template.replace("{rank}", str(rank)).replace("{layout}", layout + " (channels_last)")
+    return document_options(doc.replace("{example}", example))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DiffStride1D(_DiffStride):
+    __doc__ = _layer_doc(
+        _DiffStride.__doc__,
+        1,
+        """>>> import numpy as np
+    >>> from diffstride.tf import DiffStride1D
+    >>> tuple(DiffStride1D(4.0, data_format="channels_last")(np.zeros((2, 1000, 1))).shape)
+    (2, 258, 1)""",
+    )
+    rank = 1
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DiffStride2D(_DiffStride):
+    __doc__ = _layer_doc(
+        _DiffStride.__doc__,
+        2,
+        """>>> import numpy as np
+    >>> from diffstride.tf import DiffStride
+    >>> layer = DiffStride(strides=(2.0, 2.0), data_format="channels_last")
+    >>> tuple(layer(np.zeros((8, 32, 32, 3), "float32")).shape)
+    (8, 24, 24, 3)
+    >>> layer.current_strides(), layer.compute_output_shape((None, 32, 32, 3))
+    ((2.0, 2.0), (None, 24, 24, 3))""",
+    )
+    rank = 2
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DiffStride3D(_DiffStride):
+    __doc__ = _layer_doc(
+        _DiffStride.__doc__,
+        3,
+        """>>> import numpy as np
+    >>> from diffstride.tf import DiffStride3D
+    >>> layer = DiffStride3D((1.0, 2.0, 2.0), data_format="channels_last")
+    >>> tuple(layer(np.zeros((1, 8, 32, 32, 2), "float32")).shape)
+    (1, 8, 24, 24, 2)""",
+    )
+    rank = 3
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FixedSpectralPooling1D(_FixedSpectralPooling):
+    __doc__ = _layer_doc(
+        _FixedSpectralPooling.__doc__,
+        1,
+        """>>> import numpy as np
+    >>> from diffstride.tf import FixedSpectralPooling1D
+    >>> layer = FixedSpectralPooling1D(4, data_format="channels_last")
+    >>> tuple(layer(np.zeros((1, 100, 3), "float32")).shape)
+    (1, 25, 3)""",
+    )
+    rank = 1
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FixedSpectralPooling2D(_FixedSpectralPooling):
+    __doc__ = _layer_doc(
+        _FixedSpectralPooling.__doc__,
+        2,
+        """>>> import numpy as np
+    >>> from diffstride.tf import FixedSpectralPooling
+    >>> layer = FixedSpectralPooling((2, 2), data_format="channels_first")
+    >>> tuple(layer(np.zeros((1, 3, 32, 32), "float32")).shape)
+    (1, 3, 16, 16)""",
+    )
+    rank = 2
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FixedSpectralPooling3D(_FixedSpectralPooling):
+    __doc__ = _layer_doc(
+        _FixedSpectralPooling.__doc__,
+        3,
+        """>>> import numpy as np
+    >>> from diffstride.tf import FixedSpectralPooling3D
+    >>> layer = FixedSpectralPooling3D(2, data_format="channels_last")
+    >>> tuple(layer(np.zeros((1, 8, 8, 8, 3), "float32")).shape)
+    (1, 4, 4, 4, 3)""",
+    )
+    rank = 3
+
+
+#: The 2-D layers under the original's names; ``.keras`` files saved with those names load.
+DiffStride = DiffStride2D
+FixedSpectralPooling = FixedSpectralPooling2D
+keras.saving.get_custom_objects().update(
+    {
+        f"{_PACKAGE}>DiffStride": DiffStride2D,
+        f"{_PACKAGE}>FixedSpectralPooling": FixedSpectralPooling2D,
+    }
+)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -240,13 +347,13 @@ class SpatialPooling(SpatialPoolingMixin, keras.layers.AveragePooling2D):
         )
 
 
-def diffstride_layers(model_or_layers: Any) -> list[DiffStride]:
+def diffstride_layers(model_or_layers: Any) -> list[_DiffStride]:
     """The DiffStride layers of a Keras model (nested ones too), in the order Keras tracks
     them, which is the order they were created; or a given list, unchanged."""
     if isinstance(model_or_layers, (list, tuple)):
         return list(model_or_layers)
     layers = model_or_layers._flatten_layers(include_self=False, recursive=True)
-    return [layer for layer in layers if isinstance(layer, DiffStride)]
+    return [layer for layer in layers if isinstance(layer, _DiffStride)]
 
 
 def complexity_penalty(model_or_layers: Any) -> Any:
@@ -260,10 +367,10 @@ def complexity_penalty(model_or_layers: Any) -> Any:
     >>> float(complexity_penalty(layers))
     0.3125
     """
-    strides = [
-        tf.convert_to_tensor(layer.strides.value) for layer in diffstride_layers(model_or_layers)
-    ]
-    return complexity_penalty_of(strides, xp=_api.get_backend("tensorflow").namespace())
+    layers = diffstride_layers(model_or_layers)
+    strides = [tf.convert_to_tensor(layer.strides.value) for layer in layers]
+    xp = _api.get_backend("tensorflow").namespace()
+    return complexity_penalty_of(strides, xp=xp, ranks=[layer.rank for layer in layers])
 
 
 class StrideHistory(keras.callbacks.Callback):

@@ -1,12 +1,13 @@
-"""PyTorch front-end: functions for torch tensors and ``nn.Module`` layers.
+"""PyTorch front-end: functions for torch tensors and ``nn.Module`` layers per spatial rank.
 
-The layers are the neutral mixins of ``diffstride._layers`` plus a ``forward``. ``DiffStride``
-holds its stride as an ``nn.Parameter`` named ``strides`` (shape (2,), or (1,) with
-``shared_stride``); in training mode each forward pass projects it in place (no autograd) as
-the original does after each call, ``S <- max(S, N / (N - R))``, and then clips it to the
-limits (the original leaves that to a Keras constraint at the next optimizer step; torch has
-no constraints, so the clip happens here). With ``ramp="inside"`` there is no projection,
-only the clip. Eval mode mutates nothing.
+The layers are the neutral mixins of ``diffstride._layers`` plus a ``forward``, named as torch
+names its own (``DiffStride1d``, ``DiffStride2d`` = ``DiffStride``, ``DiffStride3d``).
+``DiffStride*`` holds its stride as an ``nn.Parameter`` named ``strides`` (one per spatial
+axis, or one with ``shared_stride``); in training mode each forward pass projects it in place
+(no autograd) as the original does after each call, ``S <- max(S, N / (N - R))``, and then
+clips it to the limits (the original leaves that to a Keras constraint at the next optimizer
+step; torch has no constraints, so the clip happens here). With ``ramp="inside"`` there is no
+projection, only the clip. Eval mode mutates nothing.
 """
 
 from __future__ import annotations
@@ -21,10 +22,17 @@ from torch import nn
 from diffstride import _api
 from diffstride._complexity import complexity_penalty_of
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
+from diffstride._options import document_options, with_options
 
 __all__ = [
     "DiffStride",
+    "DiffStride1d",
+    "DiffStride2d",
+    "DiffStride3d",
     "FixedSpectralPooling",
+    "FixedSpectralPooling1d",
+    "FixedSpectralPooling2d",
+    "FixedSpectralPooling3d",
     "SpatialPooling",
     "complexity_penalty",
     "diffstride",
@@ -36,76 +44,41 @@ _BACKEND = _api.get_backend("torch")  # loaded by bind: no entry-point lookup wh
 _copy_outside_graph = torch.compiler.disable(torch.clone)
 
 
-class DiffStride(DiffStrideMixin, nn.Module):
-    """Spectral pooling with learnable strides (Riad et al., ICLR 2022).
+class _DiffStride(DiffStrideMixin, nn.Module):
+    """Spectral pooling with learnable strides (Riad et al., ICLR 2022) over {rank} spatial
+    axes: input ``{layout}``.
 
     Parameters
     ----------
     strides
-        Initial strides ``(s_h, s_w)`` (or one number), each >= 1.
-    smoothness_factor
-        Ramp width ``R`` of the mask (>= 0).
-    cropping
-        Crop the zero region of the spectrum (the downsampling) or only mask it.
+        Initial strides, each >= 1: one per spatial axis, or one number for every axis.
     trainable
         Whether ``strides`` receives gradients (``requires_grad``).
     shared_stride
-        One stride for both axes (equal initial strides required).
-    lower_limit_stride, upper_limit_stride
-        Bounds on the strides.
-    data_format
-        ``"channels_first"`` (default, NCHW) or ``"channels_last"``.
-    method
-        ``"auto"`` (default), ``"fft"`` or ``"matmul"``: how the same map is computed (see
-        ``diffstride.diffstride``; the README's benchmark table shows which is faster where).
-    ramp
-        ``"outside"`` (default: the original's mask, whose ramp of width ``R`` runs beyond the
-        stride's cut-off and keeps about ``2R`` more rows and columns) or ``"inside"`` (the
-        ramp ends at the cut-off: the output is within a pixel of ``N / S``, and so is the
-        cost of what follows).
+        One stride parameter for every axis (equal initial strides required).
+    {options}
 
     In training mode, ``strides`` stores what the layer acted with: with the outside ramp the
     original's projection ``max(S, N / (N - R))``, clipped to the limits; with the inside
-    ramp only the clip to the limits (any ``S >= 1`` fits).
+    ramp only the clip to the limits (any ``S >= 1`` fits). ``forward(x, output_size=None)``
+    takes a static ``output_size`` that fixes the crop (then nothing is projected).
 
     Examples
     --------
-    >>> import torch
-    >>> from diffstride.torch import DiffStride
-    >>> layer = DiffStride(strides=(2.0, 2.0))
-    >>> layer(torch.randn(8, 3, 32, 32)).shape
-    torch.Size([8, 3, 24, 24])
-    >>> layer.current_strides(), layer.output_size((32, 32))
-    ((2.0, 2.0), (24, 24))
-    >>> DiffStride((2.0, 2.0), ramp="inside").output_size((32, 32))
-    (16, 16)
+    {example}
     """
 
+    @with_options
     def __init__(
         self,
-        strides: Any = (2.0, 2.0),
-        smoothness_factor: float = 4.0,
-        cropping: bool = True,
+        strides: Any = 2.0,
+        *,
         trainable: bool = True,
         shared_stride: bool = False,
-        lower_limit_stride: float | None = None,
-        upper_limit_stride: float | None = None,
-        data_format: str = "channels_first",
-        method: str = "auto",
-        ramp: str = "outside",
+        **options: Any,
     ) -> None:
         nn.Module.__init__(self)
-        self._init_diffstride(
-            strides,
-            smoothness_factor,
-            cropping,
-            shared_stride,
-            lower_limit_stride,
-            upper_limit_stride,
-            data_format,
-            method,
-            ramp,
-        )
+        self._init_diffstride(strides, shared_stride, options)
         self.strides = nn.Parameter(
             torch.tensor(self.initial_value, dtype=torch.float32), requires_grad=bool(trainable)
         )
@@ -114,7 +87,7 @@ class DiffStride(DiffStrideMixin, nn.Module):
         return self.strides.detach().cpu().numpy()
 
     def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
-        sizes = self._check_input_shape(x.shape)
+        sizes = self._checked_sizes(x, _BACKEND)
         project = self.training and output_size is None
         strides = self.strides
         if project and torch.compiler.is_compiling():
@@ -126,9 +99,11 @@ class DiffStride(DiffStrideMixin, nn.Module):
             _BACKEND,
             x,
             strides,
+            self.options,
             output_size=output_size,
+            sizes=sizes,
             check_values=False,
-            **self._functional_kwargs(),
+            name=self._stride_name(),
         )
         if project:
             self._project_in_place(sizes)
@@ -144,30 +119,119 @@ class DiffStride(DiffStrideMixin, nn.Module):
         return self._extra_repr()
 
 
-class FixedSpectralPooling(FixedSpectralPoolingMixin, nn.Module):
-    """Fixed spectral pooling (the original's ``FixedSpectralPooling``); no parameter.
-    ``method`` as for :class:`DiffStride`.
+class _FixedSpectralPooling(FixedSpectralPoolingMixin, nn.Module):
+    """Fixed spectral pooling (the original's ``FixedSpectralPooling``) over {rank} spatial
+    axes: input ``{layout}``; no parameter. ``method`` as for ``DiffStride``.
 
-    >>> import torch
-    >>> from diffstride.torch import FixedSpectralPooling
-    >>> FixedSpectralPooling((2, 2))(torch.randn(1, 3, 32, 32)).shape
-    torch.Size([1, 3, 16, 16])
+    {example}
     """
 
     def __init__(
-        self, strides: Any = (2.0, 2.0), data_format: str = "channels_first", method: str = "auto"
+        self, strides: Any = 2.0, data_format: str = "channels_first", method: str = "auto"
     ) -> None:
         nn.Module.__init__(self)
         self._init_spectral(strides, data_format, method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input_shape(x.shape)
-        return spectral_pooling(
-            x, self.strides_value, data_format=self.data_format, method=self.method
+        sizes = self._checked_sizes(x, _BACKEND)
+        return _api.spectral_pooling_on(
+            _BACKEND,
+            x,
+            self.strides_value,
+            data_format=self.data_format,
+            method=self.method,
+            sizes=sizes,
         )
 
     def extra_repr(self) -> str:
         return self._extra_repr()
+
+
+def _layer_doc(template: str, rank: int, example: str) -> str:
+    layout = {1: "(N, C, W)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[rank]
+    doc = template.replace("{rank}", str(rank)).replace("{layout}", layout)
+    return document_options(doc.replace("{example}", example))
+
+
+class DiffStride1d(_DiffStride):
+    __doc__ = _layer_doc(
+        _DiffStride.__doc__,
+        1,
+        """>>> import torch
+    >>> from diffstride.torch import DiffStride1d
+    >>> DiffStride1d(strides=4.0)(torch.randn(2, 1, 1000)).shape
+    torch.Size([2, 1, 258])""",
+    )
+    rank = 1
+
+
+class DiffStride2d(_DiffStride):
+    __doc__ = _layer_doc(
+        _DiffStride.__doc__,
+        2,
+        """>>> import torch
+    >>> from diffstride.torch import DiffStride
+    >>> layer = DiffStride(strides=(2.0, 2.0))
+    >>> layer(torch.randn(8, 3, 32, 32)).shape
+    torch.Size([8, 3, 24, 24])
+    >>> layer.current_strides(), layer.output_size((32, 32))
+    ((2.0, 2.0), (24, 24))
+    >>> DiffStride((2.0, 2.0), ramp="inside").output_size((32, 32))
+    (16, 16)""",
+    )
+    rank = 2
+
+
+class DiffStride3d(_DiffStride):
+    __doc__ = _layer_doc(
+        _DiffStride.__doc__,
+        3,
+        """>>> import torch
+    >>> from diffstride.torch import DiffStride3d
+    >>> DiffStride3d(strides=(1.0, 2.0, 2.0))(torch.randn(1, 2, 8, 32, 32)).shape
+    torch.Size([1, 2, 8, 24, 24])""",
+    )
+    rank = 3
+
+
+class FixedSpectralPooling1d(_FixedSpectralPooling):
+    __doc__ = _layer_doc(
+        _FixedSpectralPooling.__doc__,
+        1,
+        """>>> import torch
+    >>> from diffstride.torch import FixedSpectralPooling1d
+    >>> FixedSpectralPooling1d(4)(torch.randn(1, 3, 100)).shape
+    torch.Size([1, 3, 25])""",
+    )
+    rank = 1
+
+
+class FixedSpectralPooling2d(_FixedSpectralPooling):
+    __doc__ = _layer_doc(
+        _FixedSpectralPooling.__doc__,
+        2,
+        """>>> import torch
+    >>> from diffstride.torch import FixedSpectralPooling
+    >>> FixedSpectralPooling((2, 2))(torch.randn(1, 3, 32, 32)).shape
+    torch.Size([1, 3, 16, 16])""",
+    )
+    rank = 2
+
+
+class FixedSpectralPooling3d(_FixedSpectralPooling):
+    __doc__ = _layer_doc(
+        _FixedSpectralPooling.__doc__,
+        3,
+        """>>> import torch
+    >>> from diffstride.torch import FixedSpectralPooling3d
+    >>> FixedSpectralPooling3d(2)(torch.randn(1, 3, 8, 8, 8)).shape
+    torch.Size([1, 3, 4, 4, 4])""",
+    )
+    rank = 3
+
+
+DiffStride = DiffStride2d
+FixedSpectralPooling = FixedSpectralPooling2d
 
 
 class SpatialPooling(SpatialPoolingMixin, nn.Module):
@@ -205,7 +269,7 @@ class SpatialPooling(SpatialPoolingMixin, nn.Module):
         return self._extra_repr()
 
 
-def complexity_penalty(model_or_layers: nn.Module | Sequence[DiffStride]) -> torch.Tensor:
+def complexity_penalty(model_or_layers: nn.Module | Sequence[_DiffStride]) -> torch.Tensor:
     """The paper's complexity regularizer over the DiffStride layers of a model, in the
     order they were registered (the forward order for ``nn.Sequential`` and most models);
     differentiable with respect to their strides.
@@ -216,7 +280,8 @@ def complexity_penalty(model_or_layers: nn.Module | Sequence[DiffStride]) -> tor
     tensor(0.3125, grad_fn=<AddBackward0>)
     """
     if isinstance(model_or_layers, nn.Module):
-        layers = [m for m in model_or_layers.modules() if isinstance(m, DiffStride)]
+        layers = [m for m in model_or_layers.modules() if isinstance(m, _DiffStride)]
     else:
         layers = list(model_or_layers)
-    return complexity_penalty_of([layer.strides for layer in layers], xp=torch)
+    ranks = [layer.rank for layer in layers]
+    return complexity_penalty_of([layer.strides for layer in layers], xp=torch, ranks=ranks)

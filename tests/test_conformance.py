@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import pytest
+from diffstride_backends.torch import TorchBackend
 from diffstride_conformance import parametrize_with_checks
 from diffstride_conformance.checks import check_golden_gradients, check_matches_numpy_reference
 
@@ -19,18 +20,11 @@ def test_builtin_backend(backend: Any, check: Any) -> None:
     check(backend)
 
 
-class _WrongGradient:
+class _WrongGradient(TorchBackend):
     """The torch adapter with a deliberate bug: its stop-gradient lets the gradient through,
     so the straight-through projection and the crop leak gradient where they must not."""
 
-    def __init__(self) -> None:
-        from diffstride_backends.torch import TorchBackend
-
-        self._inner = TorchBackend()
-        self.name = "broken-torch"
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._inner, attr)
+    name = "broken-torch"
 
     def stop_gradient(self, x: Any) -> Any:
         return x * 1.0
@@ -40,14 +34,15 @@ class _ScaledFFT(_WrongGradient):
     """A namespace whose inverse FFT is off by a factor in the backward pass only (through
     autodiff: this adapter registers no ``custom_vjp``)."""
 
-    custom_vjp = None
+    def custom_vjp(self, forward: Any, backward: Any) -> Any:
+        return None
 
     def namespace(self) -> Any:
         from types import SimpleNamespace
 
         import torch
 
-        xp = self._inner.namespace()
+        xp = super().namespace()
 
         class Scale(torch.autograd.Function):
             @staticmethod
@@ -81,7 +76,7 @@ class _WrongCustomVJP(_WrongGradient):
             grads = backward(*args)
             return (None if grads[0] is None else grads[0] * 1.01, *grads[1:])
 
-        return self._inner.custom_vjp(forward, scaled)
+        return super().custom_vjp(forward, scaled)
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,7 @@ def test_output_size_override_reproduces_the_crop() -> None:
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "fragment"),
     [
-        (((32,), 2.0), {}, TypeError, "input_size="),
+        (((32, 32, 32, 32), 2.0), {}, TypeError, "input_size="),
         (((1, 32), 2.0), {}, ValueError, "input_size="),
         (((32, 32), 0.9), {}, ValueError, "strides=0.9"),
         (((32, 32), 2.0), {"dtype": "float16"}, ValueError, "dtype='float16'"),
@@ -255,22 +255,18 @@ def test_matmul_with_sizes_known_only_in_the_graph(data_format: str, size: tuple
 
 
 def test_auto_method_choice() -> None:
-    from diffstride import _api, _sizes
+    from diffstride._paths import chooses_gemms
 
-    small = _sizes.spectral_window((32, 32), (2.0, 2.0))
-    large = _sizes.spectral_window((64, 64), (2.0, 2.0))
-    assert _api._use_matmul("auto", small, (32, 32), learnable=False)
-    assert not _api._use_matmul("auto", large, (64, 64), learnable=False)
-    assert not _api._use_matmul("auto", small, (32, 32), learnable=True)
-    assert _api._use_matmul("matmul", large, (64, 64), learnable=True)
-    # TensorFlow's adapter asks for the GEMMs up to 128x128, DiffStride included.
-    tf_backend = diffstride.get_backend("tensorflow")
-    assert _api._use_matmul("auto", large, (64, 64), learnable=True, backend=tf_backend)
-    huge = _sizes.spectral_window((256, 256), (2.0, 2.0))
-    assert not _api._use_matmul("auto", huge, (256, 256), learnable=True, backend=tf_backend)
-    assert not _api._use_matmul(
-        "auto", large, (64, 64), learnable=True, backend=diffstride.get_backend("torch")
-    )
+    numpy, tf, torch = (diffstride.get_backend(n) for n in ("numpy", "tensorflow", "torch"))
+    assert chooses_gemms(numpy, "auto", (32, 32), learnable=False)
+    assert not chooses_gemms(numpy, "auto", (64, 64), learnable=False)
+    assert not chooses_gemms(numpy, "auto", (32,), learnable=True)
+    assert chooses_gemms(numpy, "matmul", (64, 64, 64), learnable=True)
+    # TensorFlow's adapter asks for the GEMMs up to 128 per axis, DiffStride included.
+    assert chooses_gemms(tf, "auto", (64, 64), learnable=True)
+    assert not chooses_gemms(tf, "auto", (256, 256), learnable=True)
+    assert not chooses_gemms(tf, "auto", (8, 256), learnable=True)
+    assert not chooses_gemms(torch, "auto", (64, 64), learnable=True)
 
 
 def test_tf_auto_chooses_the_path_at_run_time_for_symbolic_sizes() -> None:
@@ -279,9 +275,12 @@ def test_tf_auto_chooses_the_path_at_run_time_for_symbolic_sizes() -> None:
     FFTs) by the sizes at run time; values and gradients equal eager."""
     import tensorflow as tf
 
-    from diffstride._api import diffstride_on, get_backend
+    from diffstride.tf import diffstride as diffstride_tf
 
-    backend = get_backend("tensorflow")
+    def diffstride_on(backend: object, x: tf.Tensor, strides: tf.Variable, **kwargs: object):
+        return diffstride_tf(x, strides, **kwargs)
+
+    backend = None
     strides = tf.Variable([2.3, 1.7])
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3])])

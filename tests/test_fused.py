@@ -17,63 +17,77 @@ from diffstride import numpy as reference
 RNG = np.random.default_rng(3)
 
 
-def _case(data_format: str, masked: bool) -> tuple:
-    """x, a cotangent, the window and masks (or None) for a (2, 3, 12, 10) input."""
-    x = RNG.standard_normal((2, 3, 12, 10))
-    sizes = (12, 10)
-    window = _sizes.window_for_counts(4, 3, 4)  # output (7, 6)
+#: Spatial sizes and kept counts per rank: (top, bottom) per height axis, then the columns.
+CASES = {
+    1: ((10,), (4,)),
+    2: ((12, 10), (4, 3, 4)),
+    3: ((6, 12, 10), (2, 2, 4, 3, 4)),
+}
+
+
+def _case(data_format: str, masked: bool, rank: int = 2) -> tuple:
+    """x, a cotangent, the window, masks (or None) and sizes for a (2, 3, *sizes) input."""
+    sizes, counts = CASES[rank]
+    x = RNG.standard_normal((2, 3, *sizes))
+    window = _sizes.window_for_counts(counts)
     shape = (2, 3, *window.output_size)
     if data_format == "channels_last":
-        x, shape = np.moveaxis(x, 1, 3), (2, *window.output_size, 3)
+        x, shape = np.moveaxis(x, 1, -1), (2, *window.output_size, 3)
     cotangent = RNG.standard_normal(shape)
-    masks = (RNG.uniform(0.2, 1.0, 7), RNG.uniform(0.2, 1.0, 4)) if masked else (None, None)
+    kept = [top + bottom for top, bottom in window.blocks] + [window.cols]
+    masks = tuple(RNG.uniform(0.2, 1.0, n) for n in kept) if masked else None
     return x, cotangent, window, masks, sizes
 
 
-def _run(xp: object, x: np.ndarray, cotangent: np.ndarray, window, masks, sizes, axes):
-    def to(a: np.ndarray | None) -> object:
-        return None if a is None else xp.asarray(a)
+def _axes(data_format: str, rank: int) -> tuple[int, ...]:
+    first = 2 if data_format == "channels_first" else 1
+    return tuple(range(first, first + rank))
 
-    y, spectrum = _agnostic.masked_crop(
-        to(x), *map(to, masks), window, sizes=sizes, axes=axes, xp=xp
-    )
+
+def _run(xp: object, x: np.ndarray, cotangent: np.ndarray, window, masks, sizes, axes):
+    def to(a: np.ndarray) -> object:
+        return xp.asarray(a)
+
+    masks = None if masks is None else [to(m) for m in masks]
+    y, spectrum = _agnostic.masked_crop(to(x), masks, window, sizes=sizes, axes=axes, xp=xp)
     grads = _agnostic.masked_crop_vjp(
-        to(cotangent), spectrum, *map(to, masks), window, sizes=sizes, axes=axes, xp=xp
+        to(cotangent), spectrum, masks, window, sizes=sizes, axes=axes, xp=xp
     )
     return np.asarray(y), [None if g is None else np.asarray(g) for g in grads]
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
 @pytest.mark.parametrize("masked", [True, False], ids=["masked", "fixed"])
 @pytest.mark.parametrize("namespace", ["numpy", "array_api_strict"])
-def test_vjp_is_exact_and_portable(data_format: str, masked: bool, namespace: str) -> None:
+def test_vjp_is_exact_and_portable(
+    data_format: str, masked: bool, namespace: str, rank: int
+) -> None:
     if namespace == "numpy":
         import array_api_compat.numpy as xp
     else:
         xp = pytest.importorskip("array_api_strict")
-    x, cotangent, window, masks, sizes = _case(data_format, masked)
-    axes = (2, 3) if data_format == "channels_first" else (1, 2)
-    _y, (grad_x, grad_mask_h, grad_mask_w) = _run(xp, x, cotangent, window, masks, sizes, axes)
+    x, cotangent, window, masks, sizes = _case(data_format, masked, rank)
+    axes = _axes(data_format, rank)
+    _y, (grad_x, *grad_masks) = _run(xp, x, cotangent, window, masks, sizes, axes)
 
-    def loss(x_: np.ndarray, masks_: tuple) -> float:
+    def loss(x_: np.ndarray, masks_: tuple | None) -> float:
         import array_api_compat.numpy as np_xp
 
-        out = _agnostic.masked_crop(x_, *masks_, window, sizes=sizes, axes=axes, xp=np_xp)[0]
+        out = _agnostic.masked_crop(x_, masks_, window, sizes=sizes, axes=axes, xp=np_xp)[0]
         return float(np.sum(out * cotangent))
 
     # The map is linear in x and in each mask: a unit step gives the exact derivative.
     base = loss(x, masks)
-    for index in [(0, 0, 0, 0), (1, 2, 5, 7), (0, 1, 11, 9)]:
-        if data_format == "channels_last":
-            index = (index[0], index[2], index[3], index[1])
+    for flat in (0, x.size // 3, x.size - 1):
+        index = np.unravel_index(flat, x.shape)
         step = np.zeros_like(x)
         step[index] = 1.0
         assert grad_x[index] == pytest.approx(loss(x + step, masks) - base, rel=1e-9, abs=1e-9)
     if not masked:
-        assert grad_mask_h is None
-        assert grad_mask_w is None
+        assert grad_masks == [None] * rank
         return
-    for axis, grad in enumerate((grad_mask_h, grad_mask_w)):
+    for axis, grad in enumerate(grad_masks):
         expected = []
         for i in range(len(masks[axis])):
             bumped = [m.copy() for m in masks]
@@ -86,11 +100,11 @@ def test_vjp_skips_what_is_not_needed() -> None:
     import array_api_compat.numpy as xp
 
     x, cotangent, window, masks, sizes = _case("channels_first", True)
-    _, spectrum = _agnostic.masked_crop(x, *masks, window, sizes=sizes, axes=(2, 3), xp=xp)
+    _, spectrum = _agnostic.masked_crop(x, masks, window, sizes=sizes, axes=(2, 3), xp=xp)
     grads = _agnostic.masked_crop_vjp(
         cotangent,
         spectrum,
-        *masks,
+        masks,
         window,
         sizes=sizes,
         axes=(2, 3),
@@ -135,20 +149,21 @@ def test_torch_gradients_of_a_subset_of_inputs() -> None:
     np.testing.assert_allclose(grad.numpy(), ref_x, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
 @pytest.mark.parametrize("masked", [True, False], ids=["masked", "fixed"])
-def test_gemm_layouts_agree(data_format: str, masked: bool) -> None:
-    """The transpose-free GEMM layout (TensorFlow's) is the same map as the permuted one and
-    as the FFTs; the conformance suite runs each backend on its own layout only."""
+def test_gemm_layouts_agree(data_format: str, masked: bool, rank: int) -> None:
+    """Both GEMM layouts (TensorFlow's transpose-free one and the permuted one) are the same
+    map as the FFTs for every rank; the conformance suite runs each backend on its own."""
     import array_api_compat.numpy as xp
 
     from diffstride import _matmul
 
-    x, _, window, masks, sizes = _case(data_format, masked)
-    axes = (2, 3) if data_format == "channels_first" else (1, 2)
-    expected = _agnostic.masked_crop(x, *masks, window, sizes=sizes, axes=axes, xp=xp)[0]
+    x, _, window, masks, sizes = _case(data_format, masked, rank)
+    axes = _axes(data_format, rank)
+    expected = _agnostic.masked_crop(x, masks, window, sizes=sizes, axes=axes, xp=xp)[0]
     for broadcast in (False, True):
         got = _matmul.apply_separable(
-            x, window, *masks, sizes=sizes, axes=axes, broadcast=broadcast, xp=xp
+            x, window, masks, sizes=sizes, axes=axes, broadcast=broadcast, xp=xp
         )
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)

@@ -63,5 +63,24 @@ def test_broken_plugin_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_non_conforming_plugin_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(_registry._BUILTIN, "odd", "builtins:object")
-    with pytest.raises(TypeError, match="Backend protocol"):
+    with pytest.raises(TypeError, match=r"subclass .* of diffstride\.Backend"):
         _registry._load("odd")
+
+
+def test_a_plugin_missing_a_required_member_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(_registry._BUILTIN, "half", f"{__name__}:HalfBackend")
+    with pytest.raises(TypeError, match="required members namespace, concrete"):
+        _registry._load("half")
+
+
+class HalfBackend(diffstride.Backend):
+    """Defines name, module, owns and stop_gradient, but not namespace or concrete."""
+
+    name = "half"
+    module = "numpy"
+
+    def owns(self, x: object) -> bool:
+        return False
+
+    def stop_gradient(self, x: object) -> object:
+        return x

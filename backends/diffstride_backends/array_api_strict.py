@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from diffstride import Backend
 
-class ArrayApiStrictBackend:
+
+class ArrayApiStrictBackend(Backend):
     name = "array_api_strict"
     module = "array_api_strict"
-    differentiable = False
-    dynamic_shapes = False
 
     def owns(self, x: Any) -> bool:
         # Recognised through sys.modules, as array-api-compat does: nothing is imported.
@@ -30,10 +30,3 @@ class ArrayApiStrictBackend:
     def concrete(self, x: Any) -> np.ndarray:
         # The strict namespace has no to-numpy; DLPack is the standard's exchange route.
         return np.from_dlpack(x)
-
-    # Testing hooks, used by diffstride_conformance.
-    def from_numpy(self, array: np.ndarray) -> Any:
-        return self.namespace().asarray(array)
-
-    def vjp(self, fn: Any, primals: list[Any], cotangent: np.ndarray) -> Any:
-        raise NotImplementedError("array_api_strict has no autodiff")

@@ -5,8 +5,8 @@ Concrete values: under ``jax.grad`` the strides are tracers whose values are kno
 are read through ``stop_gradient``; under ``jax.jit`` they are not, and ``concrete`` returns
 None, which makes the caller ask for a static ``output_size``.
 
-No ``custom_vjp``: registering the core's hand-written VJP with ``jax.custom_vjp`` made jit's
-forward+backward only 3-15% faster (XLA already fuses what autodiff emits), and a
+No ``custom_vjp``: registering the core's hand-written VJP with ``jax.custom_vjp`` gained
+little under jit (XLA already fuses what autodiff emits; see docs/benchmarks.md), and a
 ``custom_vjp`` function refuses forward mode (``jax.jvp``, ``jax.jacfwd``).
 """
 
@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from diffstride import Backend
 
-class JaxBackend:
+
+class JaxBackend(Backend):
     name = "jax"
     module = "jax"
     differentiable = True
-    dynamic_shapes = False
 
     def owns(self, x: Any) -> bool:
         jax = sys.modules.get("jax")

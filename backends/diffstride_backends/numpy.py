@@ -7,12 +7,12 @@ from typing import Any
 import array_api_compat.numpy as xp
 import numpy as np
 
+from diffstride import Backend
 
-class NumpyBackend:
+
+class NumpyBackend(Backend):
     name = "numpy"
     module = "numpy"
-    differentiable = False
-    dynamic_shapes = False
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, np.ndarray)
@@ -26,9 +26,6 @@ class NumpyBackend:
     def concrete(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
-    # Testing hooks, used by diffstride_conformance.
+    # Testing hook, used by diffstride_conformance.
     def from_numpy(self, array: np.ndarray) -> Any:
         return np.asarray(array)
-
-    def vjp(self, fn: Any, primals: list[Any], cotangent: np.ndarray) -> Any:
-        raise NotImplementedError("numpy has no autodiff")

@@ -4,9 +4,9 @@ TensorFlow has no Array API namespace (``tf.experimental.numpy`` has no ``fft`` 
 ``__array_namespace__``; array-api-compat does not cover it), so this adapter supplies just the
 functions ``diffstride._agnostic`` calls, with the standard's signatures.
 
-channels_last: ``tf.signal.rfft2d``/``irfft2d`` act on the two innermost axes only, so for
-``axes=(1, 2)`` the FFTs transpose NHWC to NCHW and back. The mask is applied between them in
-the original layout. (A transpose-free path is the matmul formulation.)
+channels_last: ``tf.signal.rfft``/``rfft2d``/``rfft3d`` act on the innermost axes only, so
+for channels_last the FFTs transpose the spatial axes innermost and back. The mask is applied
+between them in the original layout. (A transpose-free path is the matmul formulation.)
 
 Graph mode: inside ``tf.function`` the stride variable has no concrete value, so the crop size
 is computed in the graph (``dynamic_shapes = True``); slices, ``concat``, ``range`` and
@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from diffstride import Backend
+
 
 def _innermost(axes: tuple[int, ...], ndim: int) -> tuple[list[int] | None, list[int] | None]:
     """Permutations that bring ``axes`` innermost and back (None when already there)."""
     axes = tuple(a % ndim for a in axes)
-    if axes == (ndim - 2, ndim - 1):
+    if axes == tuple(range(ndim - len(axes), ndim)):
         return None, None
     forward = [a for a in range(ndim) if a not in axes] + list(axes)
     backward = [forward.index(a) for a in range(ndim)]
@@ -36,8 +38,26 @@ def _innermost(axes: tuple[int, ...], ndim: int) -> tuple[list[int] | None, list
 def _make_namespace() -> SimpleNamespace:
     import tensorflow as tf
 
-    def with_static_shape(result: Any, like: Any, axes: tuple[int, int], sizes: Any) -> Any:
-        # rfft2d/irfft2d forget every static size when an inner size is unknown; the other
+    def along(fn: Any, z: Any, axis: int) -> Any:
+        """A transform of the innermost axis, applied along ``axis``."""
+        forward, backward = _innermost((axis,), len(z.shape))
+        return fn(z) if forward is None else tf.transpose(fn(tf.transpose(z, forward)), backward)
+
+    def rfft3d(x: Any) -> Any:
+        # TensorFlow has no gradient for RFFT3D: the last two axes, then the first.
+        return along(tf.signal.fft, tf.signal.rfft2d(x), len(x.shape) - 3)
+
+    def irfft3d(z: Any, fft_length: Any) -> Any:
+        return tf.signal.irfft2d(along(tf.signal.ifft, z, len(z.shape) - 3), fft_length[1:])
+
+    transforms = {
+        1: (tf.signal.rfft, tf.signal.irfft),
+        2: (tf.signal.rfft2d, tf.signal.irfft2d),
+        3: (rfft3d, irfft3d),
+    }
+
+    def with_static_shape(result: Any, like: Any, axes: tuple[int, ...], sizes: Any) -> Any:
+        # The transforms forget every static size when an inner size is unknown; the other
         # axes keep their input's (the GEMM path, which may follow, reshapes with them).
         shape = list(like.shape)
         for axis, size in zip(axes, sizes, strict=True):
@@ -45,25 +65,21 @@ def _make_namespace() -> SimpleNamespace:
         result.set_shape(shape)
         return result
 
-    def rfftn(x: Any, axes: tuple[int, int] = (-2, -1)) -> Any:
+    def innermost(fn: Any, x: Any, axes: tuple[int, ...], *args: Any) -> Any:
         forward, backward = _innermost(axes, len(x.shape))
         if forward is None:
-            result = tf.signal.rfft2d(x)
-        else:
-            result = tf.transpose(tf.signal.rfft2d(tf.transpose(x, forward)), backward)
-        height, width = (x.shape[a] for a in axes)
-        return with_static_shape(
-            result, x, axes, (height, None if width is None else width // 2 + 1)
-        )
+            return fn(x, *args)
+        return tf.transpose(fn(tf.transpose(x, forward), *args), backward)
 
-    def irfftn(z: Any, s: tuple[Any, Any], axes: tuple[int, int] = (-2, -1)) -> Any:
-        forward, backward = _innermost(axes, len(z.shape))
-        length = tf.stack([tf.cast(s[0], tf.int32), tf.cast(s[1], tf.int32)])
-        if forward is None:
-            result = tf.signal.irfft2d(z, fft_length=length)
-        else:
-            inner = tf.signal.irfft2d(tf.transpose(z, forward), fft_length=length)
-            result = tf.transpose(inner, backward)
+    def rfftn(x: Any, axes: tuple[int, ...] = (-2, -1)) -> Any:
+        result = innermost(transforms[len(axes)][0], x, axes)
+        sizes = [x.shape[a] for a in axes]
+        sizes[-1] = None if sizes[-1] is None else sizes[-1] // 2 + 1
+        return with_static_shape(result, x, axes, sizes)
+
+    def irfftn(z: Any, s: tuple[Any, ...], axes: tuple[int, ...] = (-2, -1)) -> Any:
+        length = tf.stack([tf.cast(n, tf.int32) for n in s])
+        result = innermost(transforms[len(axes)][1], z, axes, length)
         return with_static_shape(result, z, axes, s)
 
     def matmul(a: Any, b: Any) -> Any:
@@ -118,14 +134,14 @@ def _make_namespace() -> SimpleNamespace:
         concat=lambda arrays, axis=0: tf.concat(list(arrays), axis=axis),
         reshape=lambda x, shape: tf.reshape(x, shape),
         where=tf.where,
-        sum=lambda x: tf.reduce_sum(x),
+        sum=lambda x, axis=None: tf.reduce_sum(x, axis=axis),
         finfo=lambda dtype: SimpleNamespace(max=tf.as_dtype(dtype).max),
         isdtype=isdtype,
         fft=SimpleNamespace(rfftn=rfftn, irfftn=irfftn),
     )
 
 
-class TensorFlowBackend:
+class TensorFlowBackend(Backend):
     name = "tensorflow"
     module = "tensorflow"
     differentiable = True
@@ -133,8 +149,8 @@ class TensorFlowBackend:
     #: BatchMatMulV2 broadcasts a matrix against a stack without copying it, so the GEMM path
     #: needs no transposes (see ``diffstride._matmul.apply_separable``).
     broadcast_matmul = True
-    #: ``method="auto"`` takes the GEMMs up to 128x128, for DiffStride and fixed pooling: they
-    #: beat TF's FFTs at every size measured (2-3x under tf.function, 32 to 128 pixels).
+    #: ``method="auto"`` takes the GEMMs up to 128 per axis, for DiffStride and fixed pooling:
+    #: they beat TF's FFTs at every size measured (docs/benchmarks.md).
     auto_matmul_max_sizes = (128, 128)
 
     def __init__(self) -> None:

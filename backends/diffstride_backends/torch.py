@@ -3,8 +3,8 @@
 channels_last: ``torch.fft.rfftn`` takes any ``dim``, so the core's ``axes=(1, 2)`` runs as is.
 
 ``custom_vjp`` registers the core's hand-written VJP of the FFT path as an
-``autograd.Function`` (see ``_agnostic.masked_crop_vjp``): fwd+bwd at 8x64x64x64 took 11.3 ms
-against 17.4 ms with autograd's own backward of the slices and ``rfftn``, page faults aside.
+``autograd.Function`` (see ``_agnostic.masked_crop_vjp``): it is faster than autograd's own
+backward of the slices and ``rfftn`` (docs/benchmarks.md).
 Under ``create_graph=True`` the backward instead differentiates the plain forward with
 autograd, so higher-order gradients stay exact. The ``autograd.Function`` lives in
 ``_torch_autograd``, defined at import so that ``torch.compile`` can trace it.
@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from diffstride import Backend
 
-class TorchBackend:
+
+class TorchBackend(Backend):
     name = "torch"
     module = "torch"
     differentiable = True
-    dynamic_shapes = False
 
     def __init__(self) -> None:
         self._untraced: dict[Any, Any] = {}

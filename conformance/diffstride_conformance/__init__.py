@@ -12,9 +12,11 @@ Two ways to run it, as networkx and scikit-learn offer:
       def test_mybackend(backend, check):
           check(backend)
 
-A backend is any object registered in the ``diffstride.backends`` entry-point group that
-follows ``diffstride._registry.Backend`` and adds two testing hooks: ``from_numpy(array)`` and
-``vjp(fn, primals, cotangent) -> (output, [gradients])`` (numpy arrays out).
+A backend is a subclass of ``diffstride.Backend`` registered in the ``diffstride.backends``
+entry-point group. The suite uses its testing hooks: ``from_numpy(array)``,
+``test_inputs(array)`` (the input layouts to hold to the reference, e.g. several chunkings)
+and, where ``differentiable``, ``vjp(fn, primals, cotangent) -> (output, [gradients])`` (numpy
+arrays out). Every check runs for 1, 2 and 3 spatial axes; see ``docs/backends.md``.
 """
 
 from __future__ import annotations

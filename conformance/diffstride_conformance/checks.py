@@ -1,11 +1,12 @@
 """Checks that hold a backend to the numpy reference and to the original's golden data.
 
-Each check is a function of one loaded backend (``diffstride._registry.Backend`` plus the
-testing hooks ``from_numpy`` and ``vjp``), a computation path (``method``: "fft" or "matmul",
-see ``diffstride._matmul``) and a mask (``ramp``: "outside", the original's, or "inside"). The
-golden checks hold the original's ramp only; every other check runs for both. A check raises
-``AssertionError`` on a mismatch and ``pytest.skip`` where it does not apply (gradients of a
-backend without autodiff, float64 where the framework is configured for float32 only).
+Each check is a function of one loaded backend (a ``diffstride.Backend`` with its testing
+hooks ``from_numpy``, ``test_inputs`` and ``vjp``), a computation path (``method``: "fft" or
+"matmul") and a mask (``ramp``: "outside", the original's, or "inside"). The golden checks
+hold the original's ramp and 2-D inputs only; every other check runs for both ramps and for
+1, 2 and 3 spatial axes. Checks call the public functional API with ``backend=`` the adapter.
+A check raises ``AssertionError`` on a mismatch and ``pytest.skip`` where it does not apply
+(gradients of a backend without autodiff, float64 where the framework has float32 only).
 
 Tolerances: the golden data is float32 from TensorFlow, matched to a relative error (max abs
 difference over max abs value) of 1e-4 for outputs and input gradients and 2e-3 for stride
@@ -26,8 +27,7 @@ from hypothesis import strategies as st
 
 import diffstride
 from diffstride import numpy as reference
-from diffstride._api import diffstride_on, spectral_pooling_on
-from diffstride_conformance import golden
+from diffstride_conformance import golden, oracle
 
 __all__ = ["CHECKS", "checks_for"]
 
@@ -66,6 +66,21 @@ def _from_numpy(backend: Any, array: np.ndarray) -> Any:
     if np.dtype(array.dtype) == np.float64 and "64" not in str(converted.dtype):
         pytest.skip(f"backend {backend.name!r} is configured without float64")
     return converted
+
+
+def _adapter(backend: Any) -> diffstride.Backend:
+    """The adapter itself (the suite's lazy stand-in loads it by name)."""
+    return (
+        backend if isinstance(backend, diffstride.Backend) else diffstride.get_backend(backend.name)
+    )
+
+
+def diffstride_on(backend: Any, x: Any, strides: Any, **kwargs: Any) -> Any:
+    return diffstride.diffstride(x, strides, backend=_adapter(backend), **kwargs)
+
+
+def spectral_pooling_on(backend: Any, x: Any, strides: Any, **kwargs: Any) -> Any:
+    return diffstride.spectral_pooling(x, strides, backend=_adapter(backend), **kwargs)
 
 
 def _diffstride_with_grads(
@@ -156,7 +171,7 @@ def check_numpy_vjp_matches_golden(
 
 # --- agreement with the numpy reference ----------------------------------------------------
 
-# (shape NCHW, strides, smoothness_factor, cropping, data_format, limits, dtype)
+# (shape channels_first, strides, smoothness_factor, cropping, data_format, limits, dtype)
 REFERENCE_CONFIGS: list[tuple[Any, ...]] = [
     ((2, 3, 16, 16), (2.0, 2.0), 4.0, True, "channels_first", (None, None), "float32"),
     ((1, 2, 15, 22), (1.7, 3.2), 2.0, True, "channels_last", (None, None), "float32"),
@@ -167,13 +182,26 @@ REFERENCE_CONFIGS: list[tuple[Any, ...]] = [
     ((1, 1, 2, 3), (1.0, 1.0), 4.0, True, "channels_first", (None, None), "float32"),
     # strides below N / (N - R): the straight-through projection acts on both axes
     ((2, 2, 10, 12), (1.0, 1.1), 4.0, True, "channels_first", (None, None), "float32"),
+    # one spatial axis
+    ((2, 3, 40), (2.5,), 4.0, True, "channels_first", (None, None), "float32"),
+    ((1, 2, 33), (1.6,), 2.0, True, "channels_last", (None, None), "float64"),
+    ((1, 1, 17), (3.0,), 0.0, False, "channels_first", (None, None), "float32"),
+    # three spatial axes
+    ((1, 2, 9, 12, 10), (1.5, 2.0, 2.5), 3.0, True, "channels_first", (None, None), "float32"),
+    ((2, 1, 8, 7, 6), (2.0,), 2.0, True, "channels_last", (None, 1.8), "float64"),
+    ((1, 2, 6, 5, 9), (1.2, 1.0, 3.0), 4.0, True, "channels_last", (None, None), "float32"),
 ]
 
 
 def _to_layout(array: np.ndarray, data_format: str) -> np.ndarray:
-    return (
-        array if data_format == "channels_first" else np.ascontiguousarray(np.moveaxis(array, 1, 3))
-    )
+    """A channels_first array in ``data_format`` (channels moved last, any rank)."""
+    if data_format == "channels_first":
+        return array
+    return np.ascontiguousarray(np.moveaxis(array, 1, -1))
+
+
+def _from_layout(array: np.ndarray, data_format: str) -> np.ndarray:
+    return array if data_format == "channels_first" else np.moveaxis(array, -1, 1)
 
 
 def _compare_with_reference(
@@ -192,10 +220,9 @@ def _compare_with_reference(
         "ramp": ramp,
     }
     expected = reference.diffstride(x, s, **kwargs)
-    sizes = shape[2:]
-    assert expected.shape[-3 if data_format == "channels_last" else -2 :][:2] == (
+    assert _from_layout(expected, data_format).shape[2:] == (
         diffstride.output_size(
-            sizes,
+            shape[2:],
             strides,
             dtype=dtype,
             smoothness_factor=smoothness,
@@ -205,12 +232,11 @@ def _compare_with_reference(
             ramp=ramp,
         )
     ), f"{config}: output shape {expected.shape} disagrees with diffstride.output_size"
-    y = diffstride_on(
-        backend, _from_numpy(backend, x), _from_numpy(backend, s), method=method, **kwargs
-    )
-    y = backend.concrete(y)
-    assert y.dtype == np.dtype(dtype), f"{config}: dtype {y.dtype} is not {dtype}"
-    assert_close(y, expected, _rtol(dtype), f"{config} output")
+    for x_in in _test_inputs(backend, x):
+        y = diffstride_on(backend, x_in, _from_numpy(backend, s), method=method, **kwargs)
+        y = backend.concrete(y)
+        assert y.dtype == np.dtype(dtype), f"{config}: dtype {y.dtype} is not {dtype}"
+        assert_close(y, expected, _rtol(dtype), f"{config} output")
     if not backend.differentiable:
         return
     cot = rng.standard_normal(expected.shape).astype(dtype)
@@ -220,6 +246,13 @@ def _compare_with_reference(
     assert grad_s.dtype == np.dtype(dtype)
     assert_close(grad_x, ref_x, _rtol(dtype), f"{config} grad_x")
     assert_close(grad_s, ref_s, 10 * _rtol(dtype), f"{config} grad_strides")
+
+
+def _test_inputs(backend: Any, array: np.ndarray) -> list[Any]:
+    inputs = backend.test_inputs(array)
+    if np.dtype(array.dtype) == np.float64 and "64" not in str(inputs[0].dtype):
+        pytest.skip(f"backend {backend.name!r} is configured without float64")
+    return inputs
 
 
 def check_matches_numpy_reference(
@@ -233,21 +266,23 @@ def check_matches_numpy_reference(
 
 @st.composite
 def _configs(draw: Any) -> tuple[Any, ...]:
-    height = draw(st.integers(2, 24))
-    width = draw(st.integers(2, 24))
+    rank = draw(st.sampled_from([1, 2, 2, 3]))
+    largest = {1: 40, 2: 24, 3: 10}[rank]
+    sizes = tuple(draw(st.integers(2, largest)) for _ in range(rank))
     shared = draw(st.booleans())
     stride = st.floats(1.0, 6.0, allow_nan=False, width=32)
-    strides = (draw(stride),) if shared else (draw(stride), draw(stride))
+    strides = (draw(stride),) if shared else tuple(draw(stride) for _ in range(rank))
     smoothness = draw(st.sampled_from([0.0, 0.5, 1.0, 2.0, 4.0, 7.0]))
     cropping = draw(st.booleans())
     data_format = draw(st.sampled_from(["channels_first", "channels_last"]))
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), height, width)
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), *sizes)
     return (shape, strides, smoothness, cropping, data_format, (None, None), "float32")
 
 
 def check_random_configurations(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
-    """Hypothesis-drawn sizes (odd/even, tiny, non-square), strides and R agree with the
-    reference, and the output shape equals ``diffstride.output_size``. It runs once per ramp,
+    """Hypothesis-drawn ranks (1 to 3 spatial axes), sizes (odd/even, tiny, non-square),
+    strides and R agree with the reference, and the output shape equals
+    ``diffstride.output_size``. It runs once per ramp,
     with half the examples each: every drawn shape recompiles under jit, so this sweep
     dominates the suite's time."""
 
@@ -270,6 +305,10 @@ def check_spectral_pooling_matches_reference(
         ((2, 3, 9, 14), (2, 3), "channels_first"),
         ((1, 2, 3, 2), (1.5, 1.0), "channels_last"),
         ((1, 1, 31, 17), (2.5,), "channels_first"),
+        ((2, 3, 41), (3.0,), "channels_first"),
+        ((1, 2, 7), (1.5,), "channels_last"),
+        ((1, 2, 9, 8, 13), (2, 1.5, 3), "channels_last"),
+        ((2, 1, 4, 6, 5), (2.0,), "channels_first"),
     ]:
         x = _to_layout(rng.standard_normal(shape).astype(np.float32), data_format)
         expected = reference.spectral_pooling(x, strides, data_format=data_format)
@@ -278,44 +317,73 @@ def check_spectral_pooling_matches_reference(
         )
         assert_close(backend.concrete(got), expected, OUTPUT_RTOL, f"{shape} {strides}")
         assert tuple(got.shape) == expected.shape
+        cot = rng.standard_normal(expected.shape)
+        grad = reference.spectral_pooling_vjp(
+            x.astype(np.float64), strides, cot, data_format=data_format
+        )
+        if backend.differentiable:
+
+            def fn(x_: Any, strides: Any = strides, data_format: str = data_format) -> Any:
+                return spectral_pooling_on(
+                    backend, x_, strides, data_format=data_format, method=method
+                )
+
+            _, (got_grad,) = backend.vjp(fn, [backend.from_numpy(x)], cot.astype(np.float32))
+            assert_close(got_grad, grad, OUTPUT_RTOL, f"{shape} {strides} grad_x")
 
 
 # --- contract: dtypes, layouts, errors, edge cases ------------------------------------------
 
 
+#: One input shape per spatial rank (channels_first), for the contract checks.
+RANK_SHAPES = {1: (2, 3, 27), 2: (2, 3, 14, 11), 3: (1, 2, 7, 10, 9)}
+
+
+def _strides_for(rank: int) -> tuple[float, ...]:
+    return (2.0, 1.5, 1.7)[-rank:]
+
+
 def check_channels_last_is_a_transpose(
     backend: Any, method: str = "auto", ramp: str = "outside"
 ) -> None:
-    """channels_last gives the channels_first result, transposed."""
-    x = np.random.default_rng(3).standard_normal((2, 3, 14, 11)).astype(np.float32)
-    first = diffstride_on(backend, backend.from_numpy(x), (2.0, 1.5), method=method, ramp=ramp)
-    last = diffstride_on(
-        backend,
-        backend.from_numpy(_to_layout(x, "channels_last")),
-        (2.0, 1.5),
-        data_format="channels_last",
-        method=method,
-        ramp=ramp,
-    )
-    assert_close(
-        backend.concrete(last), np.moveaxis(backend.concrete(first), 1, 3), OUTPUT_RTOL, "NHWC"
-    )
+    """channels_last gives the channels_first result, transposed, for every rank."""
+    for rank, shape in RANK_SHAPES.items():
+        x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+        strides = _strides_for(rank)
+        first = diffstride_on(backend, backend.from_numpy(x), strides, method=method, ramp=ramp)
+        last = diffstride_on(
+            backend,
+            backend.from_numpy(_to_layout(x, "channels_last")),
+            strides,
+            data_format="channels_last",
+            method=method,
+            ramp=ramp,
+        )
+        expected = _to_layout(backend.concrete(first), "channels_last")
+        assert_close(backend.concrete(last), expected, OUTPUT_RTOL, f"rank {rank} NHWC")
 
 
 def check_empty_batch(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
-    """An empty batch gives an empty result of the right shape."""
-    x = backend.from_numpy(np.zeros((0, 3, 16, 16), dtype=np.float32))
-    y = diffstride_on(backend, x, (2.0, 2.0), method=method, ramp=ramp)
-    assert tuple(y.shape) == (0, 3, *diffstride.output_size((16, 16), (2.0, 2.0), ramp=ramp))
+    """An empty batch gives an empty result of the right shape, for every rank."""
+    for rank, shape in RANK_SHAPES.items():
+        x = backend.from_numpy(np.zeros((0, *shape[1:]), dtype=np.float32))
+        strides = _strides_for(rank)
+        y = diffstride_on(backend, x, strides, method=method, ramp=ramp)
+        size = diffstride.output_size(shape[2:], strides, ramp=ramp)
+        assert tuple(y.shape) == (0, shape[1], *size), f"rank {rank}: {tuple(y.shape)}"
 
 
 BAD_CALLS: list[tuple[str, Any, dict[str, Any], type[Exception], str]] = [
-    ("rank 3", (3, 16, 16), {}, ValueError, "rank-4"),
+    ("rank 2", (3, 16), {}, ValueError, "rank-3"),
+    ("rank 6", (1, 1, 4, 4, 4, 4), {}, ValueError, "rank-5"),
     ("size 1", (1, 1, 1, 16), {}, ValueError, "spatial sizes >= 2"),
+    ("size 1, 1-D", (1, 1, 1), {}, ValueError, "spatial sizes >= 2"),
     ("data_format", (1, 1, 8, 8), {"data_format": "NCHW"}, ValueError, "data_format="),
     ("stride < 1", (1, 1, 8, 8), {"strides": (0.5, 2.0)}, ValueError, "strides="),
     ("stride nan", (1, 1, 8, 8), {"strides": (float("nan"), 2.0)}, ValueError, "strides="),
-    ("3 strides", (1, 1, 8, 8), {"strides": (2.0, 2.0, 2.0)}, ValueError, "strides="),
+    ("3 strides, 2-D", (1, 1, 8, 8), {"strides": (2.0, 2.0, 2.0)}, ValueError, "strides="),
+    ("2 strides, 3-D", (1, 1, 8, 8, 8), {"strides": (2.0, 2.0)}, ValueError, "strides="),
+    ("2 strides, 1-D", (1, 1, 8), {"strides": (2.0, 2.0)}, ValueError, "strides="),
     ("stride str", (1, 1, 8, 8), {"strides": "2"}, TypeError, "strides="),
     ("R < 0", (1, 1, 8, 8), {"smoothness_factor": -1.0}, ValueError, "smoothness_factor="),
     ("R inf", (1, 1, 8, 8), {"smoothness_factor": float("inf")}, ValueError, "smoothness_factor="),
@@ -327,7 +395,9 @@ BAD_CALLS: list[tuple[str, Any, dict[str, Any], type[Exception], str]] = [
         "lower_limit_stride=3.0",
     ),
     ("output_size odd w", (1, 1, 8, 8), {"output_size": (4, 3)}, ValueError, "output_size="),
+    ("output_size rank", (1, 1, 8, 8, 8), {"output_size": (4, 4)}, TypeError, "output_size="),
     ("ramp", (1, 1, 8, 8), {"ramp": "middle"}, ValueError, "ramp='middle'"),
+    ("unknown option", (1, 1, 8, 8), {"smoothness": 1.0}, TypeError, "'smoothness'"),
 ]
 
 
@@ -335,7 +405,7 @@ def check_bad_input_is_rejected(backend: Any, method: str = "auto", ramp: str = 
     """Bad arguments raise ValueError/TypeError naming the argument and the value."""
     for _label, shape, kwargs, error, fragment in BAD_CALLS:
         kwargs = dict(kwargs)
-        strides = kwargs.pop("strides", (2.0, 2.0))
+        strides = kwargs.pop("strides", 2.0)
         kwargs.setdefault("ramp", ramp)
         x = backend.from_numpy(np.zeros(shape, dtype=np.float32))
         with pytest.raises(error, match=re.escape(fragment)):
@@ -347,13 +417,16 @@ def check_bad_input_is_rejected(backend: Any, method: str = "auto", ramp: str = 
 
 
 def check_dtype_is_kept(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
-    """float32 and float64 inputs give outputs (and gradients) of the same dtype."""
+    """float32 and float64 inputs give outputs of the same dtype, for every rank."""
     for dtype in (np.float32, np.float64):
-        x = np.ones((1, 2, 10, 10), dtype=dtype)
-        y = diffstride_on(backend, _from_numpy(backend, x), (2.0, 2.0), method=method, ramp=ramp)
-        assert np.asarray(backend.concrete(y)).dtype == dtype, f"{dtype.__name__} -> {y.dtype}"
-        z = spectral_pooling_on(backend, _from_numpy(backend, x), (2.0, 2.0), method=method)
-        assert np.asarray(backend.concrete(z)).dtype == dtype
+        for rank, shape in RANK_SHAPES.items():
+            x = np.ones(shape, dtype=dtype)
+            y = diffstride_on(
+                backend, _from_numpy(backend, x), _strides_for(rank), method=method, ramp=ramp
+            )
+            assert np.asarray(backend.concrete(y)).dtype == dtype, f"{dtype.__name__} {rank}"
+            z = spectral_pooling_on(backend, _from_numpy(backend, x), 2.0, method=method)
+            assert np.asarray(backend.concrete(z)).dtype == dtype
 
 
 # --- the reference itself ------------------------------------------------------------------
@@ -362,8 +435,9 @@ def check_dtype_is_kept(backend: Any, method: str = "auto", ramp: str = "outside
 def check_numpy_vjp_matches_finite_differences(
     backend: Any, method: str = "auto", ramp: str = "outside"
 ) -> None:
-    """float64 central differences confirm the analytic VJP, for x and for the strides
-    (strides chosen away from crop-size jumps: the size is the same at S +- h)."""
+    """float64 central differences confirm the analytic VJP for 1, 2 and 3 spatial axes, for
+    x and for the strides (strides chosen away from crop-size jumps: the size is the same at
+    S +- h)."""
     del backend
     rng = np.random.default_rng(11)
     step = 1e-6
@@ -371,6 +445,9 @@ def check_numpy_vjp_matches_finite_differences(
         ((1, 2, 12, 10), np.array([2.3, 1.7]), 4.0, "channels_first", (None, None)),
         ((2, 1, 9, 13), np.array([1.9]), 2.0, "channels_last", (None, None)),
         ((1, 1, 16, 16), np.array([2.2, 3.1]), 1.0, "channels_first", (1.5, 2.8)),
+        ((2, 2, 30), np.array([2.3]), 3.0, "channels_last", (None, None)),
+        ((1, 1, 7, 11, 10), np.array([1.5, 2.1, 2.7]), 2.0, "channels_first", (None, None)),
+        ((1, 2, 9, 6, 8), np.array([1.7]), 1.5, "channels_last", (None, 2.5)),
     ]
     for shape, strides, smoothness, data_format, (low, high) in configs:
         kwargs = {
@@ -417,6 +494,37 @@ def check_numpy_vjp_matches_finite_differences(
             )
 
 
+def check_numpy_vjp_matches_oracle(
+    backend: Any, method: str = "auto", ramp: str = "outside"
+) -> None:
+    """The reference VJP (built on the core's) equals an independent derivation
+    (:mod:`diffstride_conformance.oracle`) on 2-D inputs, where their crops and thresholds are
+    decided separately."""
+    del backend
+    rng = np.random.default_rng(5)
+    for shape, strides, smoothness, (low, high), dtype in [
+        ((2, 3, 16, 16), [2.0, 2.0], 4.0, (None, None), "float32"),
+        ((1, 2, 15, 22), [1.7, 3.2], 2.0, (None, None), "float64"),
+        ((2, 1, 24, 18), [3.0, 1.2], 4.0, (1.5, 2.5), "float32"),
+        ((2, 2, 12, 9), [2.5], 4.0, (None, None), "float64"),
+        ((2, 2, 10, 12), [1.0, 1.1], 4.0, (None, None), "float32"),
+        ((1, 1, 20, 20), [2.0, 3.0], 0.0, (None, None), "float32"),
+    ]:
+        kwargs = {
+            "smoothness_factor": smoothness,
+            "lower_limit_stride": low,
+            "upper_limit_stride": high,
+            "ramp": ramp,
+        }
+        x = rng.standard_normal(shape).astype(dtype)
+        s = np.asarray(strides, dtype=dtype)
+        cot = rng.standard_normal(reference.diffstride(x, s, **kwargs).shape)
+        grad_x, grad_s = reference.diffstride_vjp(x, s, cot, **kwargs)
+        want_x, want_s = oracle.diffstride_vjp_2d(x, s, cot, **kwargs)
+        assert_close(grad_x, want_x, 1e-9, f"{shape} grad_x")
+        assert_close(grad_s, want_s, 1e-5, f"{shape} grad_strides")
+
+
 Check = Callable[[Any], None]
 
 CHECKS: tuple[Check, ...] = (
@@ -436,6 +544,7 @@ CHECKS: tuple[Check, ...] = (
 REFERENCE_CHECKS: tuple[Check, ...] = (
     check_numpy_vjp_matches_golden,
     check_numpy_vjp_matches_finite_differences,
+    check_numpy_vjp_matches_oracle,
 )
 
 

@@ -219,7 +219,7 @@ def stride_report(pooling_layers: Sequence[Any], input_size: tuple[int, int]) ->
         rows.append(
             {
                 "index": index,
-                "layer": type(layer).__name__,
+                "layer": getattr(layer, "kind", type(layer).__name__),
                 "strides": None if strides is None else list(strides),
                 "input_size": list(size),
                 "output_size": list(output),

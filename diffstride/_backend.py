@@ -1,0 +1,151 @@
+"""``Backend``: the contract between the agnostic core and one framework.
+
+A framework reaches diffstride through an adapter: a subclass of :class:`Backend` registered
+in the entry-point group ``diffstride.backends``. The base class is the whole contract. Four
+members are required (the core cannot run without them) and are checked when the adapter is
+loaded; every optional capability has a default here that is correct for an eager,
+static-shape framework without custom gradients, so the core asks the adapter and never probes
+it with ``getattr``. ``docs/backends.md`` lists the namespace functions the core calls on each
+path.
+
+What the core calls, and on what:
+
+* ``namespace()``: the Array API namespace (with ``fft``) every computation runs on;
+* ``stop_gradient(x)``: on the strides' projection only;
+* ``concrete(x)``: on small arrays only (the strides with the thresholds, the kept counts),
+  never on the input ``x``; it returns ``None`` where values are symbolic (jit, graph mode),
+  and a lazy framework may compute its (tiny) argument here;
+* ``owns(x)``: to dispatch ``diffstride.diffstride``; it must not import the framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["REQUIRED", "Backend"]
+
+#: The members an adapter must define; loading an adapter checks each one.
+REQUIRED = ("name", "module", "owns", "namespace", "stop_gradient", "concrete")
+
+
+class Backend:
+    """Base class of a diffstride adapter: what a framework must provide, and what it may.
+
+    Required
+    --------
+    name
+        Registry name, e.g. ``"torch"``.
+    module
+        The framework's top-level module, e.g. ``"torch"`` (``available_backends`` checks it
+        with ``find_spec``, importing nothing).
+    owns(x)
+        Is ``x`` an array of this framework? Must not import the framework (look it up in
+        ``sys.modules``).
+    namespace()
+        The Array API namespace the core runs on, ``fft`` included.
+    stop_gradient(x)
+        ``x`` with no gradient flowing back through it.
+    concrete(x)
+        A small array (strides, thresholds, counts; never the input) as numpy, or ``None``
+        where its value is symbolic.
+
+    Optional capabilities (defaults: none of them)
+    ----------------------------------------------
+    differentiable
+        Gradients flow through the namespace's functions. Without it the conformance suite
+        skips the gradient checks and never calls :meth:`vjp`.
+    dynamic_shapes, size(x, axis)
+        Symbolic sizes can slice and reshape arrays (TensorFlow graph mode); ``size`` reads a
+        size at run time as a 0-d integer array.
+    cond(predicate, if_true, if_false)
+        Choose a computation at run time (where sizes are symbolic).
+    custom_vjp(forward, backward)
+        A differentiable function with the core's hand-written VJP, or ``None`` (autodiff of
+        the forward pass is then used).
+    tracing(), untraced(fn)
+        Whether a tracer records a graph that a value read would split (``torch.compile``),
+        and ``fn`` run outside that tracer.
+    broadcast_matmul, auto_matmul_max_sizes
+        How the GEMM path lays out its products, and up to which spatial size
+        ``method="auto"`` takes it (for DiffStride, for fixed pooling).
+
+    Testing hooks (the conformance suite)
+    -------------------------------------
+    from_numpy(array), test_inputs(array), vjp(fn, primals, cotangent)
+    """
+
+    name: ClassVar[str]
+    module: ClassVar[str]
+    differentiable: ClassVar[bool] = False
+    dynamic_shapes: ClassVar[bool] = False
+    broadcast_matmul: ClassVar[bool] = False
+    #: ``(DiffStride, fixed pooling)``: measured on 2 CPU cores, the FFTs win for DiffStride
+    #: in torch and jax (torch's with the core's VJP), the GEMMs for fixed pooling of 32x32.
+    auto_matmul_max_sizes: ClassVar[tuple[int, int]] = (0, 32)
+
+    def owns(self, x: Any) -> bool:
+        raise NotImplementedError
+
+    def namespace(self) -> Any:
+        raise NotImplementedError
+
+    def stop_gradient(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def concrete(self, x: Any) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def size(self, x: Any, axis: int) -> Any:
+        """The run-time size of ``x`` along ``axis`` (only asked where ``dynamic_shapes``)."""
+        return x.shape[axis]
+
+    def cond(self, predicate: Any, if_true: Callable[[], Any], if_false: Callable[[], Any]) -> Any:
+        return if_true() if bool(predicate) else if_false()
+
+    def custom_vjp(
+        self, forward: Callable[..., tuple[Any, Any]], backward: Callable[..., tuple[Any, ...]]
+    ) -> Callable[..., Any] | None:
+        """``f(*primals) = forward(*primals)[0]`` (``forward`` returns ``(out, residual)``)
+        whose gradient is ``backward(residual, primals, cotangent, needs)`` (``needs``: which
+        primals want one; the others may get ``None``); ``None`` where not supported."""
+        del forward, backward
+        return None
+
+    def tracing(self) -> bool:
+        return False
+
+    def untraced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return fn
+
+    # Testing hooks, used by diffstride_conformance.
+    def from_numpy(self, array: np.ndarray) -> Any:
+        """A framework array equal to ``array`` (dtype kept where the framework has it)."""
+        return self.namespace().asarray(array)
+
+    def test_inputs(self, array: np.ndarray) -> list[Any]:
+        """The layouts the suite feeds as ``x`` (a chunked framework returns several
+        chunkings of the same values); default: ``[from_numpy(array)]``."""
+        return [self.from_numpy(array)]
+
+    def vjp(
+        self, fn: Callable[..., Any], primals: list[Any], cotangent: np.ndarray
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``(fn(*primals), gradients of sum(fn(*primals) * cotangent))`` as numpy arrays.
+        Only called where ``differentiable``."""
+        raise NotImplementedError(f"backend {self.name!r} has no autodiff")
+
+    def __repr__(self) -> str:
+        return f"<diffstride backend {self.name!r}>"
+
+
+def missing_members(adapter: Any) -> list[str]:
+    """The required members ``adapter`` leaves undefined (not overridden from the base)."""
+    missing = []
+    for member in REQUIRED:
+        value = getattr(type(adapter), member, None)
+        if value is None or value is getattr(Backend, member, None):
+            missing.append(member)
+    return missing
