@@ -19,6 +19,17 @@ the absolute times; the median discards the occasional preemption that a mean wo
 Each call is synchronised before the clock stops (jax ``block_until_ready``, tf ``.numpy()``;
 torch CPU ops are synchronous). The garbage collector is paused while timing.
 
+Inputs and ops come from the library's public entry points: one numpy input per case (seed 0)
+handed to every framework by its adapter's ``from_numpy``
+(``diffstride.get_backend(name).from_numpy``), so every framework times the same values, and
+the ops of ``diffstride.torch``, ``diffstride.tf`` and ``diffstride.jax``. What stays written
+per framework here is what the adapters' hooks would change if they were timed: their ``vjp``
+clones its inputs, takes a cotangent and returns numpy arrays, outside ``torch.compile``,
+``tf.function`` and ``jax.jit``, whereas fwd+bwd compiles the whole step in the compiled modes;
+their ``concrete`` is not the synchronisation, because for jax it dispatches a
+``stop_gradient`` and copies to the host, and for tf it reads the output without the copy that
+``.numpy()`` makes, so the tables would no longer compare with earlier ones.
+
 Peak memory of fwd+bwd is what one step allocates on top of its live inputs, read from
 what each framework exposes (see README.md): torch, the running sum of the profiler's CPU
 allocator events; tensorflow, ``get_memory_info("CPU:0")`` peak minus the live bytes before
@@ -50,6 +61,8 @@ if importlib.util.find_spec("diffstride_backends") is None:  # uninstalled check
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+
+import numpy as np  # noqa: E402
 
 import diffstride  # noqa: E402
 
@@ -116,6 +129,12 @@ def layout(shape_nchw: tuple[int, int, int, int], data_format: str) -> tuple[int
     return (n, c, h, w) if data_format == "channels_first" else (n, h, w, c)
 
 
+def case_input(shape_nchw: tuple[int, int, int, int], fmt: str) -> np.ndarray:
+    """The input of one case: standard normal float32 in ``fmt``'s layout, the same values
+    for every framework (each adapter's ``from_numpy`` converts it)."""
+    return np.random.default_rng(0).standard_normal(layout(shape_nchw, fmt), dtype=np.float32)
+
+
 def error_text(exc: BaseException) -> str:
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first_line[:200]}"
@@ -132,9 +151,11 @@ def torch_ops(mode: str, shape_nchw: tuple[int, int, int, int], fmt: str) -> dic
 
     if mode == "compile":
         torch._dynamo.reset()  # fresh caches: no recompile limit across cases
-    torch.manual_seed(0)
-    x = torch.randn(layout(shape_nchw, fmt), requires_grad=True)
-    s = torch.tensor(STRIDES, requires_grad=True)
+    backend = diffstride.get_backend("torch")
+    # Cloned into torch's own 64-byte-aligned memory (numpy's may be 16-byte aligned), as a
+    # tensor made by torch itself would be.
+    x = backend.from_numpy(case_input(shape_nchw, fmt)).clone().requires_grad_(True)
+    s = backend.from_numpy(np.asarray(STRIDES, np.float32)).requires_grad_(True)
     # Eager reads the strides for the crop, as a layer in training does; compiled, a static
     # output_size (as for jax) makes the whole op one graph.
     size = diffstride.output_size(tuple(shape_nchw[2:]), STRIDES) if mode == "compile" else None
@@ -229,7 +250,7 @@ def tf_ops(mode: str, shape_nchw: tuple[int, int, int, int], fmt: str) -> dict[s
 
     from diffstride import tf as dtf
 
-    x = tf.random.stateless_normal(layout(shape_nchw, fmt), seed=(0, 0))
+    x = diffstride.get_backend("tensorflow").from_numpy(case_input(shape_nchw, fmt))
     s = tf.Variable(STRIDES, dtype=tf.float32)
     pool = keras.layers.AveragePooling2D(pool_size=2, strides=2, data_format=fmt)
     # A static output_size, as for jax (else, under tf.function, the crop is computed in the
@@ -311,14 +332,12 @@ def tf_setup() -> dict[str, Any]:
 
 
 def jax_ops(mode: str, shape_nchw: tuple[int, int, int, int], fmt: str) -> dict[str, OpBench]:
-    import jax
-
     from diffstride import jax as dj
 
     del mode  # jit only
-    shape = layout(shape_nchw, fmt)
-    x = jax.random.normal(jax.random.PRNGKey(0), shape, dtype="float32")
-    s = jax.numpy.asarray(STRIDES, dtype="float32")
+    backend = diffstride.get_backend("jax")
+    x = backend.from_numpy(case_input(shape_nchw, fmt))
+    s = backend.from_numpy(np.asarray(STRIDES, np.float32))
     size = diffstride.output_size(tuple(shape_nchw[2:]), STRIDES)
     fns: dict[str, tuple[Callable[[Any, Any], Any], Any]] = {}
     for m in METHODS:
@@ -500,8 +519,6 @@ def cpu_model() -> str:
 
 
 def environment(frameworks: Iterable[str]) -> dict[str, Any]:
-    import numpy as np
-
     env: dict[str, Any] = {
         "cpu_model": cpu_model(),
         "os_cpu_count": os.cpu_count(),

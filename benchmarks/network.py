@@ -12,6 +12,11 @@ interleaved round-robin for ``--repeats`` rounds, in this one process, and the m
 reported next to the network's MACs per image, both relative to the strided network of the
 same framework. Ratios are what to read: the absolute times depend on the machine (the header
 prints it).
+
+The networks come from the public builders (``diffstride.models``); the one batch they all
+train on is made once in numpy and handed to each framework by its adapter's ``from_numpy``
+(``diffstride.get_backend(name).from_numpy``), and each step's loss is read back through the
+adapter's ``concrete``, so this script holds no conversion code of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("diffstride_backends") is None:  # uninstalled checkout
@@ -51,14 +58,25 @@ CLASSES = 10
 Step = Callable[[], Any]
 
 
+def batch_arrays(batch: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch every network trains on: images ``(batch, 3, size, size)`` float32 (NCHW)
+    and labels ``(batch,)`` int64, the same values for every framework."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+    return x, rng.integers(0, CLASSES, batch, dtype=np.int64)
+
+
 def torch_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
     import torch
 
+    import diffstride
     from diffstride.models.torch import resnet18
 
-    torch.manual_seed(0)
-    x = torch.randn(batch, 3, size, size)
-    y = torch.randint(0, CLASSES, (batch,))
+    torch.manual_seed(0)  # the weights
+    backend = diffstride.get_backend("torch")
+    images, labels = batch_arrays(batch, size)
+    # Cloned into torch's own 64-byte-aligned memory (numpy's may be 16-byte aligned).
+    x, y = backend.from_numpy(images).clone(), backend.from_numpy(labels)
     steps = {}
     for label, kwargs in NETWORKS:
         model = resnet18(STRIDES, in_channels=3, num_classes=CLASSES, **kwargs).train()
@@ -69,7 +87,7 @@ def torch_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            return float(loss.detach())
+            return float(backend.concrete(loss))
 
         steps[label] = (step, model.macs((size, size)))
     return steps
@@ -79,11 +97,14 @@ def keras_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
     import keras
     import tensorflow as tf
 
+    import diffstride
     from diffstride.models import keras as models
 
-    keras.utils.set_random_seed(0)
-    x = tf.random.normal((batch, size, size, 3))
-    y = tf.random.uniform((batch,), 0, CLASSES, dtype=tf.int64)
+    keras.utils.set_random_seed(0)  # the weights
+    backend = diffstride.get_backend("tensorflow")
+    images, labels = batch_arrays(batch, size)
+    x = backend.from_numpy(np.ascontiguousarray(images.transpose(0, 2, 3, 1)))  # NHWC
+    y = backend.from_numpy(labels)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     steps = {}
     for label, kwargs in NETWORKS:
@@ -105,7 +126,7 @@ def keras_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
             return loss
 
         def step(train: Any = train) -> float:
-            return float(train())
+            return float(backend.concrete(train()))
 
         steps[label] = (step, models.macs(model, (size, size), in_channels=3))
     return steps

@@ -1,4 +1,5 @@
-"""The training example's data: the synthetic band property, the file readers, and batching."""
+"""The training example's data: the synthetic band property (``synthetic``), the file readers
+and the cluttered set (``datasets``), and the shared steps and batching (``data``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffstride.examples import data
+from diffstride.examples import data, datasets, synthetic
 
 # --------------------------------------------------------------------------- helpers
 
@@ -76,7 +77,7 @@ def nearest_centroid_accuracy(
 
 @pytest.fixture(scope="module")
 def small_synthetic() -> data.Dataset:
-    return data.synthetic(num_train=1024, num_test=512, size=32, seed=0)
+    return synthetic.synthetic(num_train=1024, num_test=512, size=32, seed=0)
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -96,15 +97,15 @@ def test_synthetic_shapes_and_dtypes(small_synthetic: data.Dataset) -> None:
 
 
 def test_synthetic_is_deterministic_by_seed() -> None:
-    a, b = data.synthetic(64, 32, seed=3), data.synthetic(64, 32, seed=3)
-    c = data.synthetic(64, 32, seed=4)
+    a, b = synthetic.synthetic(64, 32, seed=3), synthetic.synthetic(64, 32, seed=3)
+    c = synthetic.synthetic(64, 32, seed=4)
     np.testing.assert_array_equal(a.x_train, b.x_train)
     np.testing.assert_array_equal(a.y_test, b.y_test)
     assert not np.array_equal(a.x_train, c.x_train)
 
 
 def test_synthetic_test_split_does_not_depend_on_num_train() -> None:
-    a, b = data.synthetic(64, 32, seed=1), data.synthetic(128, 32, seed=1)
+    a, b = synthetic.synthetic(64, 32, seed=1), synthetic.synthetic(128, 32, seed=1)
     # Equal up to normalisation, which uses each one's training statistics.
     x_a, x_b = a.x_test - a.x_test.mean(), b.x_test - b.x_test.mean()
     np.testing.assert_allclose(x_a / x_a.std(), x_b / x_b.std(), atol=1e-4)
@@ -122,9 +123,9 @@ def test_synthetic_is_normalised_with_train_statistics(small_synthetic: data.Dat
 
 @pytest.mark.parametrize(("size", "expected"), [(32, 2.0), (64, 2.0), (18, 2.25), (16, 2.0)])
 def test_synthetic_max_stride(size: int, expected: float) -> None:
-    assert data.synthetic_max_stride(size) == expected
-    band = data.synthetic_band(size)
-    pairs = data.synthetic_frequencies(size)
+    assert synthetic.synthetic_max_stride(size) == expected
+    band = synthetic.synthetic_band(size)
+    pairs = synthetic.synthetic_frequencies(size)
     assert len(set(pairs)) == 4
     assert all(max(abs(ky), abs(kx)) == band for ky, kx in pairs)
 
@@ -132,11 +133,11 @@ def test_synthetic_max_stride(size: int, expected: float) -> None:
 @pytest.mark.parametrize("size", [8, 15, 32.0, True])
 def test_synthetic_rejects_small_or_non_integer_sizes(size: object) -> None:
     with pytest.raises(ValueError, match="size must be an integer >= 16"):
-        data.synthetic(8, 8, size=size)  # type: ignore[arg-type]
+        synthetic.synthetic(8, 8, size=size)  # type: ignore[arg-type]
 
 
 def test_synthetic_labels_are_recoverable_from_the_band(small_synthetic: data.Dataset) -> None:
-    ds, band = small_synthetic, data.synthetic_band(32)
+    ds, band = small_synthetic, synthetic.synthetic_band(32)
     accuracy = nearest_centroid_accuracy(
         band_features(ds.x_train, band), ds.y_train, band_features(ds.x_test, band), ds.y_test
     )
@@ -145,7 +146,7 @@ def test_synthetic_labels_are_recoverable_from_the_band(small_synthetic: data.Da
 
 def test_synthetic_labels_are_lost_without_the_band(small_synthetic: data.Dataset) -> None:
     # Removing per-axis frequencies >= band is what a total stride of size / (2 band) does.
-    ds, band = small_synthetic, data.synthetic_band(32)
+    ds, band = small_synthetic, synthetic.synthetic_band(32)
     x_train, x_test = low_pass(ds.x_train, band), low_pass(ds.x_test, band)
     accuracy = nearest_centroid_accuracy(
         band_features(x_train, band), ds.y_train, band_features(x_test, band), ds.y_test
@@ -161,7 +162,7 @@ def test_synthetic_labels_are_lost_without_the_band(small_synthetic: data.Datase
 def test_read_idx_round_trip(tmp_path: Path, compress: bool, dtype: type) -> None:
     array = (np.arange(2 * 3 * 5) - 7).reshape(2, 3, 5).astype(dtype)
     path = write_idx(tmp_path / "array-idx3", array, compress=compress)
-    result = data.read_idx(path)
+    result = datasets.read_idx(path)
     assert result.dtype == np.dtype(dtype)
     assert result.dtype.isnative
     assert result.flags.writeable
@@ -183,7 +184,7 @@ def test_read_idx_rejects_malformed_files(tmp_path: Path, content: bytes, messag
     path = tmp_path / "broken-idx1-ubyte"
     path.write_bytes(content)
     with pytest.raises(ValueError, match=message) as info:
-        data.read_idx(path)
+        datasets.read_idx(path)
     assert str(path) in str(info.value)
 
 
@@ -192,7 +193,7 @@ def test_read_idx_rejects_malformed_files(tmp_path: Path, content: bytes, messag
 
 def test_fashion_mnist_reads_gzipped_and_raw_files(tmp_path: Path) -> None:
     write_fake_mnist(tmp_path)
-    ds = data.fashion_mnist(tmp_path)
+    ds = datasets.fashion_mnist(tmp_path)
     assert ds.x_train.shape == (30, 1, 28, 28)
     assert ds.x_test.shape == (10, 1, 28, 28)
     assert ds.x_train.dtype == np.float32
@@ -204,19 +205,19 @@ def test_fashion_mnist_reads_gzipped_and_raw_files(tmp_path: Path) -> None:
 
 def test_limit_train_keeps_a_seeded_subset(tmp_path: Path) -> None:
     write_fake_mnist(tmp_path)
-    full = data.load("mnist", tmp_path)
-    a = data.load("mnist", tmp_path, limit_train=7, seed=5)
-    b = data.load("mnist", tmp_path, limit_train=7, seed=5)
+    full = datasets.load("mnist", tmp_path)
+    a = datasets.load("mnist", tmp_path, limit_train=7, seed=5)
+    b = datasets.load("mnist", tmp_path, limit_train=7, seed=5)
     assert a.x_train.shape == (7, 1, 28, 28)
     assert len(a.x_test) == len(full.x_test)
     np.testing.assert_array_equal(a.y_train, b.y_train)
     assert len(set(a.y_train.tolist())) > 1
-    assert data.load("mnist", tmp_path, limit_train=1000).x_train.shape == full.x_train.shape
+    assert datasets.load("mnist", tmp_path, limit_train=1000).x_train.shape == full.x_train.shape
 
 
 def test_limit_keeps_file_order() -> None:
     x = np.arange(100)
-    kept, _ = data._limit(x, x, 10, seed=0)
+    kept, _ = data.subset(x, x, 10, seed=0)
     assert len(kept) == 10
     assert np.all(np.diff(kept) > 0)
     assert not np.array_equal(kept, np.arange(10))
@@ -225,7 +226,7 @@ def test_limit_keeps_file_order() -> None:
 def test_missing_fashion_mnist_says_where_to_get_it(tmp_path: Path) -> None:
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
     with pytest.raises(data.MissingDataError) as info:
-        data.fashion_mnist(tmp_path)
+        datasets.fashion_mnist(tmp_path)
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     assert str(tmp_path) in message
@@ -239,7 +240,7 @@ def test_missing_fashion_mnist_says_where_to_get_it(tmp_path: Path) -> None:
 
 def test_mnist_requires_a_folder() -> None:
     with pytest.raises(data.MissingDataError, match="MNIST has no default folder"):
-        data.load("mnist")
+        datasets.load("mnist")
 
 
 def test_mismatched_images_and_labels_are_an_error(tmp_path: Path) -> None:
@@ -247,16 +248,16 @@ def test_mismatched_images_and_labels_are_an_error(tmp_path: Path) -> None:
     labels = np.zeros(3, np.uint8)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels, compress=False)
     with pytest.raises(ValueError, match="do not match"):
-        data.fashion_mnist(tmp_path)
+        datasets.fashion_mnist(tmp_path)
 
 
 @pytest.mark.skipif(
-    not data.FASHION_MNIST_DIR.is_dir(),
-    reason=f"Fashion-MNIST is not installed in {data.FASHION_MNIST_DIR} "
+    not datasets.FASHION_MNIST_DIR.is_dir(),
+    reason=f"Fashion-MNIST is not installed in {datasets.FASHION_MNIST_DIR} "
     "(apt-get install dataset-fashion-mnist)",
 )
 def test_installed_fashion_mnist() -> None:
-    ds = data.load("fashion-mnist", limit_train=100)
+    ds = datasets.load("fashion-mnist", limit_train=100)
     assert ds.x_train.shape == (100, 1, 28, 28)
     assert ds.x_test.shape == (10000, 1, 28, 28)
     assert ds.num_classes == 10
@@ -270,7 +271,7 @@ def test_installed_fashion_mnist() -> None:
 @pytest.mark.parametrize("subfolder", ["cifar-10-batches-py", ""])
 def test_cifar10_reads_the_python_batches(tmp_path: Path, subfolder: str) -> None:
     write_fake_cifar(tmp_path / subfolder)
-    ds = data.cifar10(tmp_path, limit_train=15)
+    ds = datasets.cifar10(tmp_path, limit_train=15)
     assert ds.x_train.shape == (15, 3, 32, 32)
     assert ds.x_test.shape == (4, 3, 32, 32)
     assert (ds.num_classes, ds.name) == (10, "cifar10")
@@ -282,7 +283,7 @@ def test_cifar10_reads_the_python_batches(tmp_path: Path, subfolder: str) -> Non
 def test_cifar10_keeps_the_channel_layout(tmp_path: Path) -> None:
     write_fake_cifar(tmp_path)
     raw = pickle.loads((tmp_path / "test_batch").read_bytes())[b"data"]
-    ds = data.cifar10(tmp_path)
+    ds = datasets.cifar10(tmp_path)
     # Rows are 1024 red, then 1024 green, then 1024 blue values: channel 1 is the green block.
     green = raw[:, 1024:2048].reshape(-1, 32, 32).astype(np.float64)
     correlation = np.corrcoef(green.ravel(), ds.x_test[:, 1].ravel())[0, 1]
@@ -291,7 +292,7 @@ def test_cifar10_keeps_the_channel_layout(tmp_path: Path) -> None:
 
 def test_missing_cifar10_says_where_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(data.MissingDataError) as info:
-        data.load("cifar10", tmp_path)
+        datasets.load("cifar10", tmp_path)
     message = str(info.value)
     assert str(tmp_path) in message
     assert "https://www.cs.toronto.edu/~kriz/cifar.html" in message
@@ -307,7 +308,7 @@ def test_cifar10_refuses_pickles_that_run_code(tmp_path: Path) -> None:
     write_fake_cifar(tmp_path)
     (tmp_path / "data_batch_3").write_bytes(pickle.dumps({b"data": _Exploit()}))
     with pytest.raises(ValueError, match=r"refusing to load builtins\.print") as info:
-        data.cifar10(tmp_path)
+        datasets.cifar10(tmp_path)
     assert "data_batch_3" in str(info.value)
 
 
@@ -316,21 +317,21 @@ def test_cifar10_refuses_pickles_that_run_code(tmp_path: Path) -> None:
 
 def test_load_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match=r"name=.nope."):
-        data.load("nope")
+        datasets.load("nope")
 
 
 @pytest.mark.parametrize("limit", [0, -3, 2.5, True, "10"])
 def test_load_rejects_bad_limits(limit: object) -> None:
     with pytest.raises(ValueError, match="limit_train must be a positive integer"):
-        data.load("synthetic", limit_train=limit)  # type: ignore[arg-type]
+        datasets.load("synthetic", limit_train=limit)  # type: ignore[arg-type]
 
 
 def test_load_synthetic(tmp_path: Path) -> None:
-    ds = data.load("synthetic", limit_train=40, seed=2)
+    ds = datasets.load("synthetic", limit_train=40, seed=2)
     assert ds.x_train.shape == (40, 1, 32, 32)
     assert len(ds.x_test) == 1024
     with pytest.raises(ValueError, match="reads no files"):
-        data.load("synthetic", data_dir=tmp_path)
+        datasets.load("synthetic", data_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------- batches
@@ -366,8 +367,8 @@ def test_batches_validate_their_arguments() -> None:
 # --------------------------------------------------------------------------- cluttered
 
 needs_fashion_mnist = pytest.mark.skipif(
-    not data.FASHION_MNIST_DIR.is_dir(),
-    reason=f"Fashion-MNIST is not installed in {data.FASHION_MNIST_DIR} "
+    not datasets.FASHION_MNIST_DIR.is_dir(),
+    reason=f"Fashion-MNIST is not installed in {datasets.FASHION_MNIST_DIR} "
     "(apt-get install dataset-fashion-mnist)",
 )
 
@@ -400,7 +401,7 @@ def unit_range(ds: data.Dataset) -> np.ndarray:
 
 def test_cluttered_shapes_dtypes_and_labels(tmp_path: Path) -> None:
     write_fake_mnist(tmp_path)
-    ds = data.cluttered_fashion_mnist(tmp_path, limit_train=20, seed=1, size=40, num_test=6)
+    ds = datasets.cluttered_fashion_mnist(tmp_path, limit_train=20, seed=1, size=40, num_test=6)
     assert ds.x_train.shape == (20, 1, 40, 40)
     assert ds.x_test.shape == (6, 1, 40, 40)
     assert ds.x_train.dtype == ds.x_test.dtype == np.float32
@@ -410,16 +411,16 @@ def test_cluttered_shapes_dtypes_and_labels(tmp_path: Path) -> None:
     assert abs(ds.x_train.mean()) < 1e-5
     assert ds.x_train.std() == pytest.approx(1.0, abs=1e-5)
     # The kept items, labels and order are fashion_mnist's for the same limit and seed.
-    plain = data.fashion_mnist(tmp_path, limit_train=20, seed=1)
+    plain = datasets.fashion_mnist(tmp_path, limit_train=20, seed=1)
     np.testing.assert_array_equal(ds.y_train, plain.y_train)
-    assert data.load("cluttered-fashion-mnist", tmp_path).x_train.shape == (30, 1, 64, 64)
+    assert datasets.load("cluttered-fashion-mnist", tmp_path).x_train.shape == (30, 1, 64, 64)
 
 
 def test_cluttered_is_deterministic_and_seeded(tmp_path: Path) -> None:
     write_fake_mnist(tmp_path)
-    a = data.load("cluttered-fashion-mnist", tmp_path, limit_train=30, seed=3)
-    b = data.load("cluttered-fashion-mnist", tmp_path, limit_train=30, seed=3)
-    c = data.load("cluttered-fashion-mnist", tmp_path, limit_train=30, seed=4)
+    a = datasets.load("cluttered-fashion-mnist", tmp_path, limit_train=30, seed=3)
+    b = datasets.load("cluttered-fashion-mnist", tmp_path, limit_train=30, seed=3)
+    c = datasets.load("cluttered-fashion-mnist", tmp_path, limit_train=30, seed=4)
     np.testing.assert_array_equal(a.x_train, b.x_train)
     np.testing.assert_array_equal(a.x_test, b.x_test)
     # Same items (no limit), other positions and clutter.
@@ -432,7 +433,7 @@ def test_cluttered_is_deterministic_and_seeded(tmp_path: Path) -> None:
 
 def test_cluttered_train_and_test_clutter_come_from_their_own_split(tmp_path: Path) -> None:
     write_split_valued_mnist(tmp_path)
-    ds = data.cluttered_fashion_mnist(tmp_path, limit_train=25, seed=2, patches=12)
+    ds = datasets.cluttered_fashion_mnist(tmp_path, limit_train=25, seed=2, patches=12)
     train, test = raw_pixels(ds)
     assert train.min() == pytest.approx(0.0, abs=1e-3)
     assert train.max() == pytest.approx(100.0, abs=1e-3)
@@ -451,7 +452,7 @@ def test_clutter_places_the_item_and_keeps_it_visible() -> None:
     pool = np.random.default_rng(0).integers(1, 256, (20, 28, 28), dtype=np.uint8)
     index = np.array([0, 3, 7, 19])
     rng = np.random.default_rng(5)
-    made = data._clutter(pool[index], index, pool, size=50, patches=6, patch_size=8, rng=rng)
+    made = datasets._clutter(pool[index], index, pool, size=50, patches=6, patch_size=8, rng=rng)
     assert made.images.shape == (4, 50, 50)
     assert made.images.dtype == np.uint8
     assert made.sources.shape == (4, 6)
@@ -460,7 +461,7 @@ def test_clutter_places_the_item_and_keeps_it_visible() -> None:
         assert 0 <= col <= 22
         window = canvas[row : row + 28, col : col + 28]
         assert np.all(window >= item)  # overlaps keep the brighter pixel: the item stays
-    bare = data._clutter(pool[index], index, pool, size=50, patches=0, patch_size=8, rng=rng)
+    bare = datasets._clutter(pool[index], index, pool, size=50, patches=0, patch_size=8, rng=rng)
     for canvas, (row, col), item in zip(bare.images, bare.positions, pool[index], strict=True):
         np.testing.assert_array_equal(canvas[row : row + 28, col : col + 28], item)
         assert canvas.sum(dtype=np.int64) == item.sum(dtype=np.int64)
@@ -470,7 +471,7 @@ def test_clutter_comes_from_other_items_only() -> None:
     pool = constant_items(12)
     index = np.arange(12)
     rng = np.random.default_rng(0)
-    made = data._clutter(pool, index, pool, size=64, patches=10, patch_size=8, rng=rng)
+    made = datasets._clutter(pool, index, pool, size=64, patches=10, patch_size=8, rng=rng)
     assert np.all(made.sources != index[:, None])
     assert np.all((made.sources >= 0) & (made.sources < 12))
     assert len(np.unique(made.sources)) == 12  # every other item gets used somewhere
@@ -487,7 +488,7 @@ def test_clutter_is_vectorised_fast_enough() -> None:
     pool = np.random.default_rng(0).integers(0, 256, (6000, 28, 28), dtype=np.uint8)
     index = np.arange(6000)
     start = time.perf_counter()
-    made = data._clutter(
+    made = datasets._clutter(
         pool, index, pool, size=64, patches=8, patch_size=8, rng=np.random.default_rng(0)
     )
     assert time.perf_counter() - start < 5.0  # about 0.1 s on a laptop core
@@ -510,13 +511,13 @@ def test_clutter_is_vectorised_fast_enough() -> None:
 def test_cluttered_rejects_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
     write_fake_mnist(tmp_path)
     with pytest.raises(ValueError, match=message):
-        data.cluttered_fashion_mnist(tmp_path, **kwargs)
+        datasets.cluttered_fashion_mnist(tmp_path, **kwargs)
 
 
 def test_clutter_needs_two_items() -> None:
     pool = constant_items(1)
     with pytest.raises(ValueError, match="at least 2 items"):
-        data._clutter(
+        datasets._clutter(
             pool,
             np.zeros(1, int),
             pool,
@@ -529,7 +530,7 @@ def test_clutter_needs_two_items() -> None:
 
 def test_missing_cluttered_fashion_mnist_says_where_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(data.MissingDataError) as info:
-        data.load("cluttered-fashion-mnist", tmp_path / "nowhere")
+        datasets.load("cluttered-fashion-mnist", tmp_path / "nowhere")
     message = str(info.value)
     assert str(tmp_path / "nowhere") in message
     assert "apt-get install dataset-fashion-mnist" in message
@@ -538,21 +539,21 @@ def test_missing_cluttered_fashion_mnist_says_where_to_get_it(tmp_path: Path) ->
 
 @needs_fashion_mnist
 def test_installed_cluttered_fashion_mnist() -> None:
-    ds = data.load("cluttered-fashion-mnist", limit_train=300, seed=7)
-    assert ds.x_train.shape == (300, 1, data.CLUTTERED_CANVAS, data.CLUTTERED_CANVAS)
-    assert ds.x_test.shape == (10000, 1, data.CLUTTERED_CANVAS, data.CLUTTERED_CANVAS)
+    ds = datasets.load("cluttered-fashion-mnist", limit_train=300, seed=7)
+    assert ds.x_train.shape == (300, 1, datasets.CLUTTERED_CANVAS, datasets.CLUTTERED_CANVAS)
+    assert ds.x_test.shape == (10000, 1, datasets.CLUTTERED_CANVAS, datasets.CLUTTERED_CANVAS)
     np.testing.assert_array_equal(np.bincount(ds.y_test), [1000] * 10)
-    plain = data.load("fashion-mnist", limit_train=300, seed=7)
+    plain = datasets.load("fashion-mnist", limit_train=300, seed=7)
     np.testing.assert_array_equal(ds.y_train, plain.y_train)
-    other = data.load("cluttered-fashion-mnist", limit_train=300, seed=8)
+    other = datasets.load("cluttered-fashion-mnist", limit_train=300, seed=8)
     assert not np.array_equal(ds.y_train, other.y_train)
 
 
 @needs_fashion_mnist
 def test_installed_cluttered_canvases_hold_their_item() -> None:
     # Without clutter, each canvas is its Fashion-MNIST item, moved (up to the normalisation).
-    ds = data.cluttered_fashion_mnist(limit_train=50, seed=2, patches=0, num_test=20)
-    plain = data.fashion_mnist(limit_train=50, seed=2)
+    ds = datasets.cluttered_fashion_mnist(limit_train=50, seed=2, patches=0, num_test=20)
+    plain = datasets.fashion_mnist(limit_train=50, seed=2)
     for canvas, item in zip(ds.x_train[:, 0], plain.x_train[:, 0], strict=True):
         lit_canvas, lit_item = canvas > canvas.min() + 1e-4, item > item.min() + 1e-4
         row = lit_canvas.any(1).argmax() - lit_item.any(1).argmax()
@@ -566,19 +567,19 @@ def test_cluttered_test_size_reads_the_module_constant(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_fake_mnist(tmp_path)
-    assert data.load("cluttered-fashion-mnist", tmp_path).x_test.shape[0] == 10  # all
-    monkeypatch.setattr(data, "CLUTTERED_TEST", 4)
-    ds = data.load("cluttered-fashion-mnist", tmp_path)
+    assert datasets.load("cluttered-fashion-mnist", tmp_path).x_test.shape[0] == 10  # all
+    monkeypatch.setattr(datasets, "CLUTTERED_TEST", 4)
+    ds = datasets.load("cluttered-fashion-mnist", tmp_path)
     assert ds.x_test.shape == (4, 1, 64, 64)
     assert np.all(np.diff(ds.y_test) > 0)  # kept in file order (the labels are 0..9)
-    assert data.cluttered_fashion_mnist(tmp_path, num_test=7).x_test.shape[0] == 7
+    assert datasets.cluttered_fashion_mnist(tmp_path, num_test=7).x_test.shape[0] == 7
 
 
 def test_cached_files_do_not_leak_changes_between_loads(tmp_path: Path) -> None:
     write_fake_mnist(tmp_path)
-    first = data.fashion_mnist(tmp_path)
+    first = datasets.fashion_mnist(tmp_path)
     first.y_train[:] = 9
     first.x_train[:] = 0.0
-    again = data.fashion_mnist(tmp_path)
+    again = datasets.fashion_mnist(tmp_path)
     np.testing.assert_array_equal(again.y_train, np.arange(30) % 10)
     assert again.x_train.std() == pytest.approx(1.0, abs=1e-5)

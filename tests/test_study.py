@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from diffstride.examples import data, study, train
+from diffstride.examples import datasets, study, train
 from diffstride.models._spec import estimate_macs, small_spec
 
 # --------------------------------------------------------------------------- draws
@@ -174,8 +174,8 @@ def test_missing_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.skipif(
-    not data.FASHION_MNIST_DIR.is_dir(),
-    reason=f"Fashion-MNIST is not installed in {data.FASHION_MNIST_DIR} "
+    not datasets.FASHION_MNIST_DIR.is_dir(),
+    reason=f"Fashion-MNIST is not installed in {datasets.FASHION_MNIST_DIR} "
     "(apt-get install dataset-fashion-mnist)",
 )
 def test_quick_study_end_to_end(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_quick_study_end_to_end(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "strided-31221" / "metrics.json").read_text())
     assert metrics["dataset"]["test"] == study.QUICK.num_test
     assert metrics["dataset"]["name"] == "cluttered-fashion-mnist"
-    assert data.CLUTTERED_TEST == 10000  # restored after the study
+    assert datasets.CLUTTERED_TEST == 10000  # restored after the study
     assert (tmp_path / "table.md").is_file()
     assert (tmp_path / "accuracy_vs_macs.png").is_file()
 

@@ -7,15 +7,13 @@ Why this study, and why this data
 DiffStride's claim is that a network that *learns* its strides does as well as the best of the
 fixed stride choices, from any starting point, and can be held to a compute budget. That claim
 is only testable on a task where the choice of strides matters, and plain Fashion-MNIST is not
-one: when this study was set up, the first eight stride draws (below) of the small ResNet with
-strided convolutions all reached 84.3 to 86.4% test accuracy on it (8000 images, 4 epochs,
-AdamW 2e-3 with a cosine decay). On cluttered Fashion-MNIST
-(:func:`~diffstride.examples.data.cluttered_fashion_mnist`: the item at a random place of a
+one: stride draws of the small ResNet with strided convolutions all reach about the same test
+accuracy on it. On cluttered Fashion-MNIST
+(:func:`~diffstride.examples.datasets.cluttered_fashion_mnist`: the item at a random place of a
 64x64 canvas among pieces of other items) the network must find the item and ignore the
 clutter, so how early and how much it downsamples (resolution, receptive field, compute)
-matters: the same eight reached 63.6 to 77.9% (a 14-point spread; 9.8 points over the six
-the study uses), while repeats of one configuration with other seeds moved by 0.4 to 2.3
-points (sd).
+matters: the same draws spread far more widely than repeats of one configuration with other
+seeds (the measurements are in ``docs/study``).
 
 The design
 ----------
@@ -24,11 +22,10 @@ The design
   stride, so it is set to 1 rather than drawn (two draws that differ only there would be the
   same network). Draws whose strided network costs more than ``max_draw_macs`` are redrawn: the
   all-ones draw costs 273 MMACs per image on 64x64 (the cap is 40), and one DiffStride run
-  at it would take a fifth or more of the study's budget.
-* The budget: about 100 minutes on 2 CPU cores for the six arms at six configurations. Per
-  run, measured on an otherwise idle 2-core machine: strided 14 to 78 s (mean 38 s over the
-  six configurations), fixed spectral pooling about 1.8 times that, DiffStride about 100 s.
-  Another busy process on the same cores can slow PyTorch's two threads several-fold.
+  at it would take a large share of the study's time.
+* The budget: the settings (:data:`FULL`) are sized for a run of the whole study on a small
+  CPU machine; run times per arm are in ``docs/study``. Another busy process on the same
+  cores slows PyTorch's threads, so time the study on an otherwise idle machine.
 * Every arm (:data:`ARMS`) trains one network per configuration: strided convolutions, fixed
   spectral pooling at the same strides, and DiffStride started from them. Arms are data, a
   list of :class:`Arm`, so adding one is one line.
@@ -59,8 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from diffstride.examples import data as datasets
-from diffstride.examples import train
+from diffstride.examples import data, datasets, train
 
 __all__ = [
     "ARMS",
@@ -186,8 +182,8 @@ class Settings:
     epochs, batch_size, lr
         As in the training command (an arm's ``config`` may override ``lr``).
         AdamW at 2e-3 with batches of 32 gets further in 4 epochs than the command's
-        default 1e-3 with 64 (measured when the study was set up: +4 to +12 points on
-        the cheapest configurations, whose networks learn slowest).
+        default 1e-3 with 64, most of all on the cheapest configurations, whose networks
+        learn slowest.
     draw_seed
         The seed of the stride draws.
     max_draw_macs
@@ -195,13 +191,12 @@ class Settings:
     seed
         The seed of every run (data subset, canvases, hold-out, weights).
     num_test
-        Test canvases per run (see ``data.CLUTTERED_TEST``).
+        Test canvases per run (see ``datasets.CLUTTERED_TEST``).
     lr_schedule
         Passed to ``train.Config.lr_schedule`` where the training command has that field
         (None: leave its default). With a constant learning rate the accuracy at the last
-        epoch is noisy: three seeds of one configuration spread over 13 points (sd 7) when
-        the study was set up, against an sd of 0.4 to 2.3 points with a cosine decay to zero
-        over the run. Without the field, the study warns and runs at a
+        epoch is noisy across seeds of one configuration; a cosine decay to zero over the
+        run makes it far steadier. Without the field, the study warns and runs at a
         constant rate.
     """
 
@@ -232,7 +227,7 @@ QUICK = Settings(inits=2, limit_train=240, epochs=1, batch_size=32, num_test=300
 
 def _strided_macs(strides: Sequence[float], size: int) -> int:
     """MACs per image of the small strided ResNet at ``strides`` on a ``size x size`` image."""
-    from diffstride.models._spec import estimate_macs, small_spec
+    from diffstride.models import estimate_macs, small_spec
 
     return estimate_macs(
         small_spec(strides), (size, size), in_channels=1, num_classes=10, pooling_sizes=None
@@ -309,7 +304,7 @@ def _label(strides: Sequence[float]) -> str:
 
 @contextlib.contextmanager
 def _test_canvases(count: int) -> Iterator[None]:
-    """Build ``count`` test canvases per run: ``data.load`` reads ``CLUTTERED_TEST``."""
+    """Build ``count`` test canvases per run: ``datasets.load`` reads ``CLUTTERED_TEST``."""
     saved = datasets.CLUTTERED_TEST
     datasets.CLUTTERED_TEST = count
     try:
@@ -650,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arms = [by_name[n] for n in args.arms.split(",")]
     try:
         run_study(args.out, settings, arms, args.data_dir, args.framework)
-    except (datasets.MissingDataError, StudyError) as error:
+    except (data.MissingDataError, StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

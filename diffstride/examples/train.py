@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from diffstride._validation import RAMPS, check_macs_budget, check_ramp, check_smoothness_factor
-from diffstride.examples import data as datasets
+from diffstride.examples import data, datasets
 
 __all__ = ["Config", "main", "parse_args", "run"]
 
@@ -123,7 +123,7 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _total_steps(config: Config, dataset: datasets.Dataset) -> int:
+def _total_steps(config: Config, dataset: data.Dataset) -> int:
     return config.epochs * -(-len(dataset.y_train) // config.batch_size)
 
 
@@ -140,7 +140,7 @@ class _Trainer(Protocol):
     def macs(self, input_size: tuple[int, int]) -> int: ...
 
 
-def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
+def _torch_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
     import torch
 
     from diffstride.models.torch import macs_penalty, resnet18, small_resnet
@@ -209,7 +209,7 @@ def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
             model.eval()
             correct = 0
             with torch.no_grad():
-                for xb, yb in datasets.batches(x, y, batch_size, shuffle=False, seed=0):
+                for xb, yb in data.batches(x, y, batch_size, shuffle=False, seed=0):
                     correct += int((model(torch.from_numpy(xb)).argmax(1).numpy() == yb).sum())
             return correct / len(y)
 
@@ -225,7 +225,7 @@ def _torch_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
     return Trainer()
 
 
-def _keras_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
+def _keras_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
     import keras
     import tensorflow as tf
 
@@ -313,7 +313,7 @@ def _keras_trainer(config: Config, dataset: datasets.Dataset) -> _Trainer:
 
         def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
             correct = 0
-            for xb, yb in datasets.batches(x, y, batch_size, shuffle=False, seed=0):
+            for xb, yb in data.batches(x, y, batch_size, shuffle=False, seed=0):
                 correct += int((np.argmax(predict(nhwc(xb)), axis=1) == yb).sum())
             return correct / len(y)
 
@@ -334,10 +334,12 @@ def _pooling(name: str) -> str | None:
 
 
 def _diffstride_sizes(report: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    return [tuple(row["output_size"]) for row in report if row["layer"] == "DiffStride"]
+    """The output sizes of the layers whose strides are learned (the report gives them
+    strides; the others have None), whatever their class is called."""
+    return [tuple(row["output_size"]) for row in report if row["strides"] is not None]
 
 
-TRAINERS: dict[str, Callable[[Config, datasets.Dataset], _Trainer]] = {
+TRAINERS: dict[str, Callable[[Config, data.Dataset], _Trainer]] = {
     "torch": _torch_trainer,
     "tf": _keras_trainer,
 }
@@ -360,8 +362,8 @@ def _progress(iterable: Any, total: int, description: str, enabled: bool) -> Any
 
 
 def _hold_out(
-    dataset: datasets.Dataset, count: int, seed: int
-) -> tuple[datasets.Dataset, tuple[np.ndarray, np.ndarray] | None]:
+    dataset: data.Dataset, count: int, seed: int
+) -> tuple[data.Dataset, tuple[np.ndarray, np.ndarray] | None]:
     """The data set without ``count`` training images, drawn with ``seed``, and those images."""
     if count == 0:
         return dataset, None
@@ -411,7 +413,7 @@ def run(config: Config) -> dict[str, Any]:
         epoch_start = time.perf_counter()
         train_strides = epoch > config.stride_warmup
         bar = _progress(
-            datasets.batches(
+            data.batches(
                 dataset.x_train,
                 dataset.y_train,
                 config.batch_size,
@@ -463,7 +465,7 @@ def run(config: Config) -> dict[str, Any]:
 
 
 def _metrics(
-    config: Config, dataset: datasets.Dataset, records: list[Record], seconds: float
+    config: Config, dataset: data.Dataset, records: list[Record], seconds: float
 ) -> dict[str, Any]:
     keys = (
         "train_loss",
@@ -520,11 +522,12 @@ def summary_table(metrics: dict[str, Any]) -> str:
         for i, (start, end, size) in enumerate(
             zip(initial, final["strides"], final["output_sizes"], strict=True)
         ):
-            lines.append(f"{i:<8}{_pair(start):<20}{_pair(end):<20}{size[0]}x{size[1]}")
+            lines.append(f"{i:<8}{format_pair(start):<20}{format_pair(end):<20}{size[0]}x{size[1]}")
     return "\n".join(lines)
 
 
-def _pair(values: Sequence[float]) -> str:
+def format_pair(values: Sequence[float]) -> str:
+    """``(1.0, 2.25)`` -> ``"(1.000, 2.250)"``: a stride pair as the tables print it."""
     return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 
@@ -654,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     try:
         run(config)
-    except datasets.MissingDataError as error:
+    except data.MissingDataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
