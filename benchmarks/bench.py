@@ -31,7 +31,7 @@ their ``concrete`` is not the synchronisation, because for jax it dispatches a
 ``.numpy()`` makes, so the tables would no longer compare with earlier ones.
 
 Peak memory of fwd+bwd is what one step allocates on top of its live inputs, read from
-what each framework exposes (see README.md): torch, the running sum of the profiler's CPU
+what each framework exposes (see docs/benchmarks.md): torch, the running sum of the profiler's CPU
 allocator events; tensorflow, ``get_memory_info("CPU:0")`` peak minus the live bytes before
 the step; jax, XLA's compile-time ``memory_analysis`` (outputs + temporaries). A probe that
 does not work prints ``n/a``.
@@ -524,7 +524,7 @@ def environment(frameworks: Iterable[str]) -> dict[str, Any]:
         "os_cpu_count": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""),
-        # glibc malloc settings change torch's eager times (see README: "Allocator").
+        # glibc malloc settings change torch's eager times (see docs/benchmarks.md).
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "LD_PRELOAD": os.environ.get("LD_PRELOAD", ""),
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -1,7 +1,7 @@
 """``Backend``: the contract between the agnostic core and one framework.
 
 A framework reaches diffstride through an adapter: a subclass of :class:`Backend` registered
-in the entry-point group ``diffstride.backends``. The base class is the whole contract. Four
+in the entry-point group ``diffstride.backends``. The base class is the whole contract. Six
 members are required (the core cannot run without them) and are checked when the adapter is
 loaded; every optional capability has a default here that is correct for an eager,
 static-shape framework without custom gradients, so the core asks the adapter and never probes
