@@ -7,9 +7,11 @@ PIP_FLAGS := --disable-pip-version-check -q
 
 .PHONY: demo test lint format bench clean
 
-$(STAMP): pyproject.toml constraints-ci.txt
+# The dask backend (examples/dask_backend) is installed as a third party's plugin would be.
+$(STAMP): pyproject.toml constraints-ci.txt examples/dask_backend/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-ci.txt -e ".[all,test]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-ci.txt -e ".[all,test]" \
+		-e examples/dask_backend
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -19,6 +21,8 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+	DIFFSTRIDE_BACKEND=dask $(BIN)/python -m pytest -q --pyargs diffstride_conformance
+	$(BIN)/python -m pytest -q examples/dask_backend/tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
