@@ -1,7 +1,7 @@
 """The functional API: one call path from the arguments to the agnostic core.
 
 Delegation layer in the array-api-extra sense. A call goes down once: the input's shape and
-dtype are checked (:func:`spatial_sizes`), the strides become one array, the agnostic core
+dtype are checked (``_validation.check_input``), the strides become one array, the agnostic core
 computes the effective strides and the thresholds (once), ``_crop`` decides the crop,
 ``_paths`` runs the chosen computation. Every front-end (``diffstride.torch`` ...) binds these
 functions to its backend (:func:`bind`); the layers call :func:`diffstride_on` with the
@@ -22,8 +22,8 @@ from diffstride._options import Options, with_options
 from diffstride._registry import backend_for, get_backend
 from diffstride._validation import (
     check_data_format,
+    check_input,
     check_method,
-    check_spatial_sizes,
     check_stride_values,
     spatial_axes,
 )
@@ -33,28 +33,9 @@ __all__ = [
     "diffstride",
     "diffstride_on",
     "prepare",
-    "spatial_sizes",
     "spectral_pooling",
     "spectral_pooling_on",
 ]
-
-
-def spatial_sizes(
-    x: Any, data_format: str, backend: Backend, *, rank: int | None = None
-) -> tuple[Any, ...]:
-    """The spatial sizes of ``x`` after checking its rank, sizes and dtype; where the backend
-    allows dynamic shapes (TensorFlow graph mode), an unknown size is read at run time as a
-    0-d integer tensor."""
-    xp = backend.namespace()
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"x must have a real floating dtype; received dtype={x.dtype}")
-    shape = tuple(x.shape)
-    sizes = check_spatial_sizes(shape, data_format, allow_unknown=backend.dynamic_shapes, rank=rank)
-    axes = spatial_axes(data_format, len(shape))
-    return tuple(
-        backend.size(x, axis) if size is None else size
-        for size, axis in zip(sizes, axes, strict=True)
-    )
 
 
 def _as_strides(strides: Any, x: Any, rank: int, backend: Backend, xp: Any, name: str) -> Any:
@@ -98,7 +79,7 @@ def prepare(
     thresholds once, and decide the crop."""
     xp = backend.namespace()
     if sizes is None:
-        sizes = spatial_sizes(x, options.data_format, backend)
+        sizes = check_input(x, options.data_format, backend)
     axes = options.axes(len(x.shape))
     stride_array = _as_strides(strides, x, len(sizes), backend, xp, name)
     effective = _agnostic.effective_strides(
@@ -175,7 +156,7 @@ def spectral_pooling_on(
     method = check_method(method)
     data_format = check_data_format(data_format)
     if sizes is None:
-        sizes = spatial_sizes(x, data_format, backend)
+        sizes = check_input(x, data_format, backend)
     if not all(isinstance(n, int) for n in sizes):
         raise ValueError(
             f"spectral pooling needs static spatial sizes; received an input of shape "

@@ -16,12 +16,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diffstride import _agnostic, _api, _sizes
+from diffstride import _agnostic, _sizes
 from diffstride._backend import Backend
 from diffstride._options import Options
 from diffstride._validation import (
     channel_axis,
     check_data_format,
+    check_input,
     check_method,
     check_spatial_sizes,
     check_stride_values,
@@ -54,7 +55,7 @@ class _LayoutMixin:
 
     def _checked_sizes(self, x: Any, backend: Backend) -> tuple[Any, ...]:
         """:meth:`_check_input_shape` for an array, with its dtype: the call's one check."""
-        sizes = _api.spatial_sizes(x, self.data_format, backend, rank=self.spatial_rank)
+        sizes = check_input(x, self.data_format, backend, rank=self.spatial_rank)
         self._check_channels(tuple(x.shape))
         return sizes
 

@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "channel_axis",
     "check_data_format",
+    "check_input",
     "check_limits",
     "check_macs_budget",
     "check_method",
@@ -175,3 +176,18 @@ def check_spatial_sizes(
             f"(data_format={data_format!r})"
         )
     return tuple(None if s is None else int(s) for s in sizes)
+
+
+def check_input(x: Any, data_format: str, backend: Any, *, rank: int | None = None) -> tuple:
+    """The spatial sizes of ``x`` after checking its dtype, rank and sizes (once per call);
+    where the backend allows dynamic shapes (TensorFlow graph mode), an unknown size is read
+    at run time as a 0-d integer tensor."""
+    if not backend.namespace().isdtype(x.dtype, "real floating"):
+        raise TypeError(f"x must have a real floating dtype; received dtype={x.dtype}")
+    shape = tuple(x.shape)
+    sizes = check_spatial_sizes(shape, data_format, allow_unknown=backend.dynamic_shapes, rank=rank)
+    axes = spatial_axes(data_format, len(shape))
+    return tuple(
+        backend.size(x, axis) if size is None else size
+        for size, axis in zip(sizes, axes, strict=True)
+    )

@@ -21,7 +21,7 @@ from diffstride import _agnostic, _api, _sizes
 from diffstride._layers import DiffStrideMixin
 from diffstride._options import Options, with_options
 from diffstride._registry import get_backend
-from diffstride._validation import check_data_format, check_stride_values
+from diffstride._validation import check_data_format, check_input, check_stride_values
 
 __all__ = [
     "DiffStride",
@@ -117,7 +117,7 @@ def spectral_pooling_vjp(
     """
     x = np.asarray(x)
     data_format = check_data_format(data_format)
-    sizes = _api.spatial_sizes(x, data_format, get_backend("numpy"))
+    sizes = check_input(x, data_format, get_backend("numpy"))
     axes = Options(data_format=data_format).axes(x.ndim)
     window = _sizes.spectral_window(sizes, check_stride_values(strides, rank=len(sizes)))
     _, spectrum = _agnostic.masked_crop(

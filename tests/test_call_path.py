@@ -1,0 +1,69 @@
+"""One DiffStride call goes down the call path once: each module of it is entered once.
+
+The call path is ``_api`` (the call), ``_crop`` (the crop decision), ``_tracing`` (the
+tracer workaround), ``_sizes`` (the count in numpy) and ``_paths`` (the computation); the
+thresholds are computed once and the input's shape is checked once. A regression here (a
+module that calls back up, a second shape check) would show as a second entry.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+PATH = ("_api", "_crop", "_tracing", "_sizes", "_paths")
+
+
+def _trace(call: Any) -> tuple[collections.Counter, collections.Counter]:
+    """Entries into each diffstride module from any other module but an adapter (torch's
+    ``autograd.Function`` runs the core's forward it was given: that is the computation, not
+    a second pass down the path), and calls of each function of ``_agnostic`` and
+    ``_validation`` by name."""
+    entries: collections.Counter = collections.Counter()
+    functions: collections.Counter = collections.Counter()
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event != "call":
+            return
+        module = frame.f_globals.get("__name__", "")
+        caller = frame.f_back.f_globals.get("__name__", "") if frame.f_back else ""
+        if not module.startswith("diffstride.") or caller.startswith("diffstride_backends"):
+            return
+        if module != caller:
+            entries[module.rsplit(".", 1)[1]] += 1
+        if module in ("diffstride._agnostic", "diffstride._validation"):
+            functions[frame.f_code.co_name] += 1
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return entries, functions
+
+
+def test_a_torch_layer_call_enters_each_module_of_the_path_once() -> None:
+    torch = pytest.importorskip("torch")
+    from diffstride.torch import DiffStride
+
+    layer = DiffStride((2.0, 1.5))
+    x = torch.randn(2, 3, 32, 32)
+    layer(x)  # warm the caches (the fused VJP is built once per configuration)
+    entries, functions = _trace(lambda: layer(x))
+    assert {name: entries[name] for name in PATH} == dict.fromkeys(PATH, 1)
+    assert functions["thresholds"] == 1
+    assert functions["check_input"] == 1
+    assert functions["check_spatial_sizes"] == 1
+
+
+def test_a_numpy_function_call_enters_each_module_of_the_path_once() -> None:
+    from diffstride.numpy import diffstride
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 20)).astype(np.float32)
+    entries, functions = _trace(lambda: diffstride(x, 2.5))
+    assert {name: entries[name] for name in PATH} == dict.fromkeys(PATH, 1)
+    assert functions["thresholds"] == 1
