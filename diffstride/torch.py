@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffstride import _api
+from diffstride import _api, _tracing
 from diffstride._complexity import complexity_penalty_of
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
 from diffstride._options import document_options, with_options
@@ -41,7 +41,6 @@ __all__ = [
 
 diffstride, spectral_pooling = _api.bind("torch")
 _BACKEND = _api.get_backend("torch")  # loaded by bind: no entry-point lookup while tracing
-_copy_outside_graph = torch.compiler.disable(torch.clone)
 
 
 class _DiffStride(DiffStrideMixin, nn.Module):
@@ -94,7 +93,7 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             # A compiled graph may save the parameter itself for its backward, and the
             # in-place projection below would then fail autograd's version check (inductor
             # did): the graph gets a copy made outside it, the projection runs outside it.
-            strides = _copy_outside_graph(self.strides)
+            strides = _BACKEND.untraced(torch.clone)(self.strides)
         y = _api.diffstride_on(
             _BACKEND,
             x,
@@ -106,11 +105,11 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             name=self._stride_name(),
         )
         if project:
-            self._project_in_place(sizes)
+            _BACKEND.untraced(_DiffStride._project_in_place)(self, sizes)
         return y
 
-    @torch.compiler.disable
     def _project_in_place(self, sizes: Sequence[Any]) -> None:
+        """Outside any compiled graph (see ``forward``)."""
         with torch.no_grad():
             xp = _BACKEND.namespace()
             self.strides.copy_(self._projected(self.strides, sizes, clip=True, xp=xp))
@@ -232,6 +231,8 @@ class FixedSpectralPooling3d(_FixedSpectralPooling):
 
 DiffStride = DiffStride2d
 FixedSpectralPooling = FixedSpectralPooling2d
+# The layers' untraced steps, wrapped now rather than while tracing (see Backend.untraced).
+_tracing.prepare(_BACKEND, [torch.clone, _DiffStride._project_in_place])
 
 
 class SpatialPooling(SpatialPoolingMixin, nn.Module):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 FRAMEWORKS = ("torch", "tensorflow", "jax", "keras", "array_api_strict")
 
 
@@ -32,3 +34,35 @@ def test_numpy_use_imports_no_framework() -> None:
 
 def test_front_end_imports_only_its_framework() -> None:
     assert set(_imported_after("import diffstride.torch")) <= {"torch"}
+
+
+@pytest.mark.parametrize("order", ["tensorflow-first", "torch-first"])
+def test_diffstride_torch_imports_after_tensorflow(order: str) -> None:
+    """``import tensorflow`` then ``import diffstride.torch`` must not import torch's compiler
+    stack (it segfaulted, importing triton, in that order); compiling still works after."""
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    imports = ["tensorflow", "diffstride.torch"]
+    if order == "torch-first":
+        imports.reverse()
+    code = "\n".join(
+        [
+            "import importlib, sys",
+            *(f"importlib.import_module({name!r})" for name in imports),
+            "import torch",
+            "from diffstride.torch import DiffStride",
+            "layer = DiffStride((2.0, 1.5))",
+            "y = layer(torch.randn(1, 2, 32, 32))",
+            "assert tuple(y.shape[2:]) == layer.output_size((32, 32)) == (24, 30), y.shape",
+            "if sys.argv[1] == 'tensorflow-first':",
+            "    assert 'torch._dynamo' not in sys.modules, 'the compiler stack was imported'",
+            "compiled = torch.compile(layer, backend='eager')",
+            "assert tuple(compiled(torch.randn(1, 2, 32, 32)).shape) == (1, 2, 24, 30)",
+            "print('ok')",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, order], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")

@@ -32,6 +32,7 @@ class TorchBackend(Backend):
 
     def __init__(self) -> None:
         self._untraced: dict[Any, Any] = {}
+        self._deferred: set[Any] = set()
 
     def owns(self, x: Any) -> bool:
         torch = sys.modules.get("torch")
@@ -49,19 +50,37 @@ class TorchBackend(Backend):
         return x.detach().cpu().numpy()
 
     def tracing(self) -> bool:
-        """Under ``torch.compile``: a value read would break the graph."""
+        """Under ``torch.compile``: a value read would break the graph. Nothing compiles
+        before dynamo is imported; once it is, wrappers deferred at import are built at the
+        first call that is not traced."""
+        if "torch._dynamo" not in sys.modules:
+            return False
         import torch
 
-        return torch.compiler.is_compiling()
+        compiling = torch.compiler.is_compiling()
+        if self._deferred and not compiling:
+            for fn in list(self._deferred):
+                self.untraced(fn)
+        return compiling
 
     def untraced(self, fn: Any) -> Any:
-        """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs. The
-        wrapper is built once per ``fn``: built while tracing, it broke the graph itself."""
-        wrapped = self._untraced.get(fn)
-        if wrapped is None:
-            import torch
+        """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs.
 
-            wrapped = self._untraced[fn] = torch.compiler.disable(fn)
+        The wrapper is built once per ``fn``, when a front-end is imported: built while
+        tracing, it split the graph again. Building it imports torch's compiler stack, which
+        segfaulted (triton) after ``import tensorflow``; so where TensorFlow is imported and
+        dynamo is not, it is deferred until dynamo is imported (by ``torch.compile``), and
+        ``fn`` runs as it is until then (nothing traces before)."""
+        wrapped = self._untraced.get(fn)
+        if wrapped is not None:
+            return wrapped
+        if "torch._dynamo" not in sys.modules and "tensorflow" in sys.modules:
+            self._deferred.add(fn)
+            return fn
+        import torch
+
+        wrapped = self._untraced[fn] = torch.compiler.disable(fn)
+        self._deferred.discard(fn)
         return wrapped
 
     def custom_vjp(self, forward: Any, backward: Any) -> Any:
