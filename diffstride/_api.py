@@ -120,27 +120,42 @@ def diffstride_on(
     """DiffStride on an explicit backend with validated ``options``; see :func:`diffstride`.
     A layer passes the ``sizes`` it has checked, and ``name`` for its errors."""
     options = Options() if options is None else options
-    prepared = prepare(
-        backend,
-        x,
-        strides,
-        options,
-        output_size=output_size,
-        sizes=sizes,
-        check_values=check_values,
-        name=name,
-    )
-    return _paths.compute(
-        backend,
-        x,
-        prepared.thresholds,
-        prepared.window,
-        sizes=prepared.sizes,
-        axes=prepared.axes,
-        method=options.method,
-        smoothness_factor=options.smoothness_factor,
-        inside=options.inside,
-    )
+    if sizes is None:
+        sizes = check_input(x, options.data_format, backend)
+    xp = backend.namespace()
+    given = x.dtype
+    x = _full_precision(x, xp)
+    with backend.full_precision():
+        prepared = prepare(
+            backend,
+            x,
+            strides,
+            options,
+            output_size=output_size,
+            sizes=sizes,
+            check_values=check_values,
+            name=name,
+        )
+        y = _paths.compute(
+            backend,
+            x,
+            prepared.thresholds,
+            prepared.window,
+            sizes=prepared.sizes,
+            axes=prepared.axes,
+            method=options.method,
+            smoothness_factor=options.smoothness_factor,
+            inside=options.inside,
+        )
+    return y if y.dtype == given else xp.astype(y, given)
+
+
+def _full_precision(x: Any, xp: Any) -> Any:
+    """A half-precision input (float16, bfloat16) in float32: the FFTs and GEMMs, the crop
+    decision and the strides all run in float32; the caller casts the result back."""
+    if x.dtype == xp.float32 or x.dtype == xp.float64:
+        return x
+    return xp.astype(x, xp.float32)
 
 
 def spectral_pooling_on(
@@ -166,7 +181,13 @@ def spectral_pooling_on(
         strides = [float(v) for v in backend.concrete(strides)]
     window = _sizes.spectral_window(sizes, check_stride_values(strides, rank=len(sizes)))
     axes = spatial_axes(data_format, len(x.shape))
-    return _paths.compute(backend, x, None, window, sizes=sizes, axes=axes, method=method)
+    xp = backend.namespace()
+    given = x.dtype
+    with backend.full_precision():
+        y = _paths.compute(
+            backend, _full_precision(x, xp), None, window, sizes=sizes, axes=axes, method=method
+        )
+    return y if y.dtype == given else xp.astype(y, given)
 
 
 @with_options

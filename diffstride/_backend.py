@@ -20,7 +20,9 @@ What the core calls, and on what:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -68,6 +70,8 @@ class Backend:
     tracing(), untraced(fn)
         Whether a tracer records a graph that a value read would split (``torch.compile``),
         and ``fn`` run outside that tracer.
+    full_precision()
+        A context in which automatic mixed precision is off (torch ``autocast``).
     broadcast_matmul, auto_matmul_max_sizes
         How the GEMM path lays out its products, and up to which spatial size
         ``method="auto"`` takes it (for DiffStride, for fixed pooling).
@@ -116,6 +120,12 @@ class Backend:
 
     def tracing(self) -> bool:
         return False
+
+    def full_precision(self) -> AbstractContextManager[Any]:
+        """A scope in which the framework's automatic mixed precision (torch ``autocast``)
+        does not lower the core's GEMMs and FFTs: the core runs half-precision inputs in
+        float32 and returns the input's dtype."""
+        return contextlib.nullcontext()
 
     def untraced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn

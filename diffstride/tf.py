@@ -124,6 +124,7 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
             trainable=self.trainable,
             dtype="float32",
             constraint=StrideConstraint(*self.options.limits),
+            autocast=False,  # strides stay float32 under a mixed precision policy
         )
 
     def _stride_values(self) -> Any:

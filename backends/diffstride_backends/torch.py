@@ -17,6 +17,7 @@ numpy steps one by one and split the graph 22 times.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -47,7 +48,23 @@ class TorchBackend(Backend):
         return x.detach()
 
     def concrete(self, x: Any) -> np.ndarray:
-        return x.detach().cpu().numpy()
+        import torch
+
+        x = x.detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bf16
+
+    def full_precision(self) -> Any:
+        """``autocast`` off on every device type where it is on (it would run the GEMM
+        path in bfloat16 or float16)."""
+        import torch
+
+        enabled = [d for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
+        if not enabled:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        for device in enabled:
+            stack.enter_context(torch.autocast(device, enabled=False))
+        return stack
 
     def tracing(self) -> bool:
         """Under ``torch.compile``: a value read would break the graph. Nothing compiles
@@ -103,7 +120,6 @@ class TorchBackend(Backend):
 
         leaves = [p.detach().clone().requires_grad_(True) for p in primals]
         out = fn(*leaves)
-        grads = torch.autograd.grad(
-            out, leaves, grad_outputs=self.from_numpy(cotangent), materialize_grads=True
-        )
+        cotangent = self.from_numpy(cotangent).to(out.dtype)
+        grads = torch.autograd.grad(out, leaves, grad_outputs=cotangent, materialize_grads=True)
         return self.concrete(out), [self.concrete(g) for g in grads]

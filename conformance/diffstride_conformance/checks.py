@@ -429,6 +429,47 @@ def check_dtype_is_kept(backend: Any, method: str = "auto", ramp: str = "outside
             assert np.asarray(backend.concrete(z)).dtype == dtype
 
 
+#: Relative tolerance of a half-precision result against the float32 one, per dtype: a few
+#: units of the half type's epsilon (2^-10 for float16, 2^-7 for bfloat16).
+HALF_RTOL = {"float16": 5e-3, "bfloat16": 4e-2}
+
+
+def check_half_precision(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
+    """float16 and bfloat16 inputs (where the namespace has them) run in float32 and come
+    back in their own dtype, close to the float32 result on the same (rounded) values, for
+    every rank; the strides' gradients stay float32 and finite, close to float32's."""
+    xp = _adapter(backend).namespace()
+    for name, rtol in HALF_RTOL.items():
+        dtype = getattr(xp, name, None)
+        if dtype is None:
+            continue
+        for rank, shape in RANK_SHAPES.items():
+            x32 = np.random.default_rng(rank).standard_normal(shape).astype(np.float32)
+            x = xp.astype(backend.from_numpy(x32), dtype)
+            strides = _strides_for(rank)
+            y = diffstride_on(backend, x, strides, method=method, ramp=ramp)
+            assert y.dtype == x.dtype, f"{name} rank {rank}: output dtype {y.dtype}"
+            rounded = np.asarray(backend.concrete(xp.astype(x, xp.float32)), dtype=np.float32)
+            expected = reference.diffstride(rounded, strides, ramp=ramp)
+            got = np.asarray(backend.concrete(xp.astype(y, xp.float32)), dtype=np.float64)
+            assert_close(got, expected, rtol, f"{name} rank {rank} output")
+            if not backend.differentiable:
+                continue
+            cot = np.random.default_rng(0).standard_normal(expected.shape).astype(np.float32)
+            s32 = np.asarray(strides, dtype=np.float32)
+
+            def fn(x_: Any, s_: Any) -> Any:
+                return xp.astype(
+                    diffstride_on(backend, x_, s_, method=method, ramp=ramp), xp.float32
+                )
+
+            _, (_, grad_s) = backend.vjp(fn, [x, backend.from_numpy(s32)], cot)
+            _, ref_s = reference.diffstride_vjp(rounded, s32, cot, ramp=ramp)
+            assert grad_s.dtype == np.float32, f"{name}: stride gradient dtype {grad_s.dtype}"
+            assert np.isfinite(grad_s).all(), f"{name}: stride gradient {grad_s}"
+            assert_close(grad_s, ref_s, 10 * rtol, f"{name} rank {rank} grad_strides")
+
+
 # --- the reference itself ------------------------------------------------------------------
 
 
@@ -538,6 +579,7 @@ CHECKS: tuple[Check, ...] = (
     check_empty_batch,
     check_bad_input_is_rejected,
     check_dtype_is_kept,
+    check_half_precision,
 )
 
 #: Checks of the numpy reference itself; they run once, with the numpy backend.
