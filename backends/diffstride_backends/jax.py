@@ -20,6 +20,35 @@ import numpy as np
 from diffstride import Backend
 
 
+class _Uncommitted:
+    """``jax.numpy`` whose array constructors ignore ``device``.
+
+    The core creates small arrays (indices, constants, DFT factors) on its input's device.
+    For an input sharded over several devices that either committed them to one device, which
+    an eager call then refused to combine with the sharded input, or laid them out with the
+    input's sharding. Uncommitted arrays follow the computation's placement, sharded or not,
+    eager or under ``jit``.
+    """
+
+    def __init__(self, namespace: Any) -> None:
+        self._namespace = namespace
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._namespace, name)
+
+    def asarray(self, obj: Any, dtype: Any = None, device: Any = None, copy: Any = None) -> Any:
+        del device
+        return self._namespace.asarray(obj, dtype=dtype, copy=copy)
+
+    def arange(self, *args: Any, device: Any = None, **kwargs: Any) -> Any:
+        del device
+        return self._namespace.arange(*args, **kwargs)
+
+    def zeros(self, shape: Any, dtype: Any = None, device: Any = None) -> Any:
+        del device
+        return self._namespace.zeros(shape, dtype=dtype)
+
+
 class JaxBackend(Backend):
     name = "jax"
     module = "jax"
@@ -32,7 +61,7 @@ class JaxBackend(Backend):
     def namespace(self) -> Any:
         import jax.numpy
 
-        return jax.numpy
+        return _Uncommitted(jax.numpy)
 
     def stop_gradient(self, x: Any) -> Any:
         import jax
