@@ -72,7 +72,7 @@ def prepare(
     *,
     output_size: Sequence[int] | None = None,
     sizes: tuple[Any, ...] | None = None,
-    check_values: bool = True,
+    check_values: bool | str = True,
     name: str = "strides",
 ) -> Prepared:
     """Check the input (unless the caller passes the ``sizes`` it checked), compute the
@@ -114,11 +114,12 @@ def diffstride_on(
     *,
     output_size: Sequence[int] | None = None,
     sizes: tuple[Any, ...] | None = None,
-    check_values: bool = True,
+    check_values: bool | str = True,
     name: str = "strides",
 ) -> Any:
     """DiffStride on an explicit backend with validated ``options``; see :func:`diffstride`.
-    A layer passes the ``sizes`` it has checked, and ``name`` for its errors."""
+    A layer passes the ``sizes`` it has checked, ``name`` for its errors, and how its stored
+    strides are checked where they can be read (``_crop.check_read_strides``)."""
     options = Options() if options is None else options
     if sizes is None:
         sizes = check_input(x, options.data_format, backend)

@@ -20,11 +20,25 @@ from diffstride._backend import Backend
 from diffstride._options import Options
 from diffstride._validation import check_stride_values
 
-__all__ = ["decide", "read_window"]
+__all__ = ["check_read_strides", "decide", "read_window"]
 
 
 def _static(sizes: Sequence[Any]) -> bool:
     return all(isinstance(n, int) for n in sizes)
+
+
+def check_read_strides(values: Any, rank: int, check: bool | str, name: str) -> None:
+    """Strides read from an array: ``check=True``, finite and >= 1 (they were given, or
+    stored and loaded); ``"finite"``, only finite (a training layer's parameter, which an
+    optimizer step may leave below its bound until the layer clips it); ``False``, nothing."""
+    floats = [float(v) for v in np.asarray(values).reshape(-1)]
+    if check == "finite":
+        if not all(np.isfinite(floats)):
+            raise ValueError(
+                f"{name} must be finite (a diverged step?); received {name}={tuple(floats)}"
+            )
+    elif check:
+        check_stride_values(floats, rank=rank, name=name)
 
 
 def read_window(
@@ -33,7 +47,7 @@ def read_window(
     thresholds: Sequence[Any],
     sizes: tuple[int, ...],
     options: Options,
-    check_values: bool,
+    check_values: bool | str,
     name: str,
 ) -> _agnostic.Window | None:
     """The window from the concrete thresholds, read with the strides in one device read;
@@ -45,8 +59,7 @@ def read_window(
         return None
     values = np.asarray(values)
     count = strides.shape[0]
-    if check_values:
-        check_stride_values([float(v) for v in values[:count]], rank=len(sizes), name=name)
+    check_read_strides(values[:count], len(sizes), check_values, name)
     return _sizes.window_from_thresholds(
         [values[count + axis, ...] for axis in range(len(sizes))],
         sizes,
@@ -63,7 +76,7 @@ def decide(
     options: Options,
     output_size: Any,
     *,
-    check_values: bool,
+    check_values: bool | str,
     name: str,
 ) -> _agnostic.Window:
     """The crop of one call (see the module docstring)."""
@@ -72,7 +85,7 @@ def decide(
         if check_values and not backend.tracing():
             values = backend.concrete(strides)
             if values is not None:
-                check_stride_values([float(v) for v in values], rank=len(sizes), name=name)
+                check_read_strides(values, len(sizes), check_values, name)
         if not _static(sizes):
             raise ValueError(
                 f"output_size needs static spatial sizes; received output_size={output_size!r} "

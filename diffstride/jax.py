@@ -93,7 +93,7 @@ class DiffStride(DiffStrideMixin):
             self.options,
             output_size=output_size,
             sizes=self._checked_sizes(x, backend),
-            check_values=False,
+            check_values=True,
             name=self._stride_name(),
         )
 

@@ -145,7 +145,7 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
             strides,
             self.options,
             sizes=sizes,
-            check_values=False,
+            check_values=True,
             name=self._stride_name(),
         )
         # In graph mode the spatial sizes depend on the stride's value; the rest is static.

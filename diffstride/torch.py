@@ -21,6 +21,7 @@ from torch import nn
 
 from diffstride import _api, _tracing
 from diffstride._complexity import complexity_penalty_of
+from diffstride._crop import check_read_strides
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
 from diffstride._options import document_options, with_options
 
@@ -85,6 +86,20 @@ class _DiffStride(DiffStrideMixin, nn.Module):
     def _stride_values(self) -> Any:
         return self.strides.detach().cpu().numpy()
 
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        """A loaded stride must be finite and >= 1, one per axis (or one shared)."""
+        key = f"{prefix}strides"
+        if key in state_dict and isinstance(state_dict[key], torch.Tensor):
+            value = state_dict[key]
+            if tuple(value.shape) != tuple(self.strides.shape):
+                raise ValueError(
+                    f"{key} must have shape {tuple(self.strides.shape)} for "
+                    f"{type(self).__name__}; received shape {tuple(value.shape)}"
+                )
+            values = tuple(float(v) for v in value.detach().cpu().float().reshape(-1))
+            check_read_strides(values, self.rank, True, key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         sizes = self._checked_sizes(x, _BACKEND)
         project = self.training and output_size is None
@@ -101,7 +116,10 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             self.options,
             output_size=output_size,
             sizes=sizes,
-            check_values=False,
+            # An optimizer step may leave a stride below its bound (torch has no constraints):
+            # it is clipped, so only a non-finite value is an error here; loads check all.
+            # A static output_size reads nothing (no device sync), so checks nothing.
+            check_values="finite" if output_size is None else False,
             name=self._stride_name(),
         )
         if project:
