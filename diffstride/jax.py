@@ -19,7 +19,7 @@ import numpy as np
 
 from diffstride import _api
 from diffstride._layers import DiffStrideMixin
-from diffstride._options import with_options
+from diffstride._options import document_options, with_options
 
 __all__ = ["DiffStride", "diffstride", "spectral_pooling"]
 
@@ -118,3 +118,6 @@ class DiffStride(DiffStrideMixin):
 
     def __repr__(self) -> str:
         return f"DiffStride({self._extra_repr()})"
+
+
+DiffStride.__doc__ = document_options(DiffStride.__doc__)

@@ -19,7 +19,7 @@ import numpy as np
 
 from diffstride import _agnostic, _api, _sizes
 from diffstride._layers import DiffStrideMixin
-from diffstride._options import Options, with_options
+from diffstride._options import Options, document_options, with_options
 from diffstride._registry import get_backend
 from diffstride._validation import check_data_format, check_input, check_stride_values
 
@@ -195,3 +195,6 @@ class DiffStride(DiffStrideMixin):
 
     def __repr__(self) -> str:
         return f"DiffStride({self._extra_repr()})"
+
+
+DiffStride.__doc__ = document_options(DiffStride.__doc__)

@@ -1,27 +1,31 @@
-"""TensorFlow / Keras 3 front-end: functions for tf tensors and Keras layers.
+"""TensorFlow front-end: functions for tf tensors, and the Keras layers under their old home.
 
-The layers need ``KERAS_BACKEND=tensorflow`` (the default): the FFTs run through the
-TensorFlow adapter. They are registered as serializable (package ``diffstride``), so a model
-saved to ``.keras`` loads back without ``custom_objects``. ``DiffStride`` keeps its stride in
-a float32 variable named ``strides`` with a :class:`StrideConstraint` for the limits (as the
-original); ``training=True`` calls project it in place, ``S <- max(S, N / (N - R))``. Inside
-``tf.function`` (``model.fit``) the crop size is computed in the graph, so the output's
-spatial size is dynamic there: convolutions, global pooling, ``SpatialPooling`` and further
-``DiffStride`` layers accept that; ``FixedSpectralPooling`` needs static sizes and says so.
+``diffstride.tf.diffstride`` and ``spectral_pooling`` take tf tensors (differentiable with
+``tf.GradientTape``, usable inside ``tf.function``). The Keras layers live in
+:mod:`diffstride.keras`, which runs on every Keras backend; they are exported here too, so
+that code written for the TensorFlow backend keeps working.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import keras
-import tensorflow as tf
-
 from diffstride import _api
-from diffstride._complexity import complexity_penalty_of
-from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
-from diffstride._options import NAMES as OPTION_NAMES
-from diffstride._options import document_options, with_options
+from diffstride.keras import (
+    DiffStride,
+    DiffStride1D,
+    DiffStride2D,
+    DiffStride3D,
+    FixedSpectralPooling,
+    FixedSpectralPooling1D,
+    FixedSpectralPooling2D,
+    FixedSpectralPooling3D,
+    SpatialPooling,
+    StrideConstraint,
+    StrideHistory,
+    UpdateCrops,
+    complexity_penalty,
+    diffstride_layers,
+    update_crops,
+)
 
 __all__ = [
     "DiffStride",
@@ -35,360 +39,12 @@ __all__ = [
     "SpatialPooling",
     "StrideConstraint",
     "StrideHistory",
+    "UpdateCrops",
     "complexity_penalty",
     "diffstride",
     "diffstride_layers",
     "spectral_pooling",
+    "update_crops",
 ]
 
 diffstride, spectral_pooling = _api.bind("tensorflow")
-
-_PACKAGE = "diffstride"
-
-
-def _check_keras_backend() -> None:
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            "diffstride.tf layers need the TensorFlow Keras backend; received "
-            f"KERAS_BACKEND={keras.backend.backend()!r}. Use diffstride.torch or diffstride.jax "
-            "for the other frameworks."
-        )
-
-
-def _default_format(data_format: str | None) -> str:
-    return keras.config.image_data_format() if data_format is None else data_format
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class StrideConstraint(keras.constraints.Constraint):
-    """Keeps strides in ``[lower or 1, upper or float32 max]`` after each optimizer step."""
-
-    def __init__(self, lower_limit: float | None = None, upper_limit: float | None = None):
-        self.lower_limit = lower_limit
-        self.upper_limit = upper_limit
-
-    def __call__(self, w: Any) -> Any:
-        low = 1.0 if self.lower_limit is None else self.lower_limit
-        high = tf.float32.max if self.upper_limit is None else self.upper_limit
-        return tf.clip_by_value(w, low, high)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"lower_limit": self.lower_limit, "upper_limit": self.upper_limit}
-
-
-class _DiffStride(DiffStrideMixin, keras.layers.Layer):
-    """Spectral pooling with learnable strides (Riad et al., ICLR 2022) over {rank} spatial
-    axes, as a Keras 3 layer: input ``{layout}``.
-
-    Arguments as ``diffstride.torch.DiffStride{rank}d``; ``data_format`` defaults to
-    ``keras.config.image_data_format()``. ``training=True`` calls store the original's
-    projection in ``strides`` with the outside ramp; with ``ramp="inside"`` they store nothing
-    and the constraint keeps the strides within the limits.
-
-    Parameters
-    ----------
-    strides
-        Initial strides, each >= 1: one per spatial axis, or one number for every axis.
-    trainable
-        Whether ``strides`` is trained.
-    shared_stride
-        One stride weight for every axis (equal initial strides required).
-    {options}
-
-    Examples
-    --------
-    {example}
-    """
-
-    def __init__(
-        self,
-        strides: Any = 2.0,
-        *,
-        trainable: bool = True,
-        shared_stride: bool = False,
-        **options: Any,
-    ) -> None:
-        _check_keras_backend()
-        layer_kwargs = {k: options.pop(k) for k in list(options) if k not in OPTION_NAMES}
-        if options.get("data_format") is None:
-            options["data_format"] = keras.config.image_data_format()
-        super().__init__(trainable=trainable, **layer_kwargs)
-        self._init_diffstride(strides, shared_stride, options)
-
-    def build(self, input_shape: Any) -> None:
-        self._check_input_shape(input_shape)
-        self.strides = self.add_weight(
-            name="strides",
-            shape=self.stride_shape,
-            initializer=keras.initializers.Constant(self.initial_value),
-            trainable=self.trainable,
-            dtype="float32",
-            constraint=StrideConstraint(*self.options.limits),
-            autocast=False,  # strides stay float32 under a mixed precision policy
-        )
-
-    def _stride_values(self) -> Any:
-        if not self.built:
-            return self.initial_value
-        return keras.ops.convert_to_numpy(self.strides)
-
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
-        backend = _api.get_backend("tensorflow")
-        sizes = self._checked_sizes(inputs, backend)
-        strides = tf.convert_to_tensor(self.strides.value)
-        if training and not self.options.inside:
-            xp = backend.namespace()
-            self.strides.assign(self._projected(strides, sizes, clip=False, xp=xp))
-        outputs = _api.diffstride_on(
-            backend,
-            inputs,
-            strides,
-            self.options,
-            sizes=sizes,
-            check_values=True,
-            name=self._stride_name(),
-        )
-        # In graph mode the spatial sizes depend on the stride's value; the rest is static.
-        shape = list(inputs.shape)
-        for axis in self._axes(len(shape)):
-            shape[axis] = None
-        return tf.ensure_shape(outputs, shape)
-
-    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-        shape = list(input_shape)
-        axes = self._axes(len(shape))
-        sizes = [shape[a] for a in axes]
-        outputs = self.output_size(sizes) if None not in sizes else [None] * len(axes)
-        for axis, size in zip(axes, outputs, strict=True):
-            shape[axis] = size
-        return tuple(shape)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self._config()}
-
-
-_DiffStride.__init__ = with_options(_DiffStride.__init__, defaults={"data_format": None})
-
-
-class _FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
-    """Fixed spectral pooling (the original's ``FixedSpectralPooling``) over {rank} spatial
-    axes: input ``{layout}``; no weight. ``method`` as for ``DiffStride``.
-
-    {example}
-    """
-
-    def __init__(
-        self,
-        strides: Any = 2.0,
-        data_format: str | None = None,
-        method: str = "auto",
-        **kwargs: Any,
-    ) -> None:
-        _check_keras_backend()
-        super().__init__(**kwargs)
-        self._init_spectral(strides, _default_format(data_format), method)
-
-    def call(self, inputs: Any) -> Any:
-        backend = _api.get_backend("tensorflow")
-        sizes = self._checked_sizes(inputs, backend)
-        return _api.spectral_pooling_on(
-            backend,
-            inputs,
-            self.strides_value,
-            data_format=self.data_format,
-            method=self.method,
-            sizes=sizes,
-        )
-
-    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-        shape = list(input_shape)
-        axes = self._axes(len(shape))
-        for axis, size in zip(axes, self.output_size([shape[a] for a in axes]), strict=True):
-            shape[axis] = size
-        return tuple(shape)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "strides": self.strides_value,
-            "data_format": self.data_format,
-            "method": self.method,
-        }
-
-
-def _layer_doc(template: str, rank: int, example: str) -> str:
-    layout = {1: "(N, W, C)", 2: "(N, H, W, C)", 3: "(N, D, H, W, C)"}[rank]
-    doc = template.replace("{rank}", str(rank)).replace("{layout}", layout + " (channels_last)")
-    return document_options(doc.replace("{example}", example))
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class DiffStride1D(_DiffStride):
-    __doc__ = _layer_doc(
-        _DiffStride.__doc__,
-        1,
-        """>>> import numpy as np
-    >>> from diffstride.tf import DiffStride1D
-    >>> tuple(DiffStride1D(4.0, data_format="channels_last")(np.zeros((2, 1000, 1))).shape)
-    (2, 258, 1)""",
-    )
-    rank = 1
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class DiffStride2D(_DiffStride):
-    __doc__ = _layer_doc(
-        _DiffStride.__doc__,
-        2,
-        """>>> import numpy as np
-    >>> from diffstride.tf import DiffStride
-    >>> layer = DiffStride(strides=(2.0, 2.0), data_format="channels_last")
-    >>> tuple(layer(np.zeros((8, 32, 32, 3), "float32")).shape)
-    (8, 24, 24, 3)
-    >>> layer.current_strides(), layer.compute_output_shape((None, 32, 32, 3))
-    ((2.0, 2.0), (None, 24, 24, 3))""",
-    )
-    rank = 2
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class DiffStride3D(_DiffStride):
-    __doc__ = _layer_doc(
-        _DiffStride.__doc__,
-        3,
-        """>>> import numpy as np
-    >>> from diffstride.tf import DiffStride3D
-    >>> layer = DiffStride3D((1.0, 2.0, 2.0), data_format="channels_last")
-    >>> tuple(layer(np.zeros((1, 8, 32, 32, 2), "float32")).shape)
-    (1, 8, 24, 24, 2)""",
-    )
-    rank = 3
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FixedSpectralPooling1D(_FixedSpectralPooling):
-    __doc__ = _layer_doc(
-        _FixedSpectralPooling.__doc__,
-        1,
-        """>>> import numpy as np
-    >>> from diffstride.tf import FixedSpectralPooling1D
-    >>> layer = FixedSpectralPooling1D(4, data_format="channels_last")
-    >>> tuple(layer(np.zeros((1, 100, 3), "float32")).shape)
-    (1, 25, 3)""",
-    )
-    rank = 1
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FixedSpectralPooling2D(_FixedSpectralPooling):
-    __doc__ = _layer_doc(
-        _FixedSpectralPooling.__doc__,
-        2,
-        """>>> import numpy as np
-    >>> from diffstride.tf import FixedSpectralPooling
-    >>> layer = FixedSpectralPooling((2, 2), data_format="channels_first")
-    >>> tuple(layer(np.zeros((1, 3, 32, 32), "float32")).shape)
-    (1, 3, 16, 16)""",
-    )
-    rank = 2
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FixedSpectralPooling3D(_FixedSpectralPooling):
-    __doc__ = _layer_doc(
-        _FixedSpectralPooling.__doc__,
-        3,
-        """>>> import numpy as np
-    >>> from diffstride.tf import FixedSpectralPooling3D
-    >>> layer = FixedSpectralPooling3D(2, data_format="channels_last")
-    >>> tuple(layer(np.zeros((1, 8, 8, 8, 3), "float32")).shape)
-    (1, 4, 4, 4, 3)""",
-    )
-    rank = 3
-
-
-#: The 2-D layers under the original's names; ``.keras`` files saved with those names load.
-DiffStride = DiffStride2D
-FixedSpectralPooling = FixedSpectralPooling2D
-keras.saving.get_custom_objects().update(
-    {
-        f"{_PACKAGE}>DiffStride": DiffStride2D,
-        f"{_PACKAGE}>FixedSpectralPooling": FixedSpectralPooling2D,
-    }
-)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class SpatialPooling(SpatialPoolingMixin, keras.layers.AveragePooling2D):
-    """The original's ``SpatialPooling``: average pooling with 'same' padding.
-
-    >>> import numpy as np
-    >>> from diffstride.tf import SpatialPooling
-    >>> tuple(SpatialPooling(data_format="channels_last")(np.zeros((1, 15, 15, 3))).shape)
-    (1, 8, 8, 3)
-    """
-
-    def __init__(
-        self,
-        pool_size: Any = (1, 1),
-        strides: Any = (2, 2),
-        data_format: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        padding = kwargs.pop("padding", "same")
-        if padding != "same":
-            raise ValueError(f"SpatialPooling pads 'same'; received padding={padding!r}")
-        self._init_spatial(pool_size, strides, _default_format(data_format))
-        super().__init__(
-            pool_size=self.pool_size,
-            strides=self.strides_value,
-            padding="same",
-            data_format=self.data_format,
-            **kwargs,
-        )
-
-
-def diffstride_layers(model_or_layers: Any) -> list[_DiffStride]:
-    """The DiffStride layers of a Keras model (nested ones too), in the order Keras tracks
-    them, which is the order they were created; or a given list, unchanged."""
-    if isinstance(model_or_layers, (list, tuple)):
-        return list(model_or_layers)
-    layers = model_or_layers._flatten_layers(include_self=False, recursive=True)
-    return [layer for layer in layers if isinstance(layer, _DiffStride)]
-
-
-def complexity_penalty(model_or_layers: Any) -> Any:
-    """The paper's complexity regularizer over a model's DiffStride layers (forward order),
-    differentiable with respect to their strides; add ``lambda * J`` to the loss.
-
-    >>> from diffstride.tf import DiffStride, complexity_penalty
-    >>> layers = [DiffStride((2.0, 2.0)), DiffStride((2.0, 2.0))]
-    >>> for layer in layers:
-    ...     layer.build((None, 8, 8, 1))
-    >>> float(complexity_penalty(layers))
-    0.3125
-    """
-    layers = diffstride_layers(model_or_layers)
-    strides = [tf.convert_to_tensor(layer.strides.value) for layer in layers]
-    xp = _api.get_backend("tensorflow").namespace()
-    return complexity_penalty_of(strides, xp=xp, ranks=[layer.rank for layer in layers])
-
-
-class StrideHistory(keras.callbacks.Callback):
-    """Records every DiffStride layer's strides at the end of each epoch (and at the start).
-
-    ``history`` is a list (one entry per record) of lists of ``(s_h, s_w)`` per layer.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.history: list[list[tuple[float, float]]] = []
-
-    def _record(self) -> None:
-        self.history.append([layer.current_strides() for layer in diffstride_layers(self.model)])
-
-    def on_train_begin(self, logs: Any = None) -> None:
-        self._record()
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        self._record()

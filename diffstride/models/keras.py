@@ -19,6 +19,7 @@ from typing import Any
 import keras
 
 from diffstride._complexity import budget_penalty_of, weighted_reach_of
+from diffstride.keras import DiffStride, FixedSpectralPooling, SpatialPooling
 from diffstride.models._spec import (
     ResNetSpec,
     check_model_options,
@@ -28,7 +29,6 @@ from diffstride.models._spec import (
     small_spec,
     stride_report,
 )
-from diffstride.tf import DiffStride, FixedSpectralPooling, SpatialPooling
 
 __all__ = [
     "diffstride_layers",
