@@ -1,0 +1,152 @@
+"""Every framework's DiffStride layer against torch's, in one process, with the machine's
+SGEMM rate beside it.
+
+    python benchmarks/frameworks.py [--repeats 15] [--shapes 32x64x32x32,8x64x64x64]
+
+For each input shape (channels_first ``N x C x H x W``) and layout, one fwd+bwd of a
+DiffStride layer at strides (2, 2) (loss ``sum(y * y)``, gradients of the input and the
+strides), as users run it:
+
+* torch: ``diffstride.torch.DiffStride`` eager, training mode;
+* Keras: ``diffstride.keras.DiffStride`` in a training call under ``tf.function`` (the crop
+  symbolic in the graph, as ``fit`` runs it);
+* jax: ``diffstride.jax.diffstride`` under ``jit`` with a static ``output_size``.
+
+After warm-up, the calls of every framework, shape and layout are interleaved round-robin
+for ``--repeats`` rounds and the median is reported with its ratio to torch's at the same
+shape and layout, and the ratio of each framework's channels_last time to its
+channels_first time. The SGEMM rate (float32 GEMM of 1024 x 1024 matrices, numpy and torch)
+is printed first, so that a reader can tell a slow machine from a slow path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+LAYOUTS = ("channels_first", "channels_last")
+
+
+def sgemm_gflops(matmul: Callable[[Any, Any], Any], make: Callable[[np.ndarray], Any]) -> float:
+    a = make(np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32))
+    matmul(a, a)
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        matmul(a, a)
+        times.append(time.perf_counter() - start)
+    return 2 * 1024**3 / statistics.median(times) / 1e9
+
+
+def torch_step(x: np.ndarray, layout: str) -> Callable[[], Any]:
+    import torch
+
+    from diffstride.torch import DiffStride
+
+    layer = DiffStride((2.0, 2.0), data_format=layout)
+    leaf = torch.from_numpy(x.copy()).requires_grad_(True)
+
+    def step() -> Any:
+        y = layer(leaf)
+        return torch.autograd.grad((y * y).sum(), [leaf, layer.strides])
+
+    return step
+
+
+def keras_step(x: np.ndarray, layout: str) -> Callable[[], Any]:
+    import tensorflow as tf
+
+    from diffstride.keras import DiffStride
+
+    layer = DiffStride((2.0, 2.0), data_format=layout)
+    layer.build(x.shape)
+    data = tf.constant(x)
+
+    @tf.function
+    def step(a: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            y = layer(a, training=True)
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, [a, layer.strides])
+
+    return lambda: [g.numpy() for g in step(data)]
+
+
+def jax_step(x: np.ndarray, layout: str) -> Callable[[], Any]:
+    import jax
+    import jax.numpy as jnp
+
+    import diffstride
+    from diffstride.jax import diffstride as ds
+
+    spatial = x.shape[2:] if layout == "channels_first" else x.shape[1:3]
+    size = diffstride.output_size(spatial, (2.0, 2.0))
+
+    def loss(a: Any, s: Any) -> Any:
+        y = ds(a, s, output_size=size, data_format=layout)
+        return jnp.sum(y * y)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    data, strides = jnp.asarray(x), jnp.asarray([2.0, 2.0], dtype=jnp.float32)
+    return lambda: jax.block_until_ready(grad(data, strides))
+
+
+STEPS = {"torch": torch_step, "keras": keras_step, "jax": jax_step}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--shapes", default="32x64x32x32,8x64x64x64")
+    args = parser.parse_args()
+    import torch
+
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(
+        f"# SGEMM 1024^3: numpy {sgemm_gflops(np.matmul, np.asarray):.1f} GFLOP/s, "
+        f"torch {sgemm_gflops(torch.matmul, torch.from_numpy):.1f} GFLOP/s"
+    )
+    steps: dict[tuple[str, str, str], Callable[[], Any]] = {}
+    for text in args.shapes.split(","):
+        shape = tuple(int(n) for n in text.split("x"))
+        x_first = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        for layout in LAYOUTS:
+            x = x_first if layout == "channels_first" else np.moveaxis(x_first, 1, 3).copy()
+            for name, build in STEPS.items():
+                steps[(text, layout, name)] = build(x, layout)
+    for step in steps.values():
+        for _ in range(3):
+            step()
+    samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in steps}
+    gc.disable()
+    try:
+        for _ in range(args.repeats):
+            for key, step in steps.items():
+                start = time.perf_counter()
+                step()
+                samples[key].append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+    median = {key: statistics.median(times) * 1e3 for key, times in samples.items()}
+    header = ("shape (NCHW)", "layout", "framework", "ms", "/torch", "last/first")
+    print("\n{:14} {:15} {:9} {:>8} {:>7} {:>10}".format(*header))
+    for (text, layout, name), ms in median.items():
+        over_torch = ms / median[(text, layout, "torch")]
+        over_first = ms / median[(text, "channels_first", name)]
+        print(f"{text:14} {layout:15} {name:9} {ms:8.2f} {over_torch:7.2f} {over_first:10.2f}")
+
+
+if __name__ == "__main__":
+    main()
