@@ -8,10 +8,19 @@ axis, or one with ``shared_stride``); in training mode each forward pass project
 clips it to the limits (the original leaves that to a Keras constraint at the next optimizer
 step; torch has no constraints, so the clip happens here). With ``ramp="inside"`` there is no
 projection, only the clip. Eval mode mutates nothing.
+
+Export (``torch.export``, ``torch.onnx.export`` with or without ``dynamo``, ``torch.jit.trace``)
+records a graph in which the crop is fixed: it is decided from the stride values held when the
+graph is recorded (read from the live parameter, outside the tracer's fake tensors), and the
+layers run their GEMM formulation (``method="matmul"``, the same map), which every exporter
+translates. The masks still follow the exported ``strides``. Nothing is projected under export.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffstride import _api, _tracing
+from diffstride import _api, _sizes, _tracing
 from diffstride._complexity import complexity_penalty_of
 from diffstride._crop import check_read_strides
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
@@ -42,6 +51,26 @@ __all__ = [
 
 diffstride, spectral_pooling = _api.bind("torch")
 _BACKEND = _api.get_backend("torch")  # loaded by bind: no entry-point lookup while tracing
+#: Where a layer keeps its live stride parameter (not registered: export's swap misses it).
+_LIVE = "_diffstride_live_strides"
+
+
+def _exporting() -> bool:
+    """Whether a graph is being recorded for export: ``torch.export`` (and the ONNX dynamo
+    exporter, which runs it), ``torch.jit.trace`` (and the legacy ONNX exporter, which runs
+    it)."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def _read_outside_trace(tensor: torch.Tensor) -> Any:
+    """The values of a real tensor while an exporter traces: ``torch.export`` runs the model
+    under a fake-tensor mode, in which even a real tensor's ``detach`` is fake; the
+    TorchScript tracer warns at a value read, which is deliberate here."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily(), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return _BACKEND.concrete(tensor)
 
 
 class _DiffStride(DiffStrideMixin, nn.Module):
@@ -84,7 +113,43 @@ class _DiffStride(DiffStrideMixin, nn.Module):
         )
 
     def _stride_values(self) -> Any:
+        if _exporting():
+            return _read_outside_trace(self._live_strides())
         return self.strides.detach().cpu().numpy()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "strides":
+            self._remember_strides()
+
+    def _remember_strides(self) -> None:
+        """Keep a reference to the stride parameter where ``nn.Module`` does not see it:
+        ``torch.export`` swaps the registered one for a fake tensor while it traces, and the
+        crop is decided from the values of this one (see :meth:`_live_strides`)."""
+        strides = self._parameters.get("strides")
+        if isinstance(strides, nn.Parameter) and not _is_fake(strides):
+            self.__dict__[_LIVE] = strides
+
+    def _live_strides(self) -> torch.Tensor:
+        """The stride parameter with real values: the registered one, or under
+        ``torch.export`` (which has swapped it for a fake tensor) the one last registered."""
+        strides = self._parameters["strides"]
+        if not _is_fake(strides):
+            return strides
+        live = self.__dict__.get(_LIVE)
+        if live is None or tuple(live.shape) != tuple(strides.shape):
+            raise RuntimeError(
+                f"{type(self).__name__}: the stride values are unknown while exporting "
+                "(the parameter was replaced outside nn.Module); call the model once "
+                "eagerly, or pass a static output_size"
+            )
+        return live
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        """``.to()``, ``.cuda()``, ``.double()``... may replace the parameter object."""
+        result = super()._apply(fn, recurse)
+        self._remember_strides()
+        return result
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
         """A loaded stride must be finite and >= 1, one per axis (or one shared)."""
@@ -99,9 +164,12 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             values = tuple(float(v) for v in value.detach().cpu().float().reshape(-1))
             check_read_strides(values, self.rank, True, key)
         super()._load_from_state_dict(state_dict, prefix, *args)
+        self._remember_strides()  # load_state_dict(assign=True) replaces the parameter
 
     def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         sizes = self._checked_sizes(x, _BACKEND)
+        if _exporting():
+            return self._exported(x, sizes, output_size)
         project = self.training and output_size is None
         strides = self.strides
         if project and torch.compiler.is_compiling():
@@ -125,6 +193,50 @@ class _DiffStride(DiffStrideMixin, nn.Module):
         if project:
             _BACKEND.untraced(_DiffStride._project_in_place)(self, sizes)
         return y
+
+    def _exported(
+        self, x: torch.Tensor, sizes: tuple[Any, ...], output_size: Sequence[int] | None
+    ) -> torch.Tensor:
+        """The forward pass an exporter records: the crop fixed from the stride values held
+        now (as eager decides it, in the input's precision), the GEMM formulation, no
+        projection. The masks still follow the (exported) ``strides``."""
+        if output_size is None:
+            if not all(isinstance(n, int) for n in sizes):
+                raise ValueError(
+                    f"{type(self).__name__} exports with static spatial sizes (the crop is "
+                    f"fixed in the graph); received an input of shape {tuple(x.shape)}. Mark "
+                    "only the batch dimension dynamic, or pass a static output_size"
+                )
+            output_size = _export_output_size(self, tuple(sizes), x.dtype == torch.float64)
+        return _api.diffstride_on(
+            _BACKEND,
+            x,
+            self.strides,
+            dataclasses.replace(self.options, method="matmul"),
+            output_size=output_size,
+            sizes=sizes,
+            check_values=False,
+            name=self._stride_name(),
+        )
+
+    def _crop_now(self, sizes: tuple[int, ...], float64: bool) -> tuple[int, ...]:
+        """The output size eager computes now (in the input's precision), from the live
+        parameter's values (checked finite; clipped to the limits as the forward pass)."""
+        values = _read_outside_trace(self._live_strides())
+        check_read_strides(values, len(sizes), "finite", self._stride_name())
+        low, high = self.stride_bounds
+        per_axis = [min(max(float(v), low), high) for v in values.reshape(-1)]
+        options = self.options
+        return _sizes.output_size(
+            sizes,
+            per_axis * len(sizes) if len(per_axis) == 1 else per_axis,
+            smoothness_factor=options.smoothness_factor,
+            cropping=options.cropping,
+            lower_limit_stride=options.lower_limit_stride,
+            upper_limit_stride=options.upper_limit_stride,
+            dtype="float64" if float64 else "float32",
+            ramp=options.ramp,
+        )
 
     def _project_in_place(self, sizes: Sequence[Any]) -> None:
         """Outside any compiled graph (see ``forward``)."""
@@ -156,12 +268,40 @@ class _FixedSpectralPooling(FixedSpectralPoolingMixin, nn.Module):
             x,
             self.strides_value,
             data_format=self.data_format,
-            method=self.method,
+            # An exporter records the GEMMs (the same map): every exporter translates them.
+            method="matmul" if _exporting() else self.method,
             sizes=sizes,
         )
 
     def extra_repr(self) -> str:
         return self._extra_repr()
+
+
+def _assume_constant_result(fn: Any) -> Any:
+    """``torch.compiler.assume_constant_result(fn)``: dynamo runs ``fn`` outside its trace
+    and keeps the result as a constant. That imports dynamo, which is not imported where
+    TensorFlow is and dynamo is not (see the torch backend's ``untraced``); the decorator
+    only marks ``fn``, so there the mark is set as it sets it."""
+    if "torch._dynamo" in sys.modules or "tensorflow" not in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result
+def _export_output_size(
+    layer: _DiffStride, sizes: tuple[int, ...], float64: bool
+) -> tuple[int, ...]:
+    """``layer``'s crop, a constant of the exported graph: ``torch.export(strict=True)``
+    (dynamo) runs this outside its trace, on the real module; elsewhere it is a plain call."""
+    return layer._crop_now(sizes, float64)
+
+
+def _is_fake(tensor: Any) -> bool:
+    """A tensor without values: ``torch.export``'s stand-in for a parameter while tracing."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    return not isinstance(tensor, torch.Tensor) or is_fake(tensor) or tensor.is_meta
 
 
 def _layer_doc(template: str, rank: int, example: str) -> str:
