@@ -22,6 +22,12 @@ Outputs: a progress bar with loss and accuracy, a final table (test accuracy, le
 per DiffStride layer, output sizes, multiply-accumulates), ``OUT/metrics.json`` (per epoch and
 ``final``: ``train_loss``, ``test_accuracy``, ``strides`` as ``[s_h, s_w]`` per DiffStride
 layer, ``macs``) and ``OUT/strides.png`` (stride trajectories, accuracy and MACs).
+
+Scaling out: ``torchrun --nproc_per_node N -m diffstride.examples.train --framework torch ...``
+trains with ``DistributedDataParallel``, one shard of the training set per process
+(:mod:`diffstride.examples.distributed`; rank 0 alone writes, ``metrics.json`` records
+``world_size``); ``--framework tf --distribute mirrored`` trains Keras under
+``tf.distribute.MirroredStrategy`` on every visible device.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from diffstride._validation import RAMPS, check_macs_budget, check_ramp, check_smoothness_factor
-from diffstride.examples import data, datasets
+from diffstride.examples import data, datasets, distributed
 
 __all__ = ["Config", "main", "parse_args", "run"]
 
@@ -71,6 +77,7 @@ class Config:
     stride_warmup: int = 0
     validation: int = 0
     lr_schedule: str = "constant"
+    distribute: str = "none"  # "mirrored": Keras under tf.distribute.MirroredStrategy
 
     def __post_init__(self) -> None:
         check_ramp(self.ramp)
@@ -81,6 +88,15 @@ class Config:
             raise ValueError(
                 f"lr_schedule must be one of {LR_SCHEDULES}; received "
                 f"lr_schedule={self.lr_schedule!r}"
+            )
+        if self.distribute not in DISTRIBUTE:
+            raise ValueError(
+                f"distribute must be one of {DISTRIBUTE}; received distribute={self.distribute!r}"
+            )
+        if self.distribute == "mirrored" and self.framework != "tf":
+            raise ValueError(
+                "distribute='mirrored' is for framework='tf' (torch scales out under torchrun); "
+                f"received framework={self.framework!r}"
             )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
@@ -105,6 +121,9 @@ class Config:
 OPTIMIZERS = ("adamw", "sgd")
 #: "cosine": every learning rate (strides' included) decays to 0 over the run, per step.
 LR_SCHEDULES = ("constant", "cosine")
+#: "mirrored": the Keras trainer runs under ``tf.distribute.MirroredStrategy`` (every visible
+#: device); torch runs one process per device under ``torchrun`` instead.
+DISTRIBUTE = ("none", "mirrored")
 
 
 @dataclass
@@ -140,7 +159,11 @@ class _Trainer(Protocol):
     def macs(self, input_size: tuple[int, int]) -> int: ...
 
 
-def _torch_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
+def _torch_trainer(
+    config: Config, dataset: data.Dataset, context: distributed.Context = distributed.SINGLE
+) -> _Trainer:
+    """The torch trainer; under ``torchrun`` (``context.active``) the model is wrapped in
+    ``DistributedDataParallel`` and evaluation is split over the ranks."""
     import torch
 
     from diffstride.models.torch import macs_penalty, resnet18, small_resnet
@@ -157,6 +180,14 @@ def _torch_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
         smoothness_factor=config.smoothness_factor,
         pool_first=config.pool_first,
     )
+    device = torch.device("cpu")
+    net: Any = model
+    if context.active:
+        device = distributed.init_torch(context)
+        model.to(device)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
     input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
     stride_params = [layer.strides for layer in model.diffstride_layers()]
     ids = {id(p) for p in stride_params}
@@ -184,8 +215,8 @@ def _torch_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
             self, x: np.ndarray, y: np.ndarray, train_strides: bool
         ) -> tuple[float, float]:
             model.train()
-            logits = model(torch.from_numpy(x))
-            target = torch.from_numpy(y)
+            logits = net(torch.from_numpy(x).to(device))
+            target = torch.from_numpy(y).to(device)
             loss = torch.nn.functional.cross_entropy(
                 logits, target, label_smoothing=config.label_smoothing
             )
@@ -208,10 +239,13 @@ def _torch_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
         def accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
             model.eval()
             correct = 0
+            share = slice(context.rank, None, context.world_size)  # every rank a part
+            x_part, y_part = x[share], y[share]
             with torch.no_grad():
-                for xb, yb in data.batches(x, y, batch_size, shuffle=False, seed=0):
-                    correct += int((model(torch.from_numpy(xb)).argmax(1).numpy() == yb).sum())
-            return correct / len(y)
+                for xb, yb in data.batches(x_part, y_part, batch_size, shuffle=False, seed=0):
+                    predicted = model(torch.from_numpy(xb).to(device)).argmax(1).cpu().numpy()
+                    correct += int((predicted == yb).sum())
+            return distributed.all_sum([correct], context)[0] / len(y)
 
         def strides(self) -> list[tuple[float, float]]:
             return [layer.current_strides() for layer in model.diffstride_layers()]
@@ -225,14 +259,34 @@ def _torch_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
     return Trainer()
 
 
-def _keras_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
+def _keras_trainer(
+    config: Config, dataset: data.Dataset, context: distributed.Context = distributed.SINGLE
+) -> _Trainer:
+    """The Keras trainer; with ``distribute="mirrored"`` the model, the optimizers and the step
+    live under ``tf.distribute.MirroredStrategy``: each batch is split over the replicas and
+    the gradients (the strides' included) summed over them."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    mirrored = config.distribute == "mirrored"
+    strategy = tf.distribute.MirroredStrategy() if mirrored else tf.distribute.get_strategy()
+    if mirrored:
+        devices = ", ".join(strategy.extended.worker_devices)
+        print(f"MirroredStrategy: {strategy.num_replicas_in_sync} replicas ({devices})")
+    with strategy.scope():
+        return _keras_trainer_in(config, dataset, strategy)
+
+
+def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _Trainer:
+    """The Keras trainer, built under ``strategy``'s scope."""
     import keras
     import tensorflow as tf
 
     from diffstride.models import keras as models
     from diffstride.tf import complexity_penalty
 
-    keras.utils.set_random_seed(config.seed)
+    replicas = strategy.num_replicas_in_sync
     build = models.small_resnet if config.model == "small" else models.resnet18
     channels = dataset.x_train.shape[1]
     model = build(
@@ -264,14 +318,18 @@ def _keras_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
     else:
         optimizer = keras.optimizers.AdamW(rate(config.lr), weight_decay=config.weight_decay)
         stride_optimizer = keras.optimizers.Adam(rate(config.stride_lr))
+    optimizer.build(weights)  # their variables made here, not in the first (traced) step
+    if stride_vars:
+        stride_optimizer.build(stride_vars)
     loss_fn = keras.losses.CategoricalCrossentropy(
         from_logits=True, label_smoothing=config.label_smoothing
     )
     lam = config.lambda_complexity
     budget = config.budget_macs
 
-    @tf.function(reduce_retracing=True)
     def step(x: Any, y: Any, train_strides: Any, constant: Any, macs_weights: Any) -> Any:
+        """One replica's step: its optimizers sum the replicas' gradients, so each replica's
+        loss is divided by their number (1 without a strategy)."""
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
             loss = loss_fn(tf.one_hot(y, dataset.num_classes), logits)
@@ -280,13 +338,29 @@ def _keras_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
             if stride_vars and budget is not None:
                 penalty = models.macs_penalty(model, constant, macs_weights, budget)
                 loss = loss + config.budget_weight * penalty * train_strides
-        grads = tape.gradient(loss, weights + stride_vars)
+            share = loss / replicas
+        grads = tape.gradient(share, weights + stride_vars)
         optimizer.apply(grads[: len(weights)], weights)
         if stride_vars:
             stride_grads = [g * train_strides for g in grads[len(weights) :]]
             stride_optimizer.apply(stride_grads, stride_vars)
         correct = tf.cast(tf.argmax(logits, axis=1) == tf.cast(y, tf.int64), tf.float32)
         return loss, tf.reduce_mean(correct)
+
+    @tf.function(reduce_retracing=True)
+    def distributed_step(x: Any, y: Any, *rest: Any) -> Any:
+        loss, acc = strategy.run(step, args=(x, y, *rest))
+        mean = tf.distribute.ReduceOp.MEAN
+        return strategy.reduce(mean, loss, axis=None), strategy.reduce(mean, acc, axis=None)
+
+    def split(values: np.ndarray) -> Any:
+        """``values`` as the replicas' parts of one batch (the whole batch without a strategy)."""
+        if replicas == 1:
+            return values
+        parts = np.array_split(values, replicas)
+        return strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(parts[ctx.replica_id_in_sync_group])
+        )
 
     predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
@@ -302,9 +376,12 @@ def _keras_trainer(config: Config, dataset: data.Dataset) -> _Trainer:
                 constant, macs_weights = models.macs_weights_of(
                     model, input_size, in_channels=channels
                 )
-            loss, acc = step(
-                nhwc(x),
-                y,
+            if len(y) < replicas:  # too small to give every replica a part: repeat examples
+                repeated = np.resize(np.arange(len(y)), replicas)
+                x, y = x[repeated], y[repeated]
+            loss, acc = distributed_step(
+                split(nhwc(x)),
+                split(y),
                 tf.constant(1.0 if train_strides else 0.0),
                 tf.constant(constant, tf.float32),
                 tf.constant(macs_weights, tf.float32),
@@ -339,7 +416,7 @@ def _diffstride_sizes(report: list[dict[str, Any]]) -> list[tuple[int, int]]:
     return [tuple(row["output_size"]) for row in report if row["strides"] is not None]
 
 
-TRAINERS: dict[str, Callable[[Config, data.Dataset], _Trainer]] = {
+TRAINERS: dict[str, Callable[[Config, data.Dataset, distributed.Context], _Trainer]] = {
     "torch": _torch_trainer,
     "tf": _keras_trainer,
 }
@@ -379,10 +456,32 @@ def _hold_out(
 
 
 def run(config: Config) -> dict[str, Any]:
-    """Train as ``config`` says; write ``metrics.json`` and ``strides.png``; return metrics."""
+    """Train as ``config`` says; write ``metrics.json`` and ``strides.png``; return metrics.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) each process trains on its shard
+    of the training set, ``--batch-size`` images a step (``world_size`` times as many in all);
+    rank 0 alone prints and writes, and the run fails if the ranks' final strides differ."""
+    context = distributed.from_env()
+    if context.active and config.framework != "torch":
+        raise ValueError(
+            "multi-process runs (torchrun) are for framework='torch'; Keras scales out with "
+            f"distribute='mirrored'; received framework={config.framework!r}"
+        )
+    try:
+        return _run(config, context)
+    finally:
+        distributed.shutdown(context)
+
+
+def _run(config: Config, context: distributed.Context) -> dict[str, Any]:
     dataset = datasets.load(config.dataset, config.data_dir, config.limit_train, config.seed)
     dataset, validation = _hold_out(dataset, config.validation, config.seed)
-    trainer = TRAINERS[config.framework](config, dataset)
+    whole = dataset
+    x_shard, y_shard = distributed.shard(dataset.x_train, dataset.y_train, context)
+    dataset = replace(dataset, x_train=x_shard, y_train=y_shard)
+    trainer = TRAINERS[config.framework](config, dataset, context)
+    say = print if context.is_main else _silent
+    progress = config.progress and context.is_main
     input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
     batch_count = -(-len(dataset.y_train) // config.batch_size)
 
@@ -422,24 +521,23 @@ def run(config: Config) -> dict[str, Any]:
             ),
             batch_count,
             f"epoch {epoch}/{config.epochs}",
-            config.progress,
+            progress,
         )
         for xb, yb in bar:
             loss, acc = trainer.train_step(xb, yb, train_strides)
             losses.append(loss)
             accuracies.append(acc)
-            if config.progress:
+            if progress:
                 bar.set_postfix(
                     loss=f"{np.mean(losses[-20:]):.3f}", acc=f"{np.mean(accuracies[-20:]):.3f}"
                 )
-        records.append(
-            record(
-                epoch,
-                float(np.mean(losses)),
-                float(np.mean(accuracies)),
-                time.perf_counter() - epoch_start,
+        mean_loss, mean_accuracy = (
+            total / context.world_size
+            for total in distributed.all_sum(
+                [float(np.mean(losses)), float(np.mean(accuracies))], context
             )
         )
+        records.append(record(epoch, mean_loss, mean_accuracy, time.perf_counter() - epoch_start))
         last = records[-1]
         shown = [
             f"{name} accuracy {value:.4f}"
@@ -449,19 +547,28 @@ def run(config: Config) -> dict[str, Any]:
             )
             if value is not None
         ]
-        print(
+        say(
             f"epoch {epoch}: train loss {last.train_loss:.4f}, {', '.join(shown)}, "
             f"MACs/image {last.macs:,}, strides {last.strides}",
             flush=True,
         )
-    metrics = _metrics(config, dataset, records, time.perf_counter() - started)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot(metrics, out / "strides.png")
-    print(summary_table(metrics))
-    print(f"wrote {out / 'metrics.json'} and {out / 'strides.png'}")
+    ranks = distributed.check_identical([list(pair) for pair in trainer.strides()], context)
+    metrics = _metrics(config, whole, records, time.perf_counter() - started)
+    metrics["world_size"] = context.world_size
+    if context.active:
+        metrics["rank_strides"] = ranks  # every rank's final strides, unrounded
+    if context.is_main:
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        plot(metrics, out / "strides.png")
+        print(summary_table(metrics))
+        print(f"wrote {out / 'metrics.json'} and {out / 'strides.png'}")
     return metrics
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``print`` on the ranks that do not print."""
 
 
 def _metrics(
@@ -639,6 +746,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         default=0,
         metavar="N",
         help="hold out N training images; the test set is then read once, at the end",
+    )
+    parser.add_argument(
+        "--distribute",
+        choices=DISTRIBUTE,
+        default=Config.distribute,
+        help="mirrored: Keras on every visible device (tf.distribute.MirroredStrategy); "
+        "torch: launch with torchrun --nproc_per_node N instead",
     )
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
