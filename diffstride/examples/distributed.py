@@ -134,10 +134,12 @@ def check_identical(strides: list[list[float]], context: Context) -> list[list[l
 
 
 def shutdown(context: Context) -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one, together with the other ranks: a
+    rank that tore gloo down while rank 0 was still writing its files aborted at exit."""
     if not context.active:
         return
     import torch.distributed as dist
 
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
