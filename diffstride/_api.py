@@ -123,13 +123,11 @@ def diffstride_on(
     options = Options() if options is None else options
     if sizes is None:
         sizes = check_input(x, options.data_format, backend)
-    xp = backend.namespace()
-    given = x.dtype
-    x = _full_precision(x, xp)
-    with backend.full_precision():
+
+    def run(full: Any) -> Any:
         prepared = prepare(
             backend,
-            x,
+            full,
             strides,
             options,
             output_size=output_size,
@@ -137,9 +135,9 @@ def diffstride_on(
             check_values=check_values,
             name=name,
         )
-        y = _paths.compute(
+        return _paths.compute(
             backend,
-            x,
+            full,
             prepared.thresholds,
             prepared.window,
             sizes=prepared.sizes,
@@ -148,15 +146,19 @@ def diffstride_on(
             smoothness_factor=options.smoothness_factor,
             inside=options.inside,
         )
-    return y if y.dtype == given else xp.astype(y, given)
+
+    return _at_full_precision(backend, x, run)
 
 
-def _full_precision(x: Any, xp: Any) -> Any:
-    """A half-precision input (float16, bfloat16) in float32: the FFTs and GEMMs, the crop
-    decision and the strides all run in float32; the caller casts the result back."""
-    if x.dtype == xp.float32 or x.dtype == xp.float64:
-        return x
-    return xp.astype(x, xp.float32)
+def _at_full_precision(backend: Backend, x: Any, run: Any) -> Any:
+    """``run(x)`` with a half-precision ``x`` (float16, bfloat16) in float32 and the
+    framework's automatic mixed precision off: the FFTs and GEMMs, the crop decision and the
+    strides all run in float32; the result comes back in ``x``'s dtype."""
+    xp = backend.namespace()
+    full = x if x.dtype == xp.float32 or x.dtype == xp.float64 else xp.astype(x, xp.float32)
+    with backend.full_precision():
+        y = run(full)
+    return y if y.dtype == x.dtype else xp.astype(y, x.dtype)
 
 
 def spectral_pooling_on(
@@ -182,13 +184,11 @@ def spectral_pooling_on(
         strides = [float(v) for v in backend.concrete(strides)]
     window = _sizes.spectral_window(sizes, check_stride_values(strides, rank=len(sizes)))
     axes = spatial_axes(data_format, len(x.shape))
-    xp = backend.namespace()
-    given = x.dtype
-    with backend.full_precision():
-        y = _paths.compute(
-            backend, _full_precision(x, xp), None, window, sizes=sizes, axes=axes, method=method
-        )
-    return y if y.dtype == given else xp.astype(y, given)
+
+    def run(full: Any) -> Any:
+        return _paths.compute(backend, full, None, window, sizes=sizes, axes=axes, method=method)
+
+    return _at_full_precision(backend, x, run)
 
 
 @with_options

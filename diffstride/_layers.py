@@ -149,17 +149,20 @@ class DiffStrideMixin(_LayoutMixin):
         return self._output_size_with(input_size, self.current_strides())
 
     def _output_size_with(
-        self, input_size: Sequence[int], strides: Sequence[float]
+        self, input_size: Sequence[int], strides: Sequence[float], dtype: str = "float32"
     ) -> tuple[int, ...]:
+        """The output size for ``strides`` (clipped to the limits, as the forward pass does),
+        decided in the input's precision ``dtype``."""
         low, high = self.stride_bounds
         options = self.options
         return _sizes.output_size(
             input_size,
-            tuple(min(max(value, low), high) for value in strides),
+            tuple(min(max(float(value), low), high) for value in strides),
             smoothness_factor=options.smoothness_factor,
             cropping=options.cropping,
             lower_limit_stride=options.lower_limit_stride,
             upper_limit_stride=options.upper_limit_stride,
+            dtype=dtype,
             ramp=options.ramp,
         )
 

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from diffstride import _api
+from diffstride._crop import check_read_strides
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, _LayoutMixin
 from diffstride._options import document_options, with_options
 from diffstride._validation import check_input
@@ -155,13 +156,8 @@ class DiffStride(_Layout, DiffStrideMixin, nnx.Module):
                 "jax.ShapeDtypeStruct), before the jitted step; known sizes: "
                 f"{sorted(self.crops) or 'none'}"
             )
-        values = [float(v) for v in values.reshape(-1)]
-        if not all(np.isfinite(values)):
-            raise ValueError(
-                f"{self._stride_name()} must be finite (a diverged step?); received "
-                f"{self._stride_name()}={tuple(values)}"
-            )
-        crop = tuple(int(n) for n in self._output_size_with(sizes, values))
+        check_read_strides(values, len(sizes), "finite", self._stride_name())
+        crop = tuple(int(n) for n in self._output_size_with(sizes, values.reshape(-1)))
         # A new dict, never one changed in place: the old one may be a jit cache's key.
         self.crops = {**self.crops, sizes: crop}
         return crop

@@ -144,9 +144,13 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
         )
 
     def _stride_values(self) -> Any:
+        """The stride values held now, also while a jax trace holds tracers for them."""
         if not self.built:
             return self.initial_value
-        return keras.ops.convert_to_numpy(self.strides)
+        try:
+            return keras.ops.convert_to_numpy(self.strides)
+        except Exception:  # a tracer inside jax.jit: the variable still holds its value
+            return np.asarray(self.strides._value)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         backend = _adapter()
@@ -175,25 +179,16 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
             shape[axis] = None
         return tf.ensure_shape(outputs, shape)
 
-    def _stored_strides(self) -> tuple[float, ...]:
-        """The stride values held now, also while a jax trace holds tracers for them."""
-        try:
-            values = keras.ops.convert_to_numpy(self.strides)
-        except Exception:  # a tracer inside jax.jit: the variable still holds its value
-            values = np.asarray(self.strides._value)
-        values = tuple(float(v) for v in np.asarray(values).reshape(-1))
-        return values * self.rank if len(values) == 1 else values
-
     def _crop_for(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
         """The output size fixed for inputs of ``sizes`` (static-shape backends)."""
         if sizes not in self._crops:
-            self._crops[sizes] = self._output_size_with(sizes, self._stored_strides())
+            self._crops[sizes] = self._output_size_with(sizes, self.current_strides())
         return self._crops[sizes]
 
     def update_crops(self) -> bool:
         """Set every fixed crop from the current strides; whether one changed."""
         current = {
-            sizes: self._output_size_with(sizes, self._stored_strides()) for sizes in self._crops
+            sizes: self._output_size_with(sizes, self.current_strides()) for sizes in self._crops
         }
         changed = current != self._crops
         self._crops = current

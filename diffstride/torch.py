@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffstride import _api, _sizes, _tracing
+from diffstride import _api, _tracing
 from diffstride._complexity import complexity_penalty_of
 from diffstride._crop import check_read_strides
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
@@ -222,21 +222,9 @@ class _DiffStride(DiffStrideMixin, nn.Module):
     def _crop_now(self, sizes: tuple[int, ...], float64: bool) -> tuple[int, ...]:
         """The output size eager computes now (in the input's precision), from the live
         parameter's values (checked finite; clipped to the limits as the forward pass)."""
-        values = _read_outside_trace(self._live_strides())
+        values = _read_outside_trace(self._live_strides()).reshape(-1)
         check_read_strides(values, len(sizes), "finite", self._stride_name())
-        low, high = self.stride_bounds
-        per_axis = [min(max(float(v), low), high) for v in values.reshape(-1)]
-        options = self.options
-        return _sizes.output_size(
-            sizes,
-            per_axis * len(sizes) if len(per_axis) == 1 else per_axis,
-            smoothness_factor=options.smoothness_factor,
-            cropping=options.cropping,
-            lower_limit_stride=options.lower_limit_stride,
-            upper_limit_stride=options.upper_limit_stride,
-            dtype="float64" if float64 else "float32",
-            ramp=options.ramp,
-        )
+        return self._output_size_with(sizes, values, "float64" if float64 else "float32")
 
     def _project_in_place(self, sizes: Sequence[Any]) -> None:
         """Outside any compiled graph (see ``forward``)."""
