@@ -258,6 +258,7 @@ def _permuted_gemms(
     labels: list[Any] = [a for a in range(ndim) if a != last] + [last]
     t = x if last == ndim - 1 else xp.permute_dims(x, tuple(labels))
     current: dict[Any, Any] = {a: x.shape[a] for a in range(ndim)}
+    current[0] = -1  # the batch, which may be unknown (a Keras graph)
     current.update(zip(axes, sizes, strict=True))
     for step, matrix in zip(steps, matrices, strict=True):
         axis = axes[step.axis]
@@ -273,15 +274,9 @@ def _permuted_gemms(
         rest = [a for a in labels if a not in front]
         order = [labels.index(a) for a in (*front, *rest)]
         t = xp.permute_dims(t, tuple(order))
-        t = xp.matmul(matrix, xp.reshape(t, (-1, _size_product(current, rest))))
+        pairs = 2 if step.complex_in else 1
+        t = xp.matmul(matrix, xp.reshape(t, (pairs * current[axis], -1)))
         current[axis] = output_size[step.axis]
         labels = (["pair", axis] if step.complex_out else [axis]) + rest
         t = xp.reshape(t, tuple(current[a] for a in labels))
     return xp.permute_dims(t, tuple(labels.index(a) for a in range(ndim)))
-
-
-def _size_product(sizes: dict[Any, Any], labels: list[Any]) -> Any:
-    product = 1
-    for label in labels:
-        product = product * sizes[label]
-    return product

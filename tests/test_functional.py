@@ -224,15 +224,21 @@ def test_method_argument() -> None:
     )
 
 
+@pytest.mark.parametrize("broadcast", [True, False], ids=["broadcast", "permuted"])
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
 @pytest.mark.parametrize("size", [(20, 18), (15, 13)])
-def test_matmul_with_sizes_known_only_in_the_graph(data_format: str, size: tuple) -> None:
-    """Under tf.function with a stride variable (and here unknown spatial sizes too) the crop
-    is symbolic; the GEMM path builds its DFT factors in the graph and matches eager FFTs,
-    gradients included."""
+def test_matmul_with_sizes_known_only_in_the_graph(
+    data_format: str, size: tuple, broadcast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under tf.function with a stride variable (and here unknown batch and spatial sizes)
+    the crop is symbolic; the GEMM path builds its DFT factors in the graph and matches eager
+    FFTs, gradients included, in both layouts of its products (TensorFlow's own, and the
+    permuted one of torch and jax, which then reshapes with an unknown batch)."""
     import tensorflow as tf
 
     from diffstride.tf import diffstride as ds
+
+    monkeypatch.setattr(type(diffstride.get_backend("tensorflow")), "broadcast_matmul", broadcast)
 
     x_nchw = np.random.default_rng(5).standard_normal((2, 3, *size)).astype(np.float32)
     x = tf.constant(x_nchw if data_format == "channels_first" else np.moveaxis(x_nchw, 1, 3))
