@@ -273,6 +273,11 @@ def test_auto_method_choice() -> None:
     assert not chooses_gemms(tf, "auto", (256, 256), learnable=True)
     assert not chooses_gemms(tf, "auto", (8, 256), learnable=True)
     assert not chooses_gemms(torch, "auto", (64, 64), learnable=True)
+    # jax's: the GEMMs up to 64 for DiffStride and 256 for fixed pooling (XLA's FFTs are slow).
+    jax = diffstride.get_backend("jax")
+    assert chooses_gemms(jax, "auto", (64, 64), learnable=True)
+    assert not chooses_gemms(jax, "auto", (96, 96), learnable=True)
+    assert chooses_gemms(jax, "auto", (256, 256), learnable=False)
 
 
 def test_tf_auto_chooses_the_path_at_run_time_for_symbolic_sizes() -> None:

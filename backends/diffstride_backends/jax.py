@@ -5,6 +5,10 @@ Concrete values: under ``jax.grad`` the strides are tracers whose values are kno
 are read through ``stop_gradient``; under ``jax.jit`` they are not, and ``concrete`` returns
 None, which makes the caller ask for a static ``output_size``.
 
+``method="auto"`` takes the GEMMs up to 64 (DiffStride) and 256 (fixed pooling) per spatial
+axis: XLA's CPU FFTs run about half as fast as torch's, and several times slower on an axis
+that is not innermost, while its GEMMs run at the machine's rate (docs/benchmarks.md).
+
 No ``custom_vjp``: registering the core's hand-written VJP with ``jax.custom_vjp`` gained
 little under jit (XLA already fuses what autodiff emits; see docs/benchmarks.md), and a
 ``custom_vjp`` function refuses forward mode (``jax.jvp``, ``jax.jacfwd``).
@@ -53,6 +57,7 @@ class JaxBackend(Backend):
     name = "jax"
     module = "jax"
     differentiable = True
+    auto_matmul_max_sizes = (64, 256)
 
     def owns(self, x: Any) -> bool:
         jax = sys.modules.get("jax")
