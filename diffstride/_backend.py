@@ -75,6 +75,10 @@ class Backend:
     broadcast_matmul, auto_matmul_max_sizes
         How the GEMM path lays out its products, and up to which spatial size
         ``method="auto"`` takes it (for DiffStride, for fixed pooling).
+    fft_channels_first
+        The FFT path runs a channels_last input on a channels-first view: for FFTs that
+        copy non-innermost axes innermost themselves, at every transform (torch on CPU),
+        this makes that copy once.
 
     Testing hooks (the conformance suite)
     -------------------------------------
@@ -86,6 +90,7 @@ class Backend:
     differentiable: ClassVar[bool] = False
     dynamic_shapes: ClassVar[bool] = False
     broadcast_matmul: ClassVar[bool] = False
+    fft_channels_first: ClassVar[bool] = False
     #: ``(DiffStride, fixed pooling)``: measured on 2 CPU cores, the FFTs win for DiffStride
     #: in torch and jax (torch's with the core's VJP), the GEMMs for fixed pooling of 32x32.
     auto_matmul_max_sizes: ClassVar[tuple[int, int]] = (0, 32)

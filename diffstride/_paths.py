@@ -90,6 +90,13 @@ def _fft(
 ) -> Any:
     """The FFT formulation, with the core's hand-written VJP where the backend can register
     one and the sizes are static; else through the framework's autodiff."""
+    ndim = len(x.shape)
+    if backend.fft_channels_first and axes[-1] % ndim != ndim - 1:
+        xp = backend.namespace()
+        order = (*(a for a in range(ndim) if a not in axes), *axes)
+        inner = tuple(range(ndim - len(axes), ndim))
+        y = _fft(backend, xp.permute_dims(x, order), masks, window, sizes=sizes, axes=inner)
+        return xp.permute_dims(y, tuple(order.index(a) for a in range(ndim)))
     fused = None
     if window.is_static(sizes):
         fused = _fused(backend, window, tuple(sizes), tuple(axes), masks is not None)

@@ -260,6 +260,42 @@ def test_matmul_with_sizes_known_only_in_the_graph(
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("shape", [(2, 12, 3), (2, 12, 10, 3), (2, 8, 9, 10, 3)])
+def test_fft_channels_first_view_gives_the_same_output(shape: tuple) -> None:
+    """``fft_channels_first`` (torch's adapter) runs a channels_last input through the FFT
+    path on a channels-first view and back: the same values, every rank."""
+    import array_api_compat.numpy as xp
+
+    from diffstride import _agnostic, _paths, _sizes
+
+    numpy = diffstride.get_backend("numpy")
+
+    class ChannelsFirstFFTs(type(numpy)):
+        fft_channels_first = True
+
+    x = np.random.default_rng(3).standard_normal(shape)
+    rank = len(shape) - 2
+    sizes, axes = shape[1:-1], tuple(range(1, rank + 1))
+    strides = [np.asarray(s) for s in (1.7, 2.3, 1.4)[:rank]]
+    thresholds = _agnostic.thresholds(strides, sizes, xp=xp)
+    window = _sizes.window_from_thresholds(thresholds, sizes, 4.0, inside=False)
+    results = [
+        _paths.compute(
+            backend,
+            x,
+            thresholds,
+            window,
+            sizes=sizes,
+            axes=axes,
+            method="fft",
+            smoothness_factor=4.0,
+        )
+        for backend in (numpy, ChannelsFirstFFTs())
+    ]
+    assert results[0].shape == results[1].shape
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-12, atol=1e-12)
+
+
 def test_auto_method_choice() -> None:
     from diffstride._paths import chooses_gemms
 

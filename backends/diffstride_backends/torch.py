@@ -1,6 +1,8 @@
 """PyTorch: array-api-compat's torch namespace; autograd does the gradients.
 
-channels_last: ``torch.fft.rfftn`` takes any ``dim``, so the core's ``axes=(1, 2)`` runs as is.
+channels_last: ``torch.fft.rfftn`` takes any ``dim``, but on CPU each transform over axes that
+are not innermost copies them innermost and back, so the FFT path runs on a channels-first view
+(``fft_channels_first``): one copy, at the first transform (docs/benchmarks.md).
 
 ``custom_vjp`` registers the core's hand-written VJP of the FFT path as an
 ``autograd.Function`` (see ``_agnostic.masked_crop_vjp``): it is faster than autograd's own
@@ -30,6 +32,7 @@ class TorchBackend(Backend):
     name = "torch"
     module = "torch"
     differentiable = True
+    fft_channels_first = True
 
     def __init__(self) -> None:
         self._untraced: dict[Any, Any] = {}
