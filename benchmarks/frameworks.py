@@ -12,10 +12,14 @@ strides), as users run it:
   symbolic in the graph, as ``fit`` runs it);
 * jax: ``diffstride.jax.diffstride`` under ``jit`` with a static ``output_size``.
 
-After warm-up, the calls of every framework, shape and layout are interleaved round-robin
-for ``--repeats`` rounds and the median is reported with its ratio to torch's at the same
-shape and layout, and the ratio of each framework's channels_last time to its
-channels_first time. The SGEMM rate (float32 GEMM of 1024 x 1024 matrices, numpy and torch)
+After warm-up, every framework, shape and layout takes its turn round-robin for
+``--repeats`` rounds; a turn is one untimed call and then ``--block`` timed calls in a row,
+whose mean is that round's time. The median over rounds is reported with its ratio to
+torch's at the same shape and layout, and the ratio of each framework's channels_last time
+to its channels_first time. The untimed call is there because each framework keeps its own
+thread pool: the first call after another framework ran finds it asleep and its caches cold
+(TensorFlow's step took up to 1.6x longer then), which a user training in one framework does
+not pay on every layer. The SGEMM rate (float32 GEMM of 1024 x 1024 matrices, numpy and torch)
 is printed first, so that a reader can tell a slow machine from a slow path.
 """
 
@@ -109,6 +113,7 @@ STEPS = {"torch": torch_step, "keras": keras_step, "jax": jax_step}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--block", type=int, default=5, help="timed calls per turn")
     parser.add_argument("--shapes", default="32x64x32x32,8x64x64x64")
     args = parser.parse_args()
     import torch
@@ -134,9 +139,11 @@ def main() -> None:
     try:
         for _ in range(args.repeats):
             for key, step in steps.items():
+                step()  # wakes this framework's threads; see the module docstring
                 start = time.perf_counter()
-                step()
-                samples[key].append(time.perf_counter() - start)
+                for _ in range(args.block):
+                    step()
+                samples[key].append((time.perf_counter() - start) / args.block)
     finally:
         gc.enable()
     median = {key: statistics.median(times) * 1e3 for key, times in samples.items()}
