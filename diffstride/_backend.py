@@ -92,7 +92,7 @@ class Backend:
     broadcast_matmul: ClassVar[bool] = False
     fft_channels_first: ClassVar[bool] = False
     #: ``(DiffStride, fixed pooling)``: measured on 2 CPU cores, the FFTs win for DiffStride
-    #: in torch and jax (torch's with the core's VJP), the GEMMs for fixed pooling of 32x32.
+    #: in torch (with the core's VJP), the GEMMs for fixed pooling of 32x32.
     auto_matmul_max_sizes: ClassVar[tuple[int, int]] = (0, 32)
 
     def owns(self, x: Any) -> bool:
