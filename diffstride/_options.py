@@ -151,3 +151,15 @@ def document_options(doc: str) -> str:
     line = next(line for line in doc.splitlines() if "{options}" in line)
     indent = line[: len(line) - len(line.lstrip())]
     return doc.replace("{options}", OPTION_DOCS.replace("\n", "\n" + indent))
+
+
+def document_layer(template: str, rank: int, data_format: str, example: str) -> str:
+    """A per-rank layer's docstring: ``template`` with its ``{rank}``, its input ``{layout}``
+    (e.g. ``(N, C, H, W)``), its ``{example}`` and its ``{options}`` filled in."""
+    spatial = ("D", "H", "W")[3 - rank :]
+    if data_format == "channels_first":
+        layout = f"({', '.join(('N', 'C', *spatial))})"
+    else:
+        layout = f"({', '.join(('N', *spatial, 'C'))}) (channels_last)"
+    doc = template.replace("{rank}", str(rank)).replace("{layout}", layout)
+    return document_options(doc.replace("{example}", example))

@@ -29,7 +29,7 @@ from diffstride._backend import Backend
 from diffstride._complexity import complexity_penalty_of
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
 from diffstride._options import NAMES as OPTION_NAMES
-from diffstride._options import document_options, with_options
+from diffstride._options import document_layer, with_options
 
 __all__ = [
     "DiffStride",
@@ -262,9 +262,7 @@ class _FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
 
 
 def _layer_doc(template: str, rank: int, example: str) -> str:
-    layout = {1: "(N, W, C)", 2: "(N, H, W, C)", 3: "(N, D, H, W, C)"}[rank]
-    doc = template.replace("{rank}", str(rank)).replace("{layout}", layout + " (channels_last)")
-    return document_options(doc.replace("{example}", example))
+    return document_layer(template, rank, "channels_last", example)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -32,7 +32,7 @@ from diffstride import _api, _tracing
 from diffstride._complexity import complexity_penalty_of
 from diffstride._crop import check_read_strides
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
-from diffstride._options import document_options, with_options
+from diffstride._options import document_layer, with_options
 
 __all__ = [
     "DiffStride",
@@ -293,9 +293,7 @@ def _is_fake(tensor: Any) -> bool:
 
 
 def _layer_doc(template: str, rank: int, example: str) -> str:
-    layout = {1: "(N, C, W)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[rank]
-    doc = template.replace("{rank}", str(rank)).replace("{layout}", layout)
-    return document_options(doc.replace("{example}", example))
+    return document_layer(template, rank, "channels_first", example)
 
 
 class DiffStride1d(_DiffStride):
