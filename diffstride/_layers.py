@@ -11,7 +11,7 @@ its strides (jax, numpy: the rank-generic layers).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -147,6 +147,12 @@ class DiffStrideMixin(_LayoutMixin):
         An optimizer step may leave the stored strides outside the limits (below 1, say) until
         the next call clips them, as the forward pass does: they are clipped here too."""
         return self._output_size_with(input_size, self.current_strides())
+
+    def _current_crops(self, input_sizes: Iterable[tuple[int, ...]]) -> dict:
+        """The output size for each of ``input_sizes`` at the strides held now (the crops a
+        layer fixes per input shape where a trace cannot read the strides)."""
+        strides = self.current_strides()
+        return {sizes: self._output_size_with(sizes, strides) for sizes in input_sizes}
 
     def _output_size_with(
         self, input_size: Sequence[int], strides: Sequence[float], dtype: str = "float32"

@@ -164,11 +164,7 @@ class DiffStride(_Layout, DiffStrideMixin, nnx.Module):
 
     def refresh_crops(self) -> None:
         """Recompute every stored crop from the current strides (outside a trace)."""
-        values = self.current_strides()
-        self.crops = {
-            sizes: tuple(int(n) for n in self._output_size_with(sizes, values))
-            for sizes in self.crops
-        }
+        self.crops = self._current_crops(self.crops)
 
     def project(self, input_size: Sequence[int] | None = None) -> None:
         """Store the original's projection of the strides for inputs of spatial sizes

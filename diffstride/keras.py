@@ -187,9 +187,7 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
 
     def update_crops(self) -> bool:
         """Set every fixed crop from the current strides; whether one changed."""
-        current = {
-            sizes: self._output_size_with(sizes, self.current_strides()) for sizes in self._crops
-        }
+        current = self._current_crops(self._crops)
         changed = current != self._crops
         self._crops = current
         return changed
