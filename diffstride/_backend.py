@@ -27,10 +27,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["REQUIRED", "Backend"]
+__all__ = ["MATMUL_LAYOUTS", "REQUIRED", "Backend"]
 
 #: The members an adapter must define; loading an adapter checks each one.
 REQUIRED = ("name", "module", "owns", "namespace", "stop_gradient", "concrete")
+#: The GEMM path's layouts an adapter may name in ``matmul_layouts``.
+MATMUL_LAYOUTS = ("permuted", "stacked")
 
 
 class Backend:
@@ -72,8 +74,9 @@ class Backend:
         and ``fn`` run outside that tracer.
     full_precision()
         A context in which automatic mixed precision is off (torch ``autocast``).
-    broadcast_matmul, auto_matmul_max_sizes
-        How the GEMM path lays out its products, and up to which spatial size
+    matmul_layouts, auto_matmul_max_sizes
+        How the GEMM path lays out its products for a channels_first and a channels_last
+        input (``"permuted"`` or ``"stacked"``), and up to which spatial size
         ``method="auto"`` takes it (for DiffStride, for fixed pooling).
     fft_channels_first
         The FFT path runs a channels_last input on a channels-first view: for FFTs that
@@ -89,7 +92,10 @@ class Backend:
     module: ClassVar[str]
     differentiable: ClassVar[bool] = False
     dynamic_shapes: ClassVar[bool] = False
-    broadcast_matmul: ClassVar[bool] = False
+    #: ``(channels_first, channels_last)``: ``"permuted"``, one 2-D GEMM per axis over a
+    #: permuted intermediate, or ``"stacked"``, a matrix times a stack of slices that the
+    #: namespace's ``matmul`` reads as they lie (see ``diffstride._matmul.apply_separable``).
+    matmul_layouts: ClassVar[tuple[str, str]] = ("permuted", "permuted")
     fft_channels_first: ClassVar[bool] = False
     #: ``(DiffStride, fixed pooling)``: measured on 2 CPU cores, the FFTs win for DiffStride
     #: in torch (with the core's VJP), the GEMMs for fixed pooling of 32x32.

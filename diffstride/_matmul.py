@@ -113,11 +113,12 @@ class _Step:
     from_right: bool = False
 
 
-def _steps(rank: int, channels_first: bool, broadcast: bool) -> tuple[_Step, ...]:
+def _steps(rank: int, channels_first: bool, stacked: bool) -> tuple[_Step, ...]:
     """The order of the GEMMs. The last axis goes first from the right (its rows lie
-    contiguous), then the height axes from the last to the first; TensorFlow's channels_last
-    layout goes the other way, the height axes first, so that no activation is transposed."""
-    if broadcast and not channels_first:
+    contiguous), then the height axes from the last to the first; the stacked layout of a
+    channels_last input goes the other way, the height axes first, so that no activation is
+    transposed."""
+    if stacked and not channels_first:
         heights = tuple(
             _Step(axis, complex_in=axis > 0, complex_out=True, interleaved_out=True)
             for axis in range(rank - 1)
@@ -125,7 +126,7 @@ def _steps(rank: int, channels_first: bool, broadcast: bool) -> tuple[_Step, ...
         return (*heights, _Step(rank - 1, complex_in=rank > 1, complex_out=False))
     first = _Step(rank - 1, complex_in=False, complex_out=rank > 1, from_right=True)
     heights = tuple(
-        _Step(axis, complex_in=True, complex_out=axis > 0, interleaved_in=broadcast)
+        _Step(axis, complex_in=True, complex_out=axis > 0, interleaved_in=stacked)
         for axis in reversed(range(rank - 1))
     )
     return (first, *heights)
@@ -165,25 +166,28 @@ def apply_separable(
     *,
     sizes: Sequence[Any],
     axes: Sequence[int],
-    broadcast: bool = False,
+    layout: str = "permuted",
     xp: Any,
 ) -> Any:
     """``y = Re(P_0 .. Q x)`` over the spatial ``axes``, one real GEMM per axis.
 
     Two layouts of the same products, because frameworks differ in what a GEMM costs:
 
-    * ``broadcast=True`` (TensorFlow): a small matrix times a stack of matrices, with the
-      real and imaginary parts interleaved into the contracted dimension, so that no
-      activation is ever transposed: TensorFlow's batched matmul reads such operands as they
-      lie.
-    * ``broadcast=False`` (torch, jax, default): each product is one plain 2-D GEMM over the
-      whole batch, at the price of permuting the intermediate (and a channels_last input):
-      torch folds a matrix-times-stack product through transposed copies of the stack.
+    * ``"stacked"`` (TensorFlow; jax in channels_last): a small matrix times a stack of
+      matrices, with the real and imaginary parts interleaved into the contracted dimension,
+      so that no activation is ever transposed: a batched matmul that broadcasts the matrix
+      reads such operands as they lie.
+    * ``"permuted"`` (torch; jax in channels_first; the default): each product is one plain
+      2-D GEMM over the whole batch, at the price of permuting the intermediate (and a
+      channels_last input): torch folds a matrix-times-stack product through transposed
+      copies of the stack.
     """
+    if layout not in ("permuted", "stacked"):
+        raise ValueError(f"layout must be 'permuted' or 'stacked'; received layout={layout!r}")
     ndim = len(x.shape)
     axes = [a % ndim for a in axes]
     channels_first = axes[-1] == ndim - 1
-    steps = _steps(len(axes), channels_first, broadcast)
+    steps = _steps(len(axes), channels_first, stacked=layout == "stacked")
     if masks is None:
         matrices = [_constant(m, x, xp) for m in _fixed_matrices(tuple(sizes), window, steps)]
     else:
@@ -201,7 +205,7 @@ def apply_separable(
         matrices = [
             _matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], xp) for s in steps
         ]
-    apply = _broadcast_gemms if broadcast else _permuted_gemms
+    apply = _stacked_gemms if layout == "stacked" else _permuted_gemms
     return apply(x, matrices, steps, axes, sizes, tuple(window.output_size), xp)
 
 
@@ -209,7 +213,7 @@ def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:
     return xp.asarray(array, dtype=like.dtype, device=_device(like))
 
 
-def _broadcast_gemms(
+def _stacked_gemms(
     x: Any,
     matrices: list[Any],
     steps: tuple[_Step, ...],

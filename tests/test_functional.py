@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -224,11 +225,11 @@ def test_method_argument() -> None:
     )
 
 
-@pytest.mark.parametrize("broadcast", [True, False], ids=["broadcast", "permuted"])
+@pytest.mark.parametrize("layout", ["stacked", "permuted"])
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
 @pytest.mark.parametrize("size", [(20, 18), (15, 13)])
 def test_matmul_with_sizes_known_only_in_the_graph(
-    data_format: str, size: tuple, broadcast: bool, monkeypatch: pytest.MonkeyPatch
+    data_format: str, size: tuple, layout: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under tf.function with a stride variable (and here unknown batch and spatial sizes)
     the crop is symbolic; the GEMM path builds its DFT factors in the graph and matches eager
@@ -238,7 +239,8 @@ def test_matmul_with_sizes_known_only_in_the_graph(
 
     from diffstride.tf import diffstride as ds
 
-    monkeypatch.setattr(type(diffstride.get_backend("tensorflow")), "broadcast_matmul", broadcast)
+    tf_backend = type(diffstride.get_backend("tensorflow"))
+    monkeypatch.setattr(tf_backend, "matmul_layouts", (layout, layout))
 
     x_nchw = np.random.default_rng(5).standard_normal((2, 3, *size)).astype(np.float32)
     x = tf.constant(x_nchw if data_format == "channels_first" else np.moveaxis(x_nchw, 1, 3))
@@ -258,6 +260,44 @@ def test_matmul_with_sizes_known_only_in_the_graph(
     )
     for got, expected in zip(graph(x), loss_and_grads(x, "fft"), strict=True):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("layouts", [None, ("permuted", "permuted")], ids=["jax", "permuted"])
+def test_jax_channels_last_gemms_transpose_no_activation(
+    layouts: tuple | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jax's channels_last GEMMs run in the stacked layout, as batched dots: the forward
+    pass transposes nothing larger than a matrix (the permuted layout, here for contrast,
+    transposes the input). The backward is autodiff's, whose transposes XLA folds into its
+    dots."""
+    import jax
+    import jax.numpy as jnp
+
+    from diffstride.jax import diffstride as ds
+
+    if layouts is not None:
+        monkeypatch.setattr(type(diffstride.get_backend("jax")), "matmul_layouts", layouts)
+    x = jnp.zeros((4, 16, 12, 8))
+    size = diffstride.output_size((16, 12), (2.0, 2.0))
+
+    def forward(x_: jax.Array, strides: jax.Array) -> jax.Array:
+        return ds(x_, strides, output_size=size, data_format="channels_last", method="matmul")
+
+    def equations(jaxpr: Any) -> Any:
+        for equation in jaxpr.eqns:
+            yield equation
+            for param in equation.params.values():
+                for sub in param if isinstance(param, (list, tuple)) else [param]:
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        yield from equations(inner)
+
+    jaxpr = jax.make_jaxpr(forward)(x, jnp.asarray([2.0, 2.0])).jaxpr
+    transposed = [
+        e.invars[0].aval.shape for e in equations(jaxpr) if e.primitive.name == "transpose"
+    ]
+    large = [shape for shape in transposed if np.prod(shape) >= x.size // 2]
+    assert (not large) if layouts is None else large
 
 
 @pytest.mark.parametrize("shape", [(2, 12, 3), (2, 12, 10, 3), (2, 8, 9, 10, 3)])

@@ -153,8 +153,9 @@ def test_torch_gradients_of_a_subset_of_inputs() -> None:
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
 @pytest.mark.parametrize("masked", [True, False], ids=["masked", "fixed"])
 def test_gemm_layouts_agree(data_format: str, masked: bool, rank: int) -> None:
-    """Both GEMM layouts (TensorFlow's transpose-free one and the permuted one) are the same
-    map as the FFTs for every rank; the conformance suite runs each backend on its own."""
+    """Both GEMM layouts (the stacked one, which transposes no activation, and the permuted
+    one) are the same map as the FFTs for every rank; the conformance suite runs each backend
+    on its own."""
     import array_api_compat.numpy as xp
 
     from diffstride import _matmul
@@ -162,8 +163,10 @@ def test_gemm_layouts_agree(data_format: str, masked: bool, rank: int) -> None:
     x, _, window, masks, sizes = _case(data_format, masked, rank)
     axes = _axes(data_format, rank)
     expected = _agnostic.masked_crop(x, masks, window, sizes=sizes, axes=axes, xp=xp)[0]
-    for broadcast in (False, True):
+    for layout in ("permuted", "stacked"):
         got = _matmul.apply_separable(
-            x, window, masks, sizes=sizes, axes=axes, broadcast=broadcast, xp=xp
+            x, window, masks, sizes=sizes, axes=axes, layout=layout, xp=xp
         )
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="received layout='broadcast'"):
+        _matmul.apply_separable(x, window, masks, sizes=sizes, axes=axes, layout="broadcast", xp=xp)

@@ -73,6 +73,33 @@ def test_a_plugin_missing_a_required_member_is_named(monkeypatch: pytest.MonkeyP
         _registry._load("half")
 
 
+@pytest.mark.parametrize("layouts", [("permuted",), ("permuted", "broadcast"), "stacked"])
+def test_a_plugin_with_unknown_matmul_layouts_is_named(
+    layouts: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(OddLayoutsBackend, "matmul_layouts", layouts)
+    monkeypatch.setitem(_registry._BUILTIN, "odd_layouts", f"{__name__}:OddLayoutsBackend")
+    with pytest.raises(ValueError, match=r"matmul_layouts to a pair .* received matmul_layouts="):
+        _registry._load("odd_layouts")
+
+
+class OddLayoutsBackend(diffstride.Backend):
+    name = "odd_layouts"
+    module = "numpy"
+
+    def owns(self, x: object) -> bool:
+        return False
+
+    def namespace(self) -> object:
+        return np
+
+    def stop_gradient(self, x: object) -> object:
+        return x
+
+    def concrete(self, x: object) -> object:
+        return np.asarray(x)
+
+
 class HalfBackend(diffstride.Backend):
     """Defines name, module, owns and stop_gradient, but not namespace or concrete."""
 

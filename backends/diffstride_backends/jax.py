@@ -7,7 +7,9 @@ None, which makes the caller ask for a static ``output_size``.
 
 ``method="auto"`` takes the GEMMs up to 64 (DiffStride) and 256 (fixed pooling) per spatial
 axis: XLA's CPU FFTs run about half as fast as torch's, and several times slower on an axis
-that is not innermost, while its GEMMs run at the machine's rate (docs/benchmarks.md).
+that is not innermost, while its GEMMs run at the machine's rate (docs/benchmarks.md). The
+GEMMs take the permuted layout for channels_first and the stacked one for channels_last,
+where the permuted layout had XLA transpose the input and its gradient around the products.
 
 No ``custom_vjp``: registering the core's hand-written VJP with ``jax.custom_vjp`` gained
 little under jit (XLA already fuses what autodiff emits; see docs/benchmarks.md), and a
@@ -24,14 +26,19 @@ import numpy as np
 from diffstride import Backend
 
 
-class _Uncommitted:
-    """``jax.numpy`` whose array constructors ignore ``device``.
+class _Namespace:
+    """``jax.numpy`` with two changes.
 
-    The core creates small arrays (indices, constants, DFT factors) on its input's device.
-    For an input sharded over several devices that either committed them to one device, which
-    an eager call then refused to combine with the sharded input, or laid them out with the
-    input's sharding. Uncommitted arrays follow the computation's placement, sharded or not,
-    eager or under ``jit``.
+    Its array constructors ignore ``device``. The core creates small arrays (indices,
+    constants, DFT factors) on its input's device. For an input sharded over several devices
+    that either committed them to one device, which an eager call then refused to combine with
+    the sharded input, or laid them out with the input's sharding. Uncommitted arrays follow
+    the computation's placement, sharded or not, eager or under ``jit``.
+
+    Its ``matmul`` of a matrix and a stack broadcasts the matrix over the stack first.
+    ``jnp.matmul`` lowers that product to one dot whose free dimensions lie on both sides of
+    the contracted one, which XLA transposes into place; a batched dot reads the stack as it
+    lies, which is what the GEMM path's stacked layout needs.
     """
 
     def __init__(self, namespace: Any) -> None:
@@ -52,11 +59,17 @@ class _Uncommitted:
         del device
         return self._namespace.zeros(shape, dtype=dtype)
 
+    def matmul(self, a: Any, b: Any) -> Any:
+        if a.ndim == 2 and b.ndim > 2:
+            a = self._namespace.broadcast_to(a, (*b.shape[:-2], *a.shape))
+        return self._namespace.matmul(a, b)
+
 
 class JaxBackend(Backend):
     name = "jax"
     module = "jax"
     differentiable = True
+    matmul_layouts = ("permuted", "stacked")
     auto_matmul_max_sizes = (64, 256)
 
     def owns(self, x: Any) -> bool:
@@ -66,7 +79,7 @@ class JaxBackend(Backend):
     def namespace(self) -> Any:
         import jax.numpy
 
-        return _Uncommitted(jax.numpy)
+        return _Namespace(jax.numpy)
 
     def stop_gradient(self, x: Any) -> Any:
         import jax

@@ -148,7 +148,7 @@ class TensorFlowBackend(Backend):
     dynamic_shapes = True
     #: BatchMatMulV2 broadcasts a matrix against a stack without copying it, so the GEMM path
     #: needs no transposes (see ``diffstride._matmul.apply_separable``).
-    broadcast_matmul = True
+    matmul_layouts = ("stacked", "stacked")
     #: ``method="auto"`` takes the GEMMs up to 128 per axis, for DiffStride and fixed pooling:
     #: they beat TF's FFTs at every size measured (docs/benchmarks.md).
     auto_matmul_max_sizes = (128, 128)
