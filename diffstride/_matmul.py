@@ -29,6 +29,7 @@ import numpy as np
 from array_api_compat import device as _device
 
 from diffstride._agnostic import Window
+from diffstride._backend import MATMUL_LAYOUTS
 
 __all__ = ["apply_separable"]
 
@@ -166,12 +167,13 @@ def apply_separable(
     *,
     sizes: Sequence[Any],
     axes: Sequence[int],
-    layout: str = "permuted",
+    layouts: tuple[str, str] = ("permuted", "permuted"),
     xp: Any,
 ) -> Any:
     """``y = Re(P_0 .. Q x)`` over the spatial ``axes``, one real GEMM per axis.
 
-    Two layouts of the same products, because frameworks differ in what a GEMM costs:
+    Two layouts of the same products, because frameworks differ in what a GEMM costs;
+    ``layouts`` names the one for a channels_first and for a channels_last input:
 
     * ``"stacked"`` (TensorFlow; jax in channels_last): a small matrix times a stack of
       matrices, with the real and imaginary parts interleaved into the contracted dimension,
@@ -182,12 +184,15 @@ def apply_separable(
       channels_last input): torch folds a matrix-times-stack product through transposed
       copies of the stack.
     """
-    if layout not in ("permuted", "stacked"):
-        raise ValueError(f"layout must be 'permuted' or 'stacked'; received layout={layout!r}")
+    if not all(layout in MATMUL_LAYOUTS for layout in layouts):
+        raise ValueError(
+            f"layouts must each be one of {MATMUL_LAYOUTS}; received layouts={tuple(layouts)!r}"
+        )
     ndim = len(x.shape)
     axes = [a % ndim for a in axes]
     channels_first = axes[-1] == ndim - 1
-    steps = _steps(len(axes), channels_first, stacked=layout == "stacked")
+    stacked = layouts[0 if channels_first else 1] == "stacked"
+    steps = _steps(len(axes), channels_first, stacked)
     if masks is None:
         matrices = [_constant(m, x, xp) for m in _fixed_matrices(tuple(sizes), window, steps)]
     else:
@@ -205,7 +210,7 @@ def apply_separable(
         matrices = [
             _matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], xp) for s in steps
         ]
-    apply = _stacked_gemms if layout == "stacked" else _permuted_gemms
+    apply = _stacked_gemms if stacked else _permuted_gemms
     return apply(x, matrices, steps, axes, sizes, tuple(window.output_size), xp)
 
 

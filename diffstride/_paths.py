@@ -48,10 +48,8 @@ def compute(
         )
 
     def gemms() -> Any:
-        channels_first = axes[-1] % len(x.shape) == len(x.shape) - 1
-        layout = backend.matmul_layouts[0 if channels_first else 1]
         return _matmul.apply_separable(
-            x, window, masks, sizes=sizes, axes=axes, layout=layout, xp=xp
+            x, window, masks, sizes=sizes, axes=axes, layouts=backend.matmul_layouts, xp=xp
         )
 
     def ffts() -> Any:

@@ -165,8 +165,10 @@ def test_gemm_layouts_agree(data_format: str, masked: bool, rank: int) -> None:
     expected = _agnostic.masked_crop(x, masks, window, sizes=sizes, axes=axes, xp=xp)[0]
     for layout in ("permuted", "stacked"):
         got = _matmul.apply_separable(
-            x, window, masks, sizes=sizes, axes=axes, layout=layout, xp=xp
+            x, window, masks, sizes=sizes, axes=axes, layouts=(layout, layout), xp=xp
         )
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match="received layout='broadcast'"):
-        _matmul.apply_separable(x, window, masks, sizes=sizes, axes=axes, layout="broadcast", xp=xp)
+    with pytest.raises(ValueError, match=r"received layouts=\('permuted', 'broadcast'\)"):
+        _matmul.apply_separable(
+            x, window, masks, sizes=sizes, axes=axes, layouts=("permuted", "broadcast"), xp=xp
+        )
