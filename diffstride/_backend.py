@@ -27,12 +27,26 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["MATMUL_LAYOUTS", "REQUIRED", "Backend"]
+__all__ = ["MATMUL_LAYOUTS", "REQUIRED", "Backend", "check_matmul_layouts"]
 
 #: The members an adapter must define; loading an adapter checks each one.
 REQUIRED = ("name", "module", "owns", "namespace", "stop_gradient", "concrete")
 #: The GEMM path's layouts an adapter may name in ``matmul_layouts``.
 MATMUL_LAYOUTS = ("permuted", "stacked")
+
+
+def check_matmul_layouts(layouts: Any, owner: str, name: str = "matmul_layouts") -> None:
+    """A ``ValueError`` naming ``owner`` unless ``layouts`` is a pair (channels_first,
+    channels_last) of :data:`MATMUL_LAYOUTS`."""
+    if not (
+        isinstance(layouts, tuple)
+        and len(layouts) == 2
+        and all(layout in MATMUL_LAYOUTS for layout in layouts)
+    ):
+        raise ValueError(
+            f"{owner} must set {name} to a pair (channels_first, channels_last) of "
+            f"{' or '.join(map(repr, MATMUL_LAYOUTS))}; received {name}={layouts!r}"
+        )
 
 
 class Backend:

@@ -29,7 +29,7 @@ import numpy as np
 from array_api_compat import device as _device
 
 from diffstride._agnostic import Window
-from diffstride._backend import MATMUL_LAYOUTS
+from diffstride._backend import check_matmul_layouts
 
 __all__ = ["apply_separable"]
 
@@ -184,10 +184,7 @@ def apply_separable(
       channels_last input): torch folds a matrix-times-stack product through transposed
       copies of the stack.
     """
-    if not all(layout in MATMUL_LAYOUTS for layout in layouts):
-        raise ValueError(
-            f"layouts must each be one of {MATMUL_LAYOUTS}; received layouts={tuple(layouts)!r}"
-        )
+    check_matmul_layouts(layouts, "apply_separable's caller", "layouts")
     ndim = len(x.shape)
     axes = [a % ndim for a in axes]
     channels_first = axes[-1] == ndim - 1

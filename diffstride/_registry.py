@@ -17,7 +17,7 @@ import importlib.util
 import warnings
 from typing import Any
 
-from diffstride._backend import MATMUL_LAYOUTS, Backend, missing_members
+from diffstride._backend import Backend, check_matmul_layouts, missing_members
 
 __all__ = ["Backend", "available_backends", "backend_for", "get_backend", "registered_backends"]
 
@@ -73,17 +73,7 @@ def _load(name: str) -> Backend:
             f"the diffstride backend {name!r} = {target!r} does not define the required "
             f"member{'s' if len(missing) > 1 else ''} {', '.join(missing)} (see diffstride.Backend)"
         )
-    layouts = adapter.matmul_layouts
-    if not (
-        isinstance(layouts, tuple)
-        and len(layouts) == 2
-        and all(layout in MATMUL_LAYOUTS for layout in layouts)
-    ):
-        raise ValueError(
-            f"the diffstride backend {name!r} = {target!r} must set matmul_layouts to a pair "
-            f"(channels_first, channels_last) of {' or '.join(map(repr, MATMUL_LAYOUTS))}; "
-            f"received matmul_layouts={layouts!r}"
-        )
+    check_matmul_layouts(adapter.matmul_layouts, f"the diffstride backend {name!r} = {target!r}")
     return adapter
 
 

@@ -12,6 +12,10 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+def each_layout_with(*names: str) -> set[tuple[str, str]]:
+    return {(layout, name) for layout in ("channels_first", "channels_last") for name in names}
+
+
 def run(script: str, *args: str) -> str:
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args],
@@ -30,11 +34,7 @@ def test_frameworks_table() -> None:
     pytest.importorskip("jax")
     out = run("frameworks.py", "--repeats", "1", "--block", "1", "--shapes", "2x4x8x8")
     rows = [line.split() for line in out.splitlines() if line.startswith("2x4x8x8")]
-    assert {(row[1], row[2]) for row in rows} == {
-        (layout, name)
-        for layout in ("channels_first", "channels_last")
-        for name in ("torch", "keras", "jax")
-    }
+    assert {(row[1], row[2]) for row in rows} == each_layout_with("torch", "keras", "jax")
     torch_rows = [row for row in rows if row[2] == "torch"]
     assert all(float(row[4]) == 1.0 for row in torch_rows)
 
@@ -43,9 +43,5 @@ def test_jax_network_step() -> None:
     pytest.importorskip("jax")
     out = run("jax_network.py", "--repeats", "1", "--batch-size", "2", "--size", "8")
     rows = [line.split() for line in out.splitlines() if line.startswith("channels_")]
-    assert {(row[0], row[1]) for row in rows} == {
-        (layout, method)
-        for layout in ("channels_first", "channels_last")
-        for method in ("fft", "matmul")
-    }
+    assert {(row[0], row[1]) for row in rows} == each_layout_with("fft", "matmul")
     assert all(float(row[2]) > 0 for row in rows)
