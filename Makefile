@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml constraints-ci.txt examples/dask_backend/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints-ci.txt -e ".[all,test]" \
 		-e examples/dask_backend
+	# torch's CUDA build (the one torchvision pairs with here) pulls triton, a GPU compiler
+	# whose LLVM clashes with TensorFlow's: torch.compile after `import tensorflow` segfaults.
+	$(BIN)/python -m pip uninstall $(PIP_FLAGS) -y triton
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -33,19 +33,27 @@ from diffstride._complexity import complexity_penalty_of
 from diffstride._crop import check_read_strides
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
 from diffstride._options import document_layer, with_options
+from diffstride._torch_convert import DiffStrided, convert
+from diffstride._torch_macs import MacsEstimator, macs, macs_estimate, macs_penalty
 
 __all__ = [
     "DiffStride",
     "DiffStride1d",
     "DiffStride2d",
     "DiffStride3d",
+    "DiffStrided",
     "FixedSpectralPooling",
     "FixedSpectralPooling1d",
     "FixedSpectralPooling2d",
     "FixedSpectralPooling3d",
+    "MacsEstimator",
     "SpatialPooling",
     "complexity_penalty",
+    "convert",
     "diffstride",
+    "macs",
+    "macs_estimate",
+    "macs_penalty",
     "spectral_pooling",
 ]
 

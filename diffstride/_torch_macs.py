@@ -1,0 +1,200 @@
+"""Multiply-accumulates of any torch model, and their smooth function of the strides.
+
+``macs`` is ``FlopCounterMode``'s count of one forward pass, halved, per example, without
+the operations inside the spectral layers themselves. ``MacsEstimator`` generalises the
+paper's complexity term ``J`` to any graph: each counted operation's MACs, times, for every
+DiffStride stride upstream of it, ``(reach(S) / reach(S_now)) ** degree``, where
+``reach(S) = prod_axes 1 / S`` and ``degree`` is the power of that layer's output area the
+operation's cost follows (measured once by a probe, see ``_torch_lineage``). At the current
+strides the estimate *is* the count; its gradient is ``-degree * cost / S`` per axis, never
+positive. Layers that share a stride parameter are one variable.
+
+During training the estimator reads the sizes the training step's own forward pass saw (one
+hook per DiffStride layer) and rescales each term by how much its upstream layers' area
+ratios moved since the probe: no second forward pass and no read of the stride values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffstride._complexity import budget_penalty_of
+from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
+from diffstride._torch_lineage import ForwardError, ForwardRecord, record_forward
+
+__all__ = ["MacsEstimator", "macs", "macs_estimate", "macs_penalty"]
+
+
+def _is_spectral_layer(module: nn.Module) -> bool:
+    return isinstance(module, (DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin))
+
+
+def _is_diffstride(module: nn.Module) -> bool:
+    return isinstance(module, DiffStrideMixin)
+
+
+def _check_model(model: Any) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; received {type(model).__name__}")
+    return model
+
+
+def _record(model: nn.Module, example_input: Any, **kwargs: Any) -> ForwardRecord:
+    try:
+        return record_forward(_check_model(model), example_input, _is_spectral_layer, **kwargs)
+    except ForwardError as fault:
+        raise ValueError(
+            f"the model fails on example_input in {fault}; give an input the model accepts"
+        ) from fault.error
+
+
+def macs(model: nn.Module, example_input: Any) -> int:
+    """Multiply-accumulates per example of one forward pass of ``model`` on
+    ``example_input`` at the current strides: its convolutions, linear layers and products
+    (``matmul``, ``bmm``, ``einsum``, attention), as ``torch.utils.flop_counter`` counts
+    them (FLOPs / 2 / batch). The DiffStride, spectral and spatial pooling layers' own
+    operations are left out. The pass runs in eval mode without autograd and changes nothing.
+
+    >>> import torch
+    >>> from diffstride.torch import macs
+    >>> macs(torch.nn.Conv2d(3, 8, 3, padding=1), torch.zeros(1, 3, 16, 16))
+    55296
+    """
+    return _record(model, example_input).macs()
+
+
+def _area(sizes: Sequence[int]) -> int:
+    return math.prod(sizes)
+
+
+def _reach(strides: torch.Tensor, rank: int) -> torch.Tensor:
+    """``prod_axes 1 / S`` (a shared one-element stride on every one of ``rank`` axes)."""
+    product = strides.prod() if strides.numel() > 1 else strides.reshape(()) ** rank
+    return 1.0 / product
+
+
+class MacsEstimator:
+    """The MACs of ``model`` as a differentiable function of its DiffStride strides.
+
+    Built once from ``example_input`` (``1 + groups`` forward passes: the count and one probe
+    per stride parameter); then each call returns a 0-dim tensor, equal to :func:`macs` at the
+    strides of the latest forward pass, whose gradient flows to every stride parameter. Call
+    it after a training step's forward pass to add a MAC budget without a second pass.
+
+    >>> import torch
+    >>> from diffstride.torch import DiffStride, MacsEstimator
+    >>> model = torch.nn.Sequential(DiffStride(strides=2.0, ramp="inside"),
+    ...                             torch.nn.Conv2d(3, 8, 3, padding=1))
+    >>> estimate = MacsEstimator(model, torch.zeros(1, 3, 16, 16))
+    >>> float(estimate()) == estimate.macs
+    True
+    """
+
+    def __init__(self, model: nn.Module, example_input: Any) -> None:
+        record = _record(model, example_input)
+        self.macs = record.macs()
+        self._layers = [m for m in record.points if _is_diffstride(m)]
+        groups: dict[int, list[int]] = defaultdict(list)  # stride parameter -> point indices
+        for i, module in enumerate(record.points):
+            if _is_diffstride(module):
+                groups[id(module.strides)].append(i)
+        self._groups = [(record.points[members[0]], members) for members in groups.values()]
+        degrees = [
+            self._degrees(model, example_input, record, members) for _, members in self._groups
+        ]
+        terms: dict[tuple[float, ...], float] = defaultdict(float)
+        for op, (flops, _) in enumerate(record.operations):
+            terms[tuple(d[op] for d in degrees)] += flops / 2 / record.batch
+        self._terms = [(cost, powers) for powers, cost in terms.items() if cost]
+        self._planned = [self._area_ratio(record.sizes, members) for _, members in self._groups]
+        self._latest = list(self._planned)
+        # The strides each group's latest forward pass ran with (a device copy, no host read).
+        self._seen = [layer.strides.detach().clone() for layer, _ in self._groups]
+        self._hooks = [
+            record.points[i].register_forward_hook(self._watch(g))
+            for g, (_, members) in enumerate(self._groups)
+            for i in members[:1]
+        ]
+
+    @staticmethod
+    def _area_ratio(sizes: dict, members: list[int]) -> float:
+        seen = sizes.get(members[0])
+        return 1.0 if seen is None else _area(seen[1]) / _area(seen[0])
+
+    @staticmethod
+    def _degrees(
+        model: nn.Module, example_input: Any, record: ForwardRecord, members: list[int]
+    ) -> list[float]:
+        """Per operation, the power of the group's output area its cost follows."""
+        rank = len(record.sizes[members[0]][1]) if members[0] in record.sizes else 2
+        probe = _record(model, example_input, scale=[record.points[i] for i in members])
+        if len(probe.operations) != len(record.operations):
+            # The model's operations depend on the sizes: fall back to one power per layer
+            # the operation descends from.
+            return [float(bool(set(members) & tags)) for _, tags in record.operations]
+        degrees = []
+        for (base, _), (scaled, _) in zip(record.operations, probe.operations, strict=True):
+            power = math.log2(scaled / base) / rank if base and scaled else 0.0
+            degrees.append(max(0.0, round(2 * power) / 2))
+        return degrees
+
+    def _watch(self, group: int) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            axes = module._axes(output.ndim)
+            before = _area([inputs[0].shape[a] for a in axes])
+            self._latest[group] = _area([output.shape[a] for a in axes]) / before
+            self._seen[group] = module.strides.detach().clone()
+
+        return hook
+
+    def __call__(self) -> torch.Tensor:
+        """The estimate at the current stride parameters (a 0-dim float32 tensor)."""
+        factors = []
+        for (layer, _), planned, latest, seen in zip(
+            self._groups, self._planned, self._latest, self._seen, strict=True
+        ):
+            rank = layer.spatial_rank or 1
+            factors.append(_reach(layer.strides, rank) / _reach(seen, rank) * (latest / planned))
+        total: Any = 0.0
+        for cost, powers in self._terms:
+            term: Any = cost
+            for factor, power in zip(factors, powers, strict=True):
+                if power:
+                    term = term * factor**power
+            total = total + term
+        if not isinstance(total, torch.Tensor):
+            device = self._layers[0].strides.device if self._layers else None
+            total = torch.tensor(float(total), device=device)
+        return total.to(torch.float32)
+
+    def penalty(self, budget: float) -> torch.Tensor:
+        """``max(estimate / budget - 1, 0)`` at the current strides (see :func:`macs_penalty`)."""
+        return budget_penalty_of(self(), budget, xp=torch)
+
+    def remove(self) -> None:
+        """Detach the hooks the estimator keeps on the model's DiffStride layers."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+
+def macs_estimate(model: nn.Module, example_input: Any) -> torch.Tensor:
+    """:func:`macs` as a 0-dim tensor differentiable w.r.t. every DiffStride stride (see
+    :class:`MacsEstimator`; in a training loop, build one estimator and call it per step)."""
+    estimator = MacsEstimator(model, example_input)
+    try:
+        return estimator()
+    finally:
+        estimator.remove()
+
+
+def macs_penalty(model: nn.Module, example_input: Any, budget: float) -> torch.Tensor:
+    """``max(macs_estimate / budget - 1, 0)``: zero under ``budget`` (MACs per example), the
+    relative excess above it, differentiable w.r.t. the strides."""
+    return budget_penalty_of(macs_estimate(model, example_input), budget, xp=torch)
