@@ -19,7 +19,7 @@ next call retrace.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -31,6 +31,16 @@ from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, Spati
 from diffstride._options import NAMES as OPTION_NAMES
 from diffstride._options import document_layer, with_options
 
+if TYPE_CHECKING:  # loaded on first use, by the module __getattr__ at the end
+    from diffstride._keras_convert import (
+        MacsReference,
+        convert,
+        macs,
+        macs_estimate,
+        macs_penalty,
+        macs_reference,
+    )
+
 __all__ = [
     "DiffStride",
     "DiffStride1D",
@@ -40,12 +50,18 @@ __all__ = [
     "FixedSpectralPooling1D",
     "FixedSpectralPooling2D",
     "FixedSpectralPooling3D",
+    "MacsReference",
     "SpatialPooling",
     "StrideConstraint",
     "StrideHistory",
     "UpdateCrops",
     "complexity_penalty",
+    "convert",
     "diffstride_layers",
+    "macs",
+    "macs_estimate",
+    "macs_penalty",
+    "macs_reference",
     "update_crops",
 ]
 
@@ -476,3 +492,18 @@ class UpdateCrops(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if self.every == "epoch":
             self._update()
+
+
+#: Bring your own network (issue 22): it builds on the layers above, so it loads on first use
+#: (a module ``__getattr__``), and importing either module first works.
+_CONVERT_NAMES = frozenset(
+    {"MacsReference", "convert", "macs", "macs_estimate", "macs_penalty", "macs_reference"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONVERT_NAMES:
+        from diffstride import _keras_convert
+
+        return getattr(_keras_convert, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
