@@ -28,7 +28,7 @@ from diffstride._options import Options
 from diffstride._torch_lineage import ForwardError, evaluating, record_forward
 from diffstride._validation import check_ramp, check_smoothness_factor
 
-__all__ = ["DiffStrided", "convert"]
+__all__ = ["DiffStrided", "convert", "downsampling_points"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _POOLS = (
@@ -47,7 +47,7 @@ _RANKS = {
     **dict.fromkeys((nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d), 2),
     **dict.fromkeys((nn.Conv3d, nn.MaxPool3d, nn.AvgPool3d, nn.LPPool3d), 3),
 }
-POOLINGS = ("diffstride", "spectral")
+POOLINGS = ("diffstride", "spectral", "strided")
 
 
 class DiffStrided(nn.Module):
@@ -202,6 +202,7 @@ def convert(
     include: Any = None,
     exclude: Any = None,
     pooling: str = "diffstride",
+    strides: Sequence[Any] | None = None,
 ) -> nn.Module:
     """A copy of ``model`` whose downsampling is learned: every convolution
     (``Conv1d/2d/3d``, grouped and depthwise included) and pooling (``MaxPool``, ``AvgPool``,
@@ -215,7 +216,7 @@ def convert(
         Any ``nn.Module`` taking channels-first inputs.
     example_input
         A batch the model accepts (a tensor, or a tuple of arguments): the copy is run on it
-        once to find the points that must share a stride and to check the output shape.
+        to find the points that must share a stride and to check the output shape.
     ramp, smoothness_factor
         The DiffStride layers' options (``ramp="inside"``: the mask's ramp inside the crop,
         so a stride-2 layer halves the size).
@@ -226,8 +227,13 @@ def convert(
         Convert only the modules named (qualified name, or a name prefix) or of the classes
         given, or all but those.
     pooling
-        ``"diffstride"`` (learned strides) or ``"spectral"`` (fixed spectral pooling at the
-        module's strides: the baseline with the same placement).
+        ``"diffstride"`` (learned strides), ``"spectral"`` (fixed spectral pooling, the
+        baseline with the same placement) or ``"strided"`` (the model's own modules, their
+        strides set from ``strides``: the searched baseline).
+    strides
+        The starting strides, one per downsampling point in forward order (a number, or one
+        per axis); points that share a stride count once (see :func:`downsampling_points`).
+        None: each module's own strides.
 
     Points whose outputs meet (residual sums, concatenations, channel splits) share one
     stride parameter, so the copy runs whatever its strides become. A module downstream that
@@ -254,7 +260,67 @@ def convert(
     }
     Options.from_kwargs(options, where="convert")
     include, exclude = _selectors(include, "include"), _selectors(exclude, "exclude")
+    kind = "spectral" if pooling == "strided" else pooling
+    converted, groups = _wrapped(model, example_input, kind, pool_first, options, include, exclude)
+    if strides is not None:
+        values = _group_strides(strides, groups, pooling)
+        for group, value in zip(groups, values, strict=True):
+            for name in group:
+                wrapper = converted.get_submodule(name)
+                rank = _rank_of(wrapper.layer)
+                layer = _spectral_layer(kind, rank, _per_axis(value, rank), options)
+                wrapper.pool = layer.to(_device_of(wrapper.layer, example_input))
+    if pooling == "strided":
+        restrided = copy.deepcopy(model)
+        for group, value in zip(groups, values if strides is not None else [], strict=False):
+            for name in group:
+                module = restrided.get_submodule(name)
+                module.stride = tuple(int(v) for v in _per_axis(value, _rank_of(module)))
+        _check_shapes(model, restrided, example_input)
+        return restrided
+    if pooling == "diffstride":
+        for group in groups:
+            _share_strides(converted, group)
+    _check_shapes(model, converted, example_input)
+    if pooling == "diffstride":
+        for group in groups:
+            pools = [converted.get_submodule(name).pool for name in group]
+            _record(converted, example_input, "once the strides move, the model", scale=pools)
+    return converted
 
+
+def downsampling_points(model: nn.Module, example_input: Any, **kwargs: Any) -> list[list[str]]:
+    """The points :func:`convert` gives a stride, in forward order: each a list of the
+    qualified names of the modules that share it (a residual layer's main path and
+    shortcut, say). ``kwargs``: ``include``/``exclude`` as in :func:`convert`.
+
+    >>> import torch, torchvision
+    >>> from diffstride.torch import downsampling_points
+    >>> model = torchvision.models.resnet18(num_classes=10)
+    >>> downsampling_points(model, torch.zeros(1, 3, 32, 32))[:3]
+    [['conv1'], ['maxpool'], ['layer2.0.conv1', 'layer2.0.downsample.0']]
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; received {type(model).__name__}")
+    include = _selectors(kwargs.pop("include", None), "include")
+    exclude = _selectors(kwargs.pop("exclude", None), "exclude")
+    if kwargs:
+        raise TypeError(f"downsampling_points takes include and exclude; received {kwargs}")
+    options = {"ramp": "inside", "smoothness_factor": 4.0}
+    return _wrapped(model, example_input, "spectral", True, options, include, exclude)[1]
+
+
+def _wrapped(
+    model: nn.Module,
+    example_input: Any,
+    kind: str,
+    pool_first: bool,
+    options: dict[str, Any],
+    include: Any,
+    exclude: Any,
+) -> tuple[nn.Module, list[list[str]]]:
+    """A copy of ``model`` with every chosen module in a :class:`DiffStrided`, and the
+    wrappers' names grouped by the points that meet, in forward order."""
     converted = copy.deepcopy(model)
     chosen = []
     for name, module in converted.named_modules():
@@ -271,7 +337,7 @@ def convert(
     for name, module, strides in chosen:
         rank = _rank_of(module)
         padding, mode = _keep_size_padding(module, rank)
-        pool = _spectral_layer(pooling, rank, strides, options)
+        pool = _spectral_layer(kind, rank, strides, options)
         wrapper = DiffStrided(
             pool.to(_device_of(module, example_input)),
             _at_stride_one(module, rank),
@@ -281,8 +347,44 @@ def convert(
         )
         wrapper.train(module.training)
         _set_submodule(converted, name, wrapper)
-    _check_runs(model, converted, example_input, learned=pooling == "diffstride")
-    return converted
+    record = _record(converted, example_input, "the converted model")
+    owners = {id(m.pool): n for n, m in converted.named_modules() if isinstance(m, DiffStrided)}
+    groups = _meeting_groups(record.points, record.merges)
+    return converted, [[owners[id(pool)] for pool in group] for group in groups]
+
+
+def _per_axis(value: tuple, rank: int) -> tuple:
+    if len(value) not in (1, rank):
+        raise ValueError(f"strides must give 1 or {rank} values per point; received {value!r}")
+    return value * rank if len(value) == 1 else value
+
+
+def _group_strides(strides: Any, groups: list[list[str]], pooling: str) -> list[tuple]:
+    """One per-axis stride tuple per group, checked (integers for strided modules)."""
+    if isinstance(strides, (str, bytes)) or not isinstance(strides, Sequence):
+        raise TypeError(
+            f"strides must be a sequence with one stride per downsampling point; received "
+            f"strides={strides!r}"
+        )
+    if len(strides) != len(groups):
+        points = "; ".join(" + ".join(group) for group in groups)
+        raise ValueError(
+            f"strides must give one stride per downsampling point ({len(groups)} here: "
+            f"{points}); received {len(strides)}: strides={list(strides)!r}"
+        )
+    values = []
+    for group, value in zip(groups, strides, strict=True):
+        value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or any(
+            not v >= 1 for v in value
+        ):
+            raise ValueError(f"strides must be numbers >= 1; received {value!r} for {group}")
+        if pooling == "strided" and any(float(v) != int(v) for v in value):
+            raise ValueError(
+                f"strided modules need integer strides; received {value!r} for {group}"
+            )
+        values.append(value)
+    return values
 
 
 def _fault(error: ForwardError, what: str) -> ValueError:
@@ -322,7 +424,9 @@ def _meeting_groups(points: list[nn.Module], merges: list) -> list[list[nn.Modul
     return list(groups.values())
 
 
-def _share_strides(converted: nn.Module, group: list[nn.Module]) -> None:
+def _share_strides(converted: nn.Module, group: list[str]) -> None:
+    """One stride parameter for the points of ``group`` (wrapper names)."""
+    group = [converted.get_submodule(name).pool for name in group]
     names = {id(m): n for n, m in converted.named_modules()}
     first = group[0]
     for layer in group[1:]:
@@ -336,26 +440,17 @@ def _share_strides(converted: nn.Module, group: list[nn.Module]) -> None:
         layer.strides = first.strides
 
 
-def _check_runs(model: nn.Module, converted: nn.Module, example_input: Any, learned: bool) -> None:
-    """Share the strides of points that meet, check that the copy gives the original's
-    output shapes, and (learned strides) that it keeps running when any group's output size
-    changes: a probe doubles it."""
-    record = _record(converted, example_input, "the converted model")
-    groups = _meeting_groups(record.points, record.merges)
-    if learned:
-        for group in groups:
-            _share_strides(converted, group)
+def _check_shapes(model: nn.Module, converted: nn.Module, example_input: Any) -> None:
+    """The copy gives the original's output shapes."""
     args = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
     with evaluating(model):
         expected = _output_shapes(model(*args))
-    with evaluating(converted):
-        received = _output_shapes(converted(*args))
+    try:
+        with evaluating(converted):
+            received = _output_shapes(converted(*args))
+    except Exception as error:
+        raise ValueError(f"convert: the converted model fails on example_input: {error}") from error
     if received != expected:
         raise ValueError(
             f"convert: the converted model returns shapes {received}, the original {expected}"
         )
-    if learned:
-        for group in groups:
-            _record(
-                converted, example_input, "once the strides move, the converted model", scale=group
-            )

@@ -227,11 +227,24 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+def _flop_counter_mode() -> Any:
+    """torch's ``FlopCounterMode`` class; without triton (every CPU build) its module warns
+    at import that triton kernels cannot be counted, which concerns no model here."""
+    import logging
+
+    log = logging.getLogger("torch.utils.flop_counter")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    finally:
+        log.setLevel(level)
+    return FlopCounterMode
+
+
 def _logging_counter(lineage: _Lineage, log: list[tuple[int, frozenset[int]]]) -> Any:
     """A ``FlopCounterMode`` whose formulas also log each count with its inputs' tags."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
+    counter = _flop_counter_mode()(display=False)
 
     def logged(formula: Callable[..., int]) -> Callable[..., int]:
         def count(*args: Any, **kwargs: Any) -> int:

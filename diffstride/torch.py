@@ -33,7 +33,7 @@ from diffstride._complexity import complexity_penalty_of
 from diffstride._crop import check_read_strides
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
 from diffstride._options import document_layer, with_options
-from diffstride._torch_convert import DiffStrided, convert
+from diffstride._torch_convert import DiffStrided, convert, downsampling_points
 from diffstride._torch_macs import MacsEstimator, macs, macs_estimate, macs_penalty
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "complexity_penalty",
     "convert",
     "diffstride",
+    "downsampling_points",
     "macs",
     "macs_estimate",
     "macs_penalty",

@@ -25,6 +25,7 @@ from diffstride.torch import (  # noqa: E402
     DiffStrided,
     MacsEstimator,
     convert,
+    downsampling_points,
     macs,
     macs_penalty,
 )
@@ -314,3 +315,23 @@ def test_state_dict_round_trip_keeps_shared_strides():
     again.load_state_dict(learned.state_dict())
     assert again.layer2[0].downsample[0].pool.strides.tolist() == pytest.approx([1.7, 1.7])
     assert again.layer2[0].conv1.pool.strides is again.layer2[0].downsample[0].pool.strides
+
+
+def test_strides_start_each_point_and_strided_sets_the_modules():
+    x = torch.randn(2, 3, 64, 64)
+    model = torchvision.models.resnet18(num_classes=10)
+    points = downsampling_points(model, x)
+    assert points[2] == ["layer2.0.conv1", "layer2.0.downsample.0"]
+    assert len(points) == 5
+    learned = convert(model, x, strides=[1, 2, 3, 1.5, (2, 1)])
+    assert learned.layer3[0].downsample[0].pool.strides.tolist() == [1.5, 1.5]
+    assert learned.layer4[0].conv1.pool.strides.tolist() == [2.0, 1.0]
+    strided = convert(model, x, pooling="strided", strides=[1, 2, 3, 1, 2])
+    assert not any(isinstance(m, DiffStrided) for m in strided.modules())
+    assert strided.conv1.stride == (1, 1)
+    assert strided.layer2[0].downsample[0].stride == (3, 3)
+    assert strided(x).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"one stride per downsampling point \(5 here: conv1;"):
+        convert(model, x, strides=[2, 2])
+    with pytest.raises(ValueError, match="integer strides"):
+        convert(model, x, pooling="strided", strides=[1, 2, 1.5, 1, 2])
