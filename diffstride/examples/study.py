@@ -60,12 +60,16 @@ from diffstride.examples import data, datasets, train
 
 __all__ = [
     "ARMS",
+    "CONVERTED_ARMS",
     "DATASET",
+    "FAMILIES",
     "FULL",
     "QUICK",
     "Arm",
+    "Family",
     "Settings",
     "StudyError",
+    "draw_converted_strides",
     "draw_strides",
     "main",
     "run_study",
@@ -115,6 +119,11 @@ ARMS: tuple[Arm, ...] = (
     Arm("strided", "strided convolutions", {"pooling": "strided"}),
     Arm("spectral", "fixed spectral pooling", {"pooling": "spectral"}),
     Arm(
+        "spectral-first",
+        "fixed spectral pooling, pool first",
+        {"pooling": "spectral", "pool_first": True},
+    ),
+    Arm(
         "ds-inside",
         "DiffStride, ramp inside, lambda 0",
         {"pooling": "diffstride", "ramp": "inside"},
@@ -154,6 +163,12 @@ ARMS: tuple[Arm, ...] = (
         budget_from="strided",
     ),
     Arm(
+        "ds-first-budget-sf",
+        "DiffStride, ramp inside, pool first, MACs budget = best spectral-first",
+        {"pooling": "diffstride", "ramp": "inside", "pool_first": True},
+        budget_from="spectral-first",
+    ),
+    Arm(
         "ds-inside-warmup",
         "DiffStride, ramp inside, strides frozen for the first epoch",
         {"pooling": "diffstride", "ramp": "inside", "stride_warmup": 1},
@@ -165,6 +180,40 @@ ARMS: tuple[Arm, ...] = (
     ),
 )
 """The study's arms, in the order they run (an arm named in ``budget_from`` runs earlier)."""
+
+CONVERTED_ARMS: tuple[Arm, ...] = (
+    Arm("strided", "the network's strided convolutions and poolings", {"pooling": "strided"}),
+    Arm(
+        "spectral-first",
+        "fixed spectral pooling, pool first",
+        {"pooling": "spectral", "pool_first": True},
+    ),
+    Arm(
+        "ds-first-budget-sf",
+        "DiffStride, ramp inside, pool first, MACs budget = best spectral-first",
+        {"pooling": "diffstride", "ramp": "inside", "pool_first": True},
+        budget_from="spectral-first",
+    ),
+)
+"""The arms of a family on a converted off-the-shelf network (``train --model SOURCE:NAME``)."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """One network and its arms: the study's own small ResNet, or an off-the-shelf network
+    converted by ``diffstride.torch.convert`` (strides drawn per downsampling point)."""
+
+    name: str
+    model: str
+    arms: tuple[Arm, ...]
+    max_draw_macs: float
+
+
+FAMILIES = {
+    "small-resnet": Family("small-resnet", "small", ARMS, 40e6),
+    "mobilenet": Family("mobilenet", "torchvision:mobilenet_v3_small", CONVERTED_ARMS, 20e6),
+}
+"""The study's families (``--family``); each writes its own folder of results."""
 
 
 @dataclass(frozen=True)
@@ -297,6 +346,49 @@ def draw_strides(
     return drawn
 
 
+def _converted_backbone(model: str, size: int) -> tuple[Any, Any]:
+    import torch
+
+    backbone = train._torch_backbone(model, 1, 10)
+    return backbone, torch.zeros(1, 1, size, size)
+
+
+def draw_converted_strides(
+    model: str,
+    count: int,
+    seed: int,
+    *,
+    max_macs: float,
+    size: int = datasets.CLUTTERED_CANVAS,
+    attempts: int = 2000,
+) -> list[tuple[float, ...]]:
+    """``count`` distinct stride configurations of a converted network: one stride from
+    :data:`STRIDE_CHOICES` per downsampling point (``diffstride.torch.downsampling_points``),
+    redrawn when already drawn or when the network's strided convolutions at them cost more
+    than ``max_macs`` MACs per image on a ``size x size`` grey image."""
+    from diffstride.torch import convert, downsampling_points, macs
+
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer; received count={count!r}")
+    backbone, x = _converted_backbone(model, size)
+    points = len(downsampling_points(backbone, x))
+    rng = np.random.default_rng(seed)
+    drawn: list[tuple[float, ...]] = []
+    for _ in range(attempts):
+        if len(drawn) == count:
+            return drawn
+        strides = tuple(float(STRIDE_CHOICES[i]) for i in rng.integers(0, 3, points))
+        if strides in drawn:
+            continue
+        strided = convert(backbone, x, pooling="strided", strides=list(strides))
+        if macs(strided, x) <= max_macs:
+            drawn.append(strides)
+    raise ValueError(
+        f"found {len(drawn)} of {count} stride configurations of {model} under "
+        f"max_macs={max_macs:g} in {attempts} draws"
+    )
+
+
 def _label(strides: Sequence[float]) -> str:
     """``(3, 1, 2, 2, 1)`` -> ``"31221"`` (strides are single digits here)."""
     return "".join(f"{s:g}" for s in strides)
@@ -372,6 +464,7 @@ def run_study(
     arms: Sequence[Arm] = ARMS,
     data_dir: str | None = None,
     framework: str = "torch",
+    family: Family = FAMILIES["small-resnet"],
 ) -> dict[str, Any]:
     """Train every arm from every drawn configuration into ``out``; write the summary.
 
@@ -387,6 +480,9 @@ def run_study(
         The Fashion-MNIST folder (None: the Debian package's).
     framework
         ``"torch"`` or ``"tf"``.
+    family
+        The network (:data:`FAMILIES`); a converted one draws one stride per downsampling
+        point, under its own ``max_draw_macs``.
 
     Returns
     -------
@@ -411,7 +507,12 @@ def run_study(
                 f"run before it; received arms={names}"
             )
     schedule = _schedule(settings.lr_schedule)
-    inits = draw_strides(settings.inits, settings.draw_seed, max_macs=settings.max_draw_macs)
+    if family.model == "small":
+        inits = draw_strides(settings.inits, settings.draw_seed, max_macs=settings.max_draw_macs)
+    else:
+        inits = draw_converted_strides(
+            family.model, settings.inits, settings.draw_seed, max_macs=family.max_draw_macs
+        )
     results: dict[str, list[dict[str, Any]]] = {}
     with _test_canvases(settings.num_test):
         for arm in arms:
@@ -426,7 +527,7 @@ def run_study(
                             "framework": framework,
                             "dataset": DATASET,
                             "data_dir": data_dir,
-                            "model": "small",
+                            "model": family.model,
                             "strides": strides,
                             "epochs": settings.epochs,
                             "batch_size": settings.batch_size,
@@ -444,6 +545,7 @@ def run_study(
                 for strides in inits
             ]
     summary = _summarise(settings, arms, inits, results, time.perf_counter() - started)
+    summary["family"] = {"name": family.name, "model": family.model}
     summary["lr_schedule"] = schedule.get("lr_schedule", "constant")
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -504,53 +606,64 @@ def _summarise(
         # What the runs took, whether they ran in this call or were read back (resumed).
         "run_seconds": round(sum(r["seconds"] for runs in results.values() for r in runs), 1),
     }
-    if "strided" in results:
-        best = _best_by_validation(results["strided"])
-        summary["best_strided"] = {
-            "name": Path(best["config"]["out"]).name,
-            "strides": best["config"]["strides"],
-            "test_accuracy": best["final"]["test_accuracy"],
-            "validation_accuracy": best["final"]["validation_accuracy"],
-            "macs": best["final"]["macs"],
-        }
+    for baseline in BASELINES:
+        if baseline in results:
+            best = _best_by_validation(results[baseline])
+            summary[f"best_{baseline.replace('-', '_')}"] = {
+                "name": Path(best["config"]["out"]).name,
+                "strides": best["config"]["strides"],
+                "test_accuracy": best["final"]["test_accuracy"],
+                "validation_accuracy": best["final"]["validation_accuracy"],
+                "macs": best["final"]["macs"],
+            }
     return summary
 
 
+#: The searched baselines a learned-stride arm is held to: the best configuration of each,
+#: chosen by validation accuracy.
+BASELINES = ("strided", "spectral-first")
+
+
 def _headline(summary: dict[str, Any]) -> list[str]:
-    """Each learned-stride arm's mean over initialisations against the best strided config."""
-    best = summary.get("best_strided")
-    if best is None:
-        return []
-    strided = summary["arms"]["strided"]["test_accuracy"]
-    lines = [
-        "",
-        f"Best strided configuration by validation: {_label(best['strides'])}, test "
-        f"{100 * best['test_accuracy']:.2f}%, {best['macs'] / 1e6:.1f} MMACs/image "
-        f"(strided spread over configurations: {100 * (strided['best'] - strided['worst']):.2f} "
-        "points).",
-        "",
-        "| arm | mean test % over inits | minus best strided | spread (best - worst) | "
-        "mean MMACs | MACs / best strided's |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, arm in summary["arms"].items():
-        if arm["config"].get("pooling") != "diffstride":
+    """Each learned-stride arm's mean over initialisations against the best configuration
+    of each searched baseline (by validation)."""
+    lines: list[str] = []
+    for baseline in BASELINES:
+        best = summary.get(f"best_{baseline.replace('-', '_')}")
+        if best is None:
             continue
-        acc, macs = arm["test_accuracy"], arm["macs"]
-        gain = acc["mean"] - best["test_accuracy"]
-        lines.append(
-            f"| {name} | {100 * acc['mean']:.2f} | {100 * gain:+.2f} | "
-            f"{100 * (acc['best'] - acc['worst']):.2f} | {macs['mean'] / 1e6:.1f} | "
-            f"{macs['mean'] / best['macs']:.2f}x |"
-        )
+        spread = summary["arms"][baseline]["test_accuracy"]
+        lines += [
+            "",
+            f"Best {baseline} configuration by validation: {_label(best['strides'])}, test "
+            f"{100 * best['test_accuracy']:.2f}%, {best['macs'] / 1e6:.1f} MMACs/image "
+            f"({baseline} spread over configurations: "
+            f"{100 * (spread['best'] - spread['worst']):.2f} points).",
+            "",
+            f"| arm | mean test % over inits | minus best {baseline} | spread (best - worst) | "
+            f"mean MMACs | MACs / best {baseline}'s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, arm in summary["arms"].items():
+            if arm["config"].get("pooling") != "diffstride":
+                continue
+            acc, macs = arm["test_accuracy"], arm["macs"]
+            gain = acc["mean"] - best["test_accuracy"]
+            lines.append(
+                f"| {name} | {100 * acc['mean']:.2f} | {100 * gain:+.2f} | "
+                f"{100 * (acc['best'] - acc['worst']):.2f} | {macs['mean'] / 1e6:.1f} | "
+                f"{macs['mean'] / best['macs']:.2f}x |"
+            )
     return lines
 
 
 def _table(summary: dict[str, Any]) -> str:
     """``table.md``: one row per arm, then the headline comparison."""
     settings = summary["settings"]
+    family = summary.get("family", {"name": "small-resnet", "model": "small"})
     lines = [
-        f"Study on {summary['dataset']}: {len(summary['inits'])} stride configurations "
+        f"Study ({family['name']}, model {family['model']}) on {summary['dataset']}: "
+        f"{len(summary['inits'])} stride configurations "
         f"({', '.join(_label(s) for s in summary['inits'])}), {settings['limit_train']} "
         f"training images ({settings['validation_fraction']:.0%} held out for validation), "
         f"epochs {settings['epochs']}, batch {settings['batch_size']}, learning rate "
@@ -625,9 +738,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--arms",
         default=None,
-        help=f"comma-separated arm names, in order (default: {','.join(a.name for a in ARMS)})",
+        help="comma-separated arm names of the family, in order (default: all of them)",
     )
     parser.add_argument("--inits", type=int, default=None, help="stride configurations to draw")
+    parser.add_argument(
+        "--family",
+        choices=sorted(FAMILIES),
+        default="small-resnet",
+        help="the network: our small ResNet, or an off-the-shelf one converted",
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--framework", choices=sorted(train.TRAINERS), default="torch")
     args = parser.parse_args(argv)
@@ -636,15 +755,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.inits < 1:
             parser.error(f"--inits must be >= 1; received {args.inits}")
         settings = replace(settings, inits=args.inits)
-    arms = list(ARMS)
+    family = FAMILIES[args.family]
+    arms = list(family.arms)
     if args.arms is not None:
-        by_name = {arm.name: arm for arm in ARMS}
+        by_name = {arm.name: arm for arm in family.arms}
         unknown = [n for n in args.arms.split(",") if n not in by_name]
         if unknown:
             parser.error(f"--arms: unknown {unknown}; choose from {sorted(by_name)}")
         arms = [by_name[n] for n in args.arms.split(",")]
     try:
-        run_study(args.out, settings, arms, args.data_dir, args.framework)
+        run_study(args.out, settings, arms, args.data_dir, args.framework, family)
     except (data.MissingDataError, StudyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -56,7 +56,9 @@ class Config:
     data_dir: str | None = None
     model: str = "small"
     pooling: str = "diffstride"
-    strides: tuple[float, ...] = (1.0, 1.0, 2.0, 2.0, 2.0)
+    #: One per stage of our ResNets (None: 1, 1, 2, 2, 2), or per downsampling point of a
+    #: converted model (None: the model's own strides).
+    strides: tuple[float, ...] | None = None
     epochs: int = 4
     batch_size: int = 64
     lr: float = 1e-3
@@ -80,6 +82,7 @@ class Config:
     distribute: str = "none"  # "mirrored": Keras under tf.distribute.MirroredStrategy
 
     def __post_init__(self) -> None:
+        check_model(self.model, self.framework, self.pooling)
         check_ramp(self.ramp)
         check_smoothness_factor(self.smoothness_factor)
         if self.macs_budget is not None:
@@ -119,6 +122,35 @@ class Config:
 
 
 OPTIMIZERS = ("adamw", "sgd")
+#: Our own ResNets; other models are "SOURCE:NAME" with a source per framework.
+OWN_MODELS = ("small", "resnet18")
+MODEL_SOURCES = {"torchvision": "torch", "timm": "torch", "keras": "tf"}
+RESNET_STRIDES = (1.0, 1.0, 2.0, 2.0, 2.0)
+
+
+def check_model(model: str, framework: str, pooling: str) -> None:
+    """``model``: one of our ResNets, or ``torchvision:NAME``, ``timm:NAME`` (torch) or
+    ``keras:NAME`` (``keras.applications``, tf) to convert."""
+    source, _, name = str(model).partition(":")
+    if model in OWN_MODELS:
+        return
+    if source not in MODEL_SOURCES or not name:
+        raise ValueError(
+            f"model must be one of {OWN_MODELS} or SOURCE:NAME with SOURCE in "
+            f"{tuple(MODEL_SOURCES)}; received model={model!r}"
+        )
+    if MODEL_SOURCES[source] != framework:
+        raise ValueError(
+            f"{source} models train with framework={MODEL_SOURCES[source]!r}; received "
+            f"model={model!r} with framework={framework!r}"
+        )
+    if pooling == "spatial":
+        raise ValueError(
+            "pooling='spatial' is for our ResNets; a converted model takes diffstride, "
+            f"spectral or strided; received model={model!r}"
+        )
+
+
 #: "cosine": every learning rate (strides' included) decays to 0 over the run, per step.
 LR_SCHEDULES = ("constant", "cosine")
 #: "mirrored": the Keras trainer runs under ``tf.distribute.MirroredStrategy`` (every visible
@@ -167,19 +199,31 @@ def _torch_trainer(
     import torch
 
     from diffstride.models.torch import macs_penalty, resnet18, small_resnet
-    from diffstride.torch import complexity_penalty
+    from diffstride.torch import MacsEstimator, complexity_penalty, macs
 
     torch.manual_seed(config.seed)
-    build = small_resnet if config.model == "small" else resnet18
-    model = build(
-        config.strides,
-        pooling=_pooling(config.pooling),
-        in_channels=dataset.x_train.shape[1],
-        num_classes=dataset.num_classes,
-        ramp=config.ramp,
-        smoothness_factor=config.smoothness_factor,
-        pool_first=config.pool_first,
-    )
+    channels, size = dataset.x_train.shape[1], tuple(int(n) for n in dataset.x_train.shape[2:])
+    if config.model in OWN_MODELS:
+        build = small_resnet if config.model == "small" else resnet18
+        model = build(
+            config.strides or RESNET_STRIDES,
+            pooling=_pooling(config.pooling),
+            in_channels=channels,
+            num_classes=dataset.num_classes,
+            ramp=config.ramp,
+            smoothness_factor=config.smoothness_factor,
+            pool_first=config.pool_first,
+        )
+        layers = model.diffstride_layers()
+        report = model.stride_report
+        count = model.macs
+        estimate: Any = None
+    else:
+        model, layers = _converted_torch_model(config, channels, size, dataset.num_classes)
+        example = torch.zeros(1, channels, *size)
+        report = _torch_reporter(model, layers, example)
+        count = lambda _: macs(model, example)  # noqa: E731
+        estimate = MacsEstimator(model, example) if config.budget_macs is not None else None
     device = torch.device("cpu")
     net: Any = model
     if context.active:
@@ -189,7 +233,7 @@ def _torch_trainer(
             model, device_ids=[device] if device.type == "cuda" else None
         )
     input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
-    stride_params = [layer.strides for layer in model.diffstride_layers()]
+    stride_params = [layer.strides for layer in layers]
     ids = {id(p) for p in stride_params}
     weights = [p for p in model.parameters() if id(p) not in ids]
     if config.optimizer == "sgd":
@@ -222,9 +266,13 @@ def _torch_trainer(
             )
             if stride_params and train_strides:
                 if config.lambda_complexity:
-                    loss = loss + config.lambda_complexity * complexity_penalty(model)
+                    loss = loss + config.lambda_complexity * complexity_penalty(layers)
                 if config.budget_macs is not None:
-                    penalty = macs_penalty(model, input_size, config.budget_macs)
+                    penalty = (
+                        macs_penalty(model, input_size, config.budget_macs)
+                        if estimate is None
+                        else estimate.penalty(config.budget_macs)  # sizes of this forward
+                    )
                     loss = loss + config.budget_weight * penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -248,13 +296,13 @@ def _torch_trainer(
             return distributed.all_sum([correct], context)[0] / len(y)
 
         def strides(self) -> list[tuple[float, float]]:
-            return [layer.current_strides() for layer in model.diffstride_layers()]
+            return [layer.current_strides() for layer in layers]
 
         def output_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]:
-            return _diffstride_sizes(model.stride_report(input_size))
+            return _diffstride_sizes(report(input_size))
 
         def macs(self, input_size: tuple[int, int]) -> int:
-            return model.macs(input_size)
+            return count(input_size)
 
     return Trainer()
 
@@ -290,7 +338,7 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
     build = models.small_resnet if config.model == "small" else models.resnet18
     channels = dataset.x_train.shape[1]
     model = build(
-        config.strides,
+        config.strides or RESNET_STRIDES,
         input_shape=(*dataset.x_train.shape[2:], channels),
         pooling=_pooling(config.pooling),
         num_classes=dataset.num_classes,
@@ -404,6 +452,97 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
             return models.macs(model, input_size, in_channels=channels)
 
     return Trainer()
+
+
+def _torch_backbone(model: str, channels: int, num_classes: int) -> Any:
+    """A torchvision or timm model (random weights) for ``channels``-channel images: timm
+    takes the channel count; a torchvision model gets a 1x1 convolution to three first."""
+    import torch
+
+    source, _, name = model.partition(":")
+    if source == "timm":
+        timm = _import_extra("timm")
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=channels)
+    torchvision = _import_extra("torchvision")
+    try:
+        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    except ValueError as error:
+        raise ValueError(f"model={model!r}: {error}") from error
+    if channels == 3:
+        return net
+    return torch.nn.Sequential(torch.nn.Conv2d(channels, 3, 1, bias=False), net)
+
+
+def _import_extra(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ImportError(
+            f"--model {name}:NAME needs {name}: pip install 'diffstride[vision]'"
+        ) from None
+
+
+def _converted_torch_model(
+    config: Config, channels: int, size: tuple[int, ...], num_classes: int
+) -> tuple[Any, list[Any]]:
+    """The backbone with its downsampling as ``config.pooling`` says, and one DiffStride
+    layer per stride parameter (forward order)."""
+    import torch
+
+    from diffstride.torch import convert
+
+    backbone = _torch_backbone(config.model, channels, num_classes)
+    example = torch.zeros(2, channels, *size)
+    if config.pooling == "strided" and config.strides is None:
+        model = backbone
+    else:
+        model = convert(
+            backbone,
+            example,
+            ramp=config.ramp,
+            pool_first=config.pool_first,
+            smoothness_factor=config.smoothness_factor,
+            pooling=config.pooling,
+            strides=config.strides,
+        )
+    leaders = {}
+    for module in model.modules():
+        if hasattr(module, "current_strides") and isinstance(
+            getattr(module, "strides", None), torch.nn.Parameter
+        ):
+            leaders.setdefault(id(module.strides), module)
+    return model, list(leaders.values())
+
+
+def _torch_reporter(model: Any, layers: list[Any], example: Any) -> Any:
+    """``stride_report``'s rows for a converted model: each stride's layer and the size it
+    gives, read from one forward pass in eval mode."""
+    import torch
+
+    def report(input_size: tuple[int, int]) -> list[dict[str, Any]]:
+        sizes: dict[int, list[int]] = {}
+
+        def seen(module: Any, inputs: Any, output: Any) -> None:
+            sizes[id(module)] = [int(output.shape[a]) for a in module._axes(output.ndim)]
+
+        hooks = [layer.register_forward_hook(seen) for layer in layers]
+        training = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                model(example)
+        finally:
+            model.train(training)
+            for hook in hooks:
+                hook.remove()
+        return [
+            {"strides": list(layer.current_strides()), "output_size": sizes[id(layer)]}
+            for layer in layers
+        ]
+
+    return report
 
 
 def _pooling(name: str) -> str | None:
@@ -591,7 +730,7 @@ def _metrics(
         final["macs_budget"] = budget
         final["budget_miss"] = round(final["macs"] / budget - 1.0, 4)
     return {
-        "config": {**vars(config), "strides": list(config.strides)},
+        "config": {**vars(config), "strides": config.strides and list(config.strides)},
         "dataset": {
             "name": dataset.name,
             "train": len(dataset.y_train),
@@ -691,15 +830,21 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--framework", choices=sorted(TRAINERS), default="torch")
     parser.add_argument("--dataset", choices=datasets.DATASETS, default="synthetic")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--model", choices=("small", "resnet18"), default="small")
+    parser.add_argument(
+        "--model",
+        default="small",
+        help="small | resnet18 (our ResNets), or a model to convert: torchvision:NAME, "
+        "timm:NAME (torch), keras:NAME (keras.applications, tf)",
+    )
     parser.add_argument(
         "--pooling", choices=("diffstride", "spectral", "spatial", "strided"), default="diffstride"
     )
     parser.add_argument(
         "--strides",
         type=_strides_arg,
-        default=Config.strides,
-        help="one stride per stage, stem first (default 1,1,2,2,2)",
+        default=None,
+        help="one stride per stage, stem first (our ResNets; default 1,1,2,2,2), or per "
+        "downsampling point of a converted model (default: its own)",
     )
     parser.add_argument("--epochs", type=int, default=Config.epochs)
     parser.add_argument("--batch-size", type=int, default=Config.batch_size)
@@ -714,12 +859,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument(
         "--ramp",
         choices=RAMPS,
-        default=Config.ramp,
+        default=None,
         help="DiffStride's mask: the original's (outside) or ending at the stride's cut-off",
     )
     parser.add_argument("--smoothness-factor", type=float, default=Config.smoothness_factor)
     parser.add_argument(
-        "--pool-first", action="store_true", help="pool each stage's input, then convolve"
+        "--pool-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pool each stage's input, then convolve (default: off for our ResNets, on for "
+        "a converted model)",
     )
     parser.add_argument(
         "--macs-budget",
@@ -761,6 +910,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         )
     values = vars(args)
     values["progress"] = not values.pop("no_progress")
+    converted = values["model"] not in OWN_MODELS
+    if values["pool_first"] is None:
+        values["pool_first"] = converted
+    if values["ramp"] is None:
+        values["ramp"] = "inside" if converted else Config.ramp
     try:
         return Config(**values)
     except ValueError as error:
