@@ -46,7 +46,7 @@ import numpy as np
 from diffstride._validation import RAMPS, check_macs_budget, check_ramp, check_smoothness_factor
 from diffstride.examples import data, datasets, distributed
 
-__all__ = ["Config", "main", "parse_args", "run"]
+__all__ = ["Config", "ConfigError", "main", "parse_args", "run"]
 
 
 @dataclass
@@ -119,6 +119,10 @@ class Config:
     def budget_macs(self) -> float | None:
         """The budget in multiply-accumulates (``macs_budget`` is in millions)."""
         return None if self.macs_budget is None else self.macs_budget * 1e6
+
+
+class ConfigError(ValueError):
+    """The configuration names a model that cannot be built or converted as asked."""
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -331,24 +335,32 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
     import keras
     import tensorflow as tf
 
+    import diffstride.keras
+    from diffstride.keras import diffstride_layers
     from diffstride.models import keras as models
     from diffstride.tf import complexity_penalty
 
     replicas = strategy.num_replicas_in_sync
-    build = models.small_resnet if config.model == "small" else models.resnet18
     channels = dataset.x_train.shape[1]
-    model = build(
-        config.strides or RESNET_STRIDES,
-        input_shape=(*dataset.x_train.shape[2:], channels),
-        pooling=_pooling(config.pooling),
-        num_classes=dataset.num_classes,
-        data_format="channels_last",
-        ramp=config.ramp,
-        smoothness_factor=config.smoothness_factor,
-        pool_first=config.pool_first,
-    )
     input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
-    layers = models.diffstride_layers(model)
+    if config.model in OWN_MODELS:
+        build = models.small_resnet if config.model == "small" else models.resnet18
+        model = build(
+            config.strides or RESNET_STRIDES,
+            input_shape=(*dataset.x_train.shape[2:], channels),
+            pooling=_pooling(config.pooling),
+            num_classes=dataset.num_classes,
+            data_format="channels_last",
+            ramp=config.ramp,
+            smoothness_factor=config.smoothness_factor,
+            pool_first=config.pool_first,
+        )
+        layers = models.diffstride_layers(model)
+        converted = None
+    else:
+        model = _converted_keras_model(config, channels, input_size, dataset.num_classes)
+        layers = diffstride_layers(model)
+        converted = _KerasConverted(model, layers, channels, input_size)
     stride_vars = [layer.strides for layer in layers]
     stride_ids = {id(v) for v in stride_vars}
     weights = [v for v in model.trainable_variables if id(v) not in stride_ids]
@@ -384,7 +396,11 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
             if stride_vars and lam:
                 loss = loss + lam * complexity_penalty(layers) * train_strides
             if stride_vars and budget is not None:
-                penalty = models.macs_penalty(model, constant, macs_weights, budget)
+                penalty = (
+                    models.macs_penalty(model, constant, macs_weights, budget)
+                    if converted is None
+                    else converted.penalty(budget, constant, macs_weights)
+                )
                 loss = loss + config.budget_weight * penalty * train_strides
             share = loss / replicas
         grads = tape.gradient(share, weights + stride_vars)
@@ -419,8 +435,13 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
         def train_step(
             self, x: np.ndarray, y: np.ndarray, train_strides: bool
         ) -> tuple[float, float]:
-            constant, macs_weights = 0.0, [0.0] * len(models.pooling_layers(model))
-            if budget is not None and stride_vars and train_strides:
+            if converted is not None:
+                constant, macs_weights = converted.reference(
+                    budget is not None and bool(stride_vars) and train_strides
+                )
+            else:
+                constant, macs_weights = 0.0, [0.0] * len(models.pooling_layers(model))
+            if converted is None and budget is not None and stride_vars and train_strides:
                 constant, macs_weights = models.macs_weights_of(
                     model, input_size, in_channels=channels
                 )
@@ -446,9 +467,13 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
             return [layer.current_strides() for layer in layers]
 
         def output_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]:
+            if converted is not None:
+                return converted.output_sizes()
             return _diffstride_sizes(models.report(model, input_size))
 
         def macs(self, input_size: tuple[int, int]) -> int:
+            if converted is not None:
+                return diffstride.keras.macs(model)
             return models.macs(model, input_size, in_channels=channels)
 
     return Trainer()
@@ -545,6 +570,86 @@ def _torch_reporter(model: Any, layers: list[Any], example: Any) -> Any:
     return report
 
 
+def _converted_keras_model(
+    config: Config, channels: int, size: tuple[int, int], num_classes: int
+) -> Any:
+    """A ``keras.applications`` model (random weights, logits out) for the data set's
+    images, converted as ``config.pooling`` says (``"strided"``: left as it is)."""
+    import keras
+
+    from diffstride.keras import convert
+
+    name = config.model.partition(":")[2]
+    build = getattr(keras.applications, name, None)
+    if not callable(build):
+        raise ValueError(
+            f"keras.applications has no model {name!r}; received model={config.model!r}"
+        )
+    if config.strides is not None:
+        raise ValueError(
+            "--strides is not taken by keras:NAME models (each layer starts at its own "
+            f"strides); received strides={config.strides}"
+        )
+    if config.pooling == "spectral":
+        raise ValueError("pooling='spectral' is not offered for keras:NAME models yet")
+    model = build(
+        weights=None,
+        input_shape=(*size, channels),
+        classes=num_classes,
+        classifier_activation=None,
+    )
+    if config.pooling == "strided":
+        return model
+    return convert(
+        model,
+        ramp=config.ramp,
+        pool_first=config.pool_first,
+        smoothness_factor=config.smoothness_factor,
+    )
+
+
+class _KerasConverted:
+    """The budget, sizes and MACs of a converted Keras model in the Keras trainer: the MAC
+    estimate's reference is read eagerly each step and enters the compiled step as tensors
+    (``constant`` and one weight per term), so the step is traced once."""
+
+    def __init__(self, model: Any, layers: list[Any], channels: int, size: tuple[int, int]):
+        import keras
+
+        from diffstride.keras import macs_reference
+
+        self.model, self.layers = model, layers
+        self._groups = [group for group, _ in macs_reference(model).terms]
+        outputs = [layer._inbound_nodes[0].output_tensors[0] for layer in layers]
+        self._probe = keras.Model(model.inputs[0], outputs) if layers else None
+        self._zeros = np.zeros((1, *size, channels), "float32")
+
+    def reference(self, needed: bool) -> tuple[float, list[float]]:
+        from diffstride.keras import macs_reference
+
+        if not needed:
+            return 0.0, [0.0] * len(self._groups)
+        reference = macs_reference(self.model)
+        weights = dict(reference.terms)
+        return reference.constant, [weights.get(group, 0.0) for group in self._groups]
+
+    def penalty(self, budget: float, constant: Any, weights: Any) -> Any:
+        import keras
+
+        from diffstride.keras import MacsReference, macs_penalty
+
+        terms = tuple((group, weights[i]) for i, group in enumerate(self._groups))
+        reference = MacsReference(constant, terms)
+        return keras.ops.convert_to_tensor(macs_penalty(self.model, budget, reference=reference))
+
+    def output_sizes(self) -> list[tuple[int, int]]:
+        if self._probe is None:
+            return []
+        outputs = self._probe(self._zeros)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return [tuple(int(n) for n in o.shape[1:3]) for o in outputs]
+
+
 def _pooling(name: str) -> str | None:
     return None if name == "strided" else name
 
@@ -618,7 +723,10 @@ def _run(config: Config, context: distributed.Context) -> dict[str, Any]:
     whole = dataset
     x_shard, y_shard = distributed.shard(dataset.x_train, dataset.y_train, context)
     dataset = replace(dataset, x_train=x_shard, y_train=y_shard)
-    trainer = TRAINERS[config.framework](config, dataset, context)
+    try:
+        trainer = TRAINERS[config.framework](config, dataset, context)
+    except ValueError as error:  # a model this config cannot build or convert
+        raise ConfigError(str(error)) from error
     say = print if context.is_main else _silent
     progress = config.progress and context.is_main
     input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
@@ -925,7 +1033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     try:
         run(config)
-    except data.MissingDataError as error:
+    except (data.MissingDataError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
