@@ -43,7 +43,7 @@ def test_draws_reject_impossible_requests() -> None:
 def fake_metrics(config: train.Config) -> dict[str, Any]:
     """What ``train.run`` returns, with accuracies that depend on the strides and the arm."""
     product = 1.0
-    for s in config.strides:
+    for s in config.strides or ():
         product *= s
     bonus = {"strided": 0.0, "spectral": 0.01}.get(config.pooling, 0.02)
     validation = 0.5 + 0.01 * product + bonus
@@ -55,7 +55,10 @@ def fake_metrics(config: train.Config) -> dict[str, Any]:
         "strides": [],
     }
     return {
-        "config": {**vars(config), "strides": list(config.strides)},
+        "config": {
+            **vars(config),
+            "strides": None if config.strides is None else list(config.strides),
+        },
         "epochs": [final],
         "final": final,
         "seconds": 1.5,
@@ -88,7 +91,7 @@ def test_study_runs_every_arm_at_every_init_and_writes_the_summary(
     assert {c.dataset for c in fake_train} == {"cluttered-fashion-mnist"}
     assert {c.validation for c in fake_train} == {100}
     assert {c.progress for c in fake_train} == {False}
-    inits = study.draw_strides(3, 0, max_macs=settings.max_draw_macs)
+    inits = study.draw_strides(3, 0, max_macs=study.FAMILIES["small-resnet"].max_draw_macs)
     assert [tuple(c.strides) for c in fake_train[:3]] == inits
     assert summary["inits"] == [list(s) for s in inits]
     # The budgeted arm takes the MACs of the strided run with the best *validation* accuracy.

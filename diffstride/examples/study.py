@@ -194,6 +194,12 @@ CONVERTED_ARMS: tuple[Arm, ...] = (
         {"pooling": "diffstride", "ramp": "inside", "pool_first": True},
         budget_from="spectral-first",
     ),
+    Arm(
+        "ds-first-budget-sf-w10",
+        "as ds-first-budget-sf, budget weight 10",
+        {"pooling": "diffstride", "ramp": "inside", "pool_first": True, "budget_weight": 10.0},
+        budget_from="spectral-first",
+    ),
 )
 """The arms of a family on a converted off-the-shelf network (``train --model SOURCE:NAME``)."""
 
@@ -201,7 +207,11 @@ CONVERTED_ARMS: tuple[Arm, ...] = (
 @dataclass(frozen=True)
 class Family:
     """One network and its arms: the study's own small ResNet, or an off-the-shelf network
-    converted by ``diffstride.torch.convert`` (strides drawn per downsampling point)."""
+    converted by ``diffstride.torch.convert`` (strides drawn per downsampling point).
+
+    ``max_draw_macs``: draws whose strided network costs more MACs per image are redrawn, so
+    that no single run takes a large share of the study's time.
+    """
 
     name: str
     model: str
@@ -235,8 +245,6 @@ class Settings:
         learn slowest.
     draw_seed
         The seed of the stride draws.
-    max_draw_macs
-        Draws whose strided network costs more MACs per image than this are redrawn.
     seed
         The seed of every run (data subset, canvases, hold-out, weights).
     num_test
@@ -256,7 +264,6 @@ class Settings:
     batch_size: int = 32
     lr: float = 2e-3
     draw_seed: int = 0
-    max_draw_macs: float = 40e6
     seed: int = 0
     num_test: int = 10000
     lr_schedule: str | None = "cosine"
@@ -421,7 +428,8 @@ def _config_defaults() -> dict[str, Any]:
 def _run(config: train.Config) -> dict[str, Any]:
     """``train.run(config)``, or the metrics a previous run left in ``config.out``."""
     path = Path(config.out) / "metrics.json"
-    wanted = _comparable({**vars(config), "strides": list(config.strides)})
+    strides = None if config.strides is None else list(config.strides)
+    wanted = _comparable({**vars(config), "strides": strides})
     if path.is_file():
         metrics = json.loads(path.read_text())
         stored = {**_config_defaults(), **_comparable(metrics["config"])}
@@ -508,7 +516,7 @@ def run_study(
             )
     schedule = _schedule(settings.lr_schedule)
     if family.model == "small":
-        inits = draw_strides(settings.inits, settings.draw_seed, max_macs=settings.max_draw_macs)
+        inits = draw_strides(settings.inits, settings.draw_seed, max_macs=family.max_draw_macs)
     else:
         inits = draw_converted_strides(
             family.model, settings.inits, settings.draw_seed, max_macs=family.max_draw_macs
@@ -545,7 +553,11 @@ def run_study(
                 for strides in inits
             ]
     summary = _summarise(settings, arms, inits, results, time.perf_counter() - started)
-    summary["family"] = {"name": family.name, "model": family.model}
+    summary["family"] = {
+        "name": family.name,
+        "model": family.model,
+        "max_draw_macs": family.max_draw_macs,
+    }
     summary["lr_schedule"] = schedule.get("lr_schedule", "constant")
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
