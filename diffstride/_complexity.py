@@ -56,7 +56,10 @@ def weighted_reach_of(
     return total
 
 
-def budget_penalty_of(estimate: Any, macs_budget: float, *, xp: Any) -> Any:
-    """``max(estimate / budget - 1, 0)``: zero under the budget, the relative excess above."""
-    excess = estimate / check_macs_budget(macs_budget) - 1.0
+def budget_penalty_of(
+    estimate: Any, macs_budget: float, *, xp: Any, name: str = "macs_budget"
+) -> Any:
+    """``max(estimate / budget - 1, 0)``: zero under the budget, the relative excess above
+    (``name``: the budget argument's name in the caller's signature, for errors)."""
+    excess = estimate / check_macs_budget(macs_budget, name) - 1.0
     return xp.where(excess > 0, excess, excess - excess)  # +0.0 under the budget

@@ -39,7 +39,12 @@ import numpy as np
 from keras import layers as kl
 
 from diffstride._complexity import _area_factor, budget_penalty_of, weighted_reach_of
-from diffstride._validation import channel_axis, check_ramp, check_smoothness_factor
+from diffstride._validation import (
+    channel_axis,
+    check_macs_budget,
+    check_ramp,
+    check_smoothness_factor,
+)
 from diffstride.keras import DiffStride1D, DiffStride2D, DiffStride3D, _DiffStride
 
 __all__ = ["MacsReference", "convert", "macs", "macs_estimate", "macs_penalty", "macs_reference"]
@@ -589,5 +594,6 @@ def macs_penalty(
 ) -> Any:
     """``max(macs_estimate / budget - 1, 0)``: zero under ``budget`` (MACs per example), the
     relative excess above; add ``lambda *`` it to the loss."""
+    check_macs_budget(budget, "budget")
     estimate = macs_estimate(model, reference=reference)
-    return budget_penalty_of(estimate, budget, xp=keras.ops)
+    return budget_penalty_of(estimate, budget, xp=keras.ops, name="budget")

@@ -11,11 +11,16 @@ positive. Layers that share a stride parameter are one variable.
 
 During training the estimator reads the sizes the training step's own forward pass saw (one
 hook per DiffStride layer) and rescales each term by how much its upstream layers' area
-ratios moved since the probe: no second forward pass and no read of the stride values.
+ratios moved since the probe: no second forward pass and no read of the stride values. The
+powers hold near the probe only: where a map sits at a layer's minimum size, or a branch's
+sizes round, an operation's cost stops following the area. So once some layer's area ratio
+has moved more than ``refresh_ratio`` from the probe's, the estimator probes again at the
+current strides (``1 + groups`` passes of the example input, rarely).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,6 +32,7 @@ from torch import nn
 from diffstride._complexity import budget_penalty_of
 from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
 from diffstride._torch_lineage import ForwardError, ForwardRecord, record_forward
+from diffstride._validation import check_macs_budget
 
 __all__ = ["MacsEstimator", "macs", "macs_estimate", "macs_penalty"]
 
@@ -85,7 +91,9 @@ class MacsEstimator:
     Built once from ``example_input`` (``1 + groups`` forward passes: the count and one probe
     per stride parameter); then each call returns a 0-dim tensor, equal to :func:`macs` at the
     strides of the latest forward pass, whose gradient flows to every stride parameter. Call
-    it after a training step's forward pass to add a MAC budget without a second pass.
+    it after a training step's forward pass to add a MAC budget without a second pass. When a
+    layer's area ratio has moved more than ``refresh_ratio`` from the latest probe's, the call
+    probes again first (:meth:`refresh`); ``macs`` is the count at the latest probe.
 
     >>> import torch
     >>> from diffstride.torch import DiffStride, MacsEstimator
@@ -96,7 +104,25 @@ class MacsEstimator:
     True
     """
 
-    def __init__(self, model: nn.Module, example_input: Any) -> None:
+    def __init__(self, model: nn.Module, example_input: Any, *, refresh_ratio: float = 1.1) -> None:
+        if isinstance(refresh_ratio, bool) or not (
+            isinstance(refresh_ratio, (int, float)) and refresh_ratio > 1
+        ):
+            raise ValueError(
+                f"refresh_ratio must be a number > 1; received refresh_ratio={refresh_ratio!r}"
+            )
+        self._model, self._example, self._refresh_ratio = model, example_input, refresh_ratio
+        self._hooks: list[Any] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Count and probe again at the current strides (``1 + groups`` forward passes)."""
+        self.remove()
+        model, example_input = self._model, self._example
+        if isinstance(example_input, torch.Tensor):  # follow the model to its device
+            device = next(itertools.chain(model.parameters(), model.buffers()), None)
+            if device is not None and device.device != example_input.device:
+                example_input = self._example = example_input.to(device.device)
         record = _record(model, example_input)
         self.macs = record.macs()
         self._layers = [m for m in record.points if _is_diffstride(m)]
@@ -155,6 +181,11 @@ class MacsEstimator:
 
     def __call__(self) -> torch.Tensor:
         """The estimate at the current stride parameters (a 0-dim float32 tensor)."""
+        if any(
+            max(latest / planned, planned / latest) > self._refresh_ratio
+            for latest, planned in zip(self._latest, self._planned, strict=True)
+        ):
+            self.refresh()
         factors = []
         for (layer, _), planned, latest, seen in zip(
             self._groups, self._planned, self._latest, self._seen, strict=True
@@ -175,7 +206,7 @@ class MacsEstimator:
 
     def penalty(self, budget: float) -> torch.Tensor:
         """``max(estimate / budget - 1, 0)`` at the current strides (see :func:`macs_penalty`)."""
-        return budget_penalty_of(self(), budget, xp=torch)
+        return budget_penalty_of(self(), budget, xp=torch, name="budget")
 
     def remove(self) -> None:
         """Detach the hooks the estimator keeps on the model's DiffStride layers."""
@@ -197,4 +228,5 @@ def macs_estimate(model: nn.Module, example_input: Any) -> torch.Tensor:
 def macs_penalty(model: nn.Module, example_input: Any, budget: float) -> torch.Tensor:
     """``max(macs_estimate / budget - 1, 0)``: zero under ``budget`` (MACs per example), the
     relative excess above it, differentiable w.r.t. the strides."""
-    return budget_penalty_of(macs_estimate(model, example_input), budget, xp=torch)
+    check_macs_budget(budget, "budget")  # before the passes the estimate runs
+    return budget_penalty_of(macs_estimate(model, example_input), budget, xp=torch, name="budget")

@@ -111,14 +111,13 @@ def check_smoothness_factor(smoothness_factor: Any) -> float:
     return value
 
 
-def check_macs_budget(macs_budget: Any) -> float:
-    """A budget of multiply-accumulates per image: a finite number > 0."""
+def check_macs_budget(macs_budget: Any, name: str = "macs_budget") -> float:
+    """A budget of multiply-accumulates per image: a finite number > 0 (``name``: the
+    argument's name in the caller's signature)."""
     if not _is_real_number(macs_budget):
-        raise TypeError(f"macs_budget must be a real number; received macs_budget={macs_budget!r}")
+        raise TypeError(f"{name} must be a real number; received {name}={macs_budget!r}")
     if not (math.isfinite(float(macs_budget)) and float(macs_budget) > 0):
-        raise ValueError(
-            f"macs_budget must be finite and > 0; received macs_budget={macs_budget!r}"
-        )
+        raise ValueError(f"{name} must be finite and > 0; received {name}={macs_budget!r}")
     return float(macs_budget)
 
 

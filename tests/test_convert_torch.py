@@ -216,6 +216,33 @@ def test_a_budget_makes_the_model_cheaper(converted):
     assert learned(x).shape[0] == x.shape[0]
 
 
+def test_the_estimate_follows_the_count_far_from_where_it_probed():
+    # At the start the last maps sit at their floor size, so their cost cannot follow the
+    # strides there; as the strides shrink it does, and the estimator must notice.
+    cnn = nn.Sequential(
+        *(nn.Conv2d(c_in, 8, 3, stride=2, padding=1) for c_in in (3, 8, 8, 8)),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
+    x = torch.randn(2, 3, 32, 32)
+    learned = convert(cnn, x, strides=[3.0, 3.0, 3.0, 3.0])
+    parameters = _stride_parameters(learned)
+    estimator = MacsEstimator(learned, x[:1])
+    try:
+        for step in range(1, 21):
+            with torch.no_grad():
+                for parameter in parameters:
+                    parameter.fill_(3.0 - 0.1 * step)
+            learned(x)
+            estimate = float(estimator().detach())
+            assert estimate == pytest.approx(macs(learned, x), rel=0.05), step
+    finally:
+        estimator.remove()
+    with pytest.raises(ValueError, match="refresh_ratio=1"):
+        MacsEstimator(learned, x, refresh_ratio=1)
+
+
 def test_macs_penalty_is_zero_under_the_budget_and_positive_over():
     model = nn.Sequential(DiffStride(strides=2.0, ramp="inside"), nn.Conv2d(3, 4, 3, padding=1))
     x = torch.randn(1, 3, 16, 16)

@@ -85,7 +85,7 @@ def test_keras_and_torch_macs_agree() -> None:
         keras_model = keras_models.small_resnet(
             [1, 1, 3, 2, 3], input_shape=(28, 28, 1), pooling=pooling
         )
-        assert keras_models.macs(keras_model, (28, 28), in_channels=1) == torch_model.macs((28, 28))
+        assert keras_models.macs(keras_model) == torch_model.macs((28, 28))
 
 
 def test_keras_complexity_penalty_and_gradient() -> None:
@@ -159,6 +159,4 @@ def test_resnet18_builds_in_both_frameworks() -> None:
     assert len(model.diffstride_layers()) == 4
     keras_model = keras_models.resnet18(input_shape=(16, 16, 3), pooling="spectral")
     assert keras_model(np.zeros((2, 16, 16, 3), "float32")).shape == (2, 10)
-    assert keras_models.macs(keras_model, (16, 16), in_channels=3) == resnet18(
-        pooling="spectral"
-    ).macs((16, 16))
+    assert keras_models.macs(keras_model) == resnet18(pooling="spectral").macs((16, 16))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from diffstride.examples import datasets, study, train
-from diffstride.models._spec import estimate_macs, small_spec
+from diffstride.models.torch import small_resnet
 
 # --------------------------------------------------------------------------- draws
 
@@ -24,10 +24,7 @@ def test_draws_are_seeded_distinct_and_affordable() -> None:
         assert len(strides) == 5
         assert strides[1] == 1.0  # stage 1 has no projection: its stride is unused
         assert set(strides) <= {1.0, 2.0, 3.0}
-        macs = estimate_macs(
-            small_spec(strides), (64, 64), in_channels=1, num_classes=10, pooling_sizes=None
-        )
-        assert macs <= 40e6
+        assert small_resnet(strides, pooling=None, in_channels=1).macs((64, 64)) <= 40e6
 
 
 def test_draws_reject_impossible_requests() -> None:

@@ -203,3 +203,33 @@ def test_a_model_that_cannot_convert_as_asked_exits_2(tmp_path: Path, capsys) ->
     argv = ["--model", "torchvision:resnet18", "--strides", "2,2", "--no-progress"]
     assert train.main([*argv, "--out", str(tmp_path / "x")]) == 2
     assert "one stride per downsampling point (5 here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--limit-train", "64", "--validation", "64"], "validation must leave training images"),
+        (["--dataset", "synthetic", "--data-dir", "/nonexistent"], "reads no files"),
+        (["--model", "timm:no_such_net"], "model='timm:no_such_net'"),
+    ],
+)
+def test_what_the_data_or_the_model_zoo_refuses_exits_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if argv[1].startswith("timm:"):
+        pytest.importorskip("timm")
+    assert train.main([*argv, "--no-progress", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_config_defaults_follow_the_model() -> None:
+    own, converted = train.Config(model="small"), train.Config(model="torchvision:resnet18")
+    assert (own.ramp, own.pool_first) == ("outside", False)
+    assert (converted.ramp, converted.pool_first) == ("inside", True)
+    assert train.parse_args(["--model", "timm:resnet18"]).ramp == "inside"
+    assert train.parse_args(["--model", "timm:resnet18", "--no-pool-first"]).pool_first is False
+    with pytest.raises(ValueError, match="limit_train=0"):
+        train.Config(limit_train=0)

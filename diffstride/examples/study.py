@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import statistics
 import sys
@@ -281,13 +282,12 @@ QUICK = Settings(inits=2, limit_train=240, epochs=1, batch_size=32, num_test=300
 """A smoke run of the whole pipeline in a few minutes: not a measurement."""
 
 
-def _strided_macs(strides: Sequence[float], size: int) -> int:
+@functools.cache
+def _strided_macs(strides: tuple[float, ...], size: int) -> int:
     """MACs per image of the small strided ResNet at ``strides`` on a ``size x size`` image."""
-    from diffstride.models import estimate_macs, small_spec
+    from diffstride.models.torch import small_resnet
 
-    return estimate_macs(
-        small_spec(strides), (size, size), in_channels=1, num_classes=10, pooling_sizes=None
-    )
+    return small_resnet(strides, pooling=None, in_channels=1).macs((size, size))
 
 
 def draw_strides(

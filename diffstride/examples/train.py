@@ -69,9 +69,11 @@ class Config:
     out: str = "runs/train"
     limit_train: int | None = None
     progress: bool = True
-    ramp: str = "outside"
+    #: None: the original's "outside" for our ResNets, "inside" for a converted model.
+    ramp: str | None = None
     smoothness_factor: float = 4.0
-    pool_first: bool = False
+    #: None: off for our ResNets (the original's order), on for a converted model.
+    pool_first: bool | None = None
     macs_budget: float | None = None  # millions of multiply-accumulates per image
     budget_weight: float = 1.0
     optimizer: str = "adamw"
@@ -83,7 +85,14 @@ class Config:
 
     def __post_init__(self) -> None:
         check_model(self.model, self.framework, self.pooling)
+        converted = self.model not in OWN_MODELS
+        if self.ramp is None:
+            self.ramp = "inside" if converted else "outside"
+        if self.pool_first is None:
+            self.pool_first = converted
         check_ramp(self.ramp)
+        if not isinstance(self.pool_first, bool):
+            raise TypeError(f"pool_first must be a bool; received pool_first={self.pool_first!r}")
         check_smoothness_factor(self.smoothness_factor)
         if self.macs_budget is not None:
             check_macs_budget(self.macs_budget)
@@ -104,6 +113,15 @@ class Config:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {OPTIMIZERS}; received optimizer={self.optimizer!r}"
+            )
+        if self.limit_train is not None and (
+            isinstance(self.limit_train, bool)
+            or not isinstance(self.limit_train, int)
+            or self.limit_train < 1
+        ):
+            raise ValueError(
+                "limit_train must be None or an int >= 1; received "
+                f"limit_train={self.limit_train!r}"
             )
         for name in ("stride_warmup", "validation"):
             value = getattr(self, name)
@@ -202,7 +220,7 @@ def _torch_trainer(
     ``DistributedDataParallel`` and evaluation is split over the ranks."""
     import torch
 
-    from diffstride.models.torch import macs_penalty, resnet18, small_resnet
+    from diffstride.models.torch import resnet18, small_resnet
     from diffstride.torch import MacsEstimator, complexity_penalty, macs
 
     torch.manual_seed(config.seed)
@@ -219,15 +237,8 @@ def _torch_trainer(
             pool_first=config.pool_first,
         )
         layers = model.diffstride_layers()
-        report = model.stride_report
-        count = model.macs
-        estimate: Any = None
     else:
         model, layers = _converted_torch_model(config, channels, size, dataset.num_classes)
-        example = torch.zeros(1, channels, *size)
-        report = _torch_reporter(model, layers, example)
-        count = lambda _: macs(model, example)  # noqa: E731
-        estimate = MacsEstimator(model, example) if config.budget_macs is not None else None
     device = torch.device("cpu")
     net: Any = model
     if context.active:
@@ -236,7 +247,12 @@ def _torch_trainer(
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None
         )
-    input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
+    example = torch.zeros(1, channels, *size, device=device)
+    own = config.model in OWN_MODELS
+    report = model.stride_report if own else _torch_reporter(model, layers, example)
+    count = lambda _: macs(model, example)  # noqa: E731
+    # It reads the sizes each training step's own forward pass saw: no second pass.
+    estimate = MacsEstimator(model, example) if config.budget_macs is not None else None
     stride_params = [layer.strides for layer in layers]
     ids = {id(p) for p in stride_params}
     weights = [p for p in model.parameters() if id(p) not in ids]
@@ -271,13 +287,8 @@ def _torch_trainer(
             if stride_params and train_strides:
                 if config.lambda_complexity:
                     loss = loss + config.lambda_complexity * complexity_penalty(layers)
-                if config.budget_macs is not None:
-                    penalty = (
-                        macs_penalty(model, input_size, config.budget_macs)
-                        if estimate is None
-                        else estimate.penalty(config.budget_macs)  # sizes of this forward
-                    )
-                    loss = loss + config.budget_weight * penalty
+                if estimate is not None:  # from the sizes this forward pass saw
+                    loss = loss + config.budget_weight * estimate.penalty(config.budget_macs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if not train_strides:
@@ -355,12 +366,10 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
             smoothness_factor=config.smoothness_factor,
             pool_first=config.pool_first,
         )
-        layers = models.diffstride_layers(model)
-        converted = None
     else:
         model = _converted_keras_model(config, channels, input_size, dataset.num_classes)
-        layers = diffstride_layers(model)
-        converted = _KerasConverted(model, layers, channels, input_size)
+    layers = diffstride_layers(model)
+    budget_terms = _KerasBudget(model, layers, channels, input_size)
     stride_vars = [layer.strides for layer in layers]
     stride_ids = {id(v) for v in stride_vars}
     weights = [v for v in model.trainable_variables if id(v) not in stride_ids]
@@ -396,11 +405,7 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
             if stride_vars and lam:
                 loss = loss + lam * complexity_penalty(layers) * train_strides
             if stride_vars and budget is not None:
-                penalty = (
-                    models.macs_penalty(model, constant, macs_weights, budget)
-                    if converted is None
-                    else converted.penalty(budget, constant, macs_weights)
-                )
+                penalty = budget_terms.penalty(budget, constant, macs_weights)
                 loss = loss + config.budget_weight * penalty * train_strides
             share = loss / replicas
         grads = tape.gradient(share, weights + stride_vars)
@@ -435,16 +440,9 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
         def train_step(
             self, x: np.ndarray, y: np.ndarray, train_strides: bool
         ) -> tuple[float, float]:
-            if converted is not None:
-                constant, macs_weights = converted.reference(
-                    budget is not None and bool(stride_vars) and train_strides
-                )
-            else:
-                constant, macs_weights = 0.0, [0.0] * len(models.pooling_layers(model))
-            if converted is None and budget is not None and stride_vars and train_strides:
-                constant, macs_weights = models.macs_weights_of(
-                    model, input_size, in_channels=channels
-                )
+            constant, macs_weights = budget_terms.reference(
+                budget is not None and bool(stride_vars) and train_strides
+            )
             if len(y) < replicas:  # too small to give every replica a part: repeat examples
                 repeated = np.resize(np.arange(len(y)), replicas)
                 x, y = x[repeated], y[repeated]
@@ -467,14 +465,10 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
             return [layer.current_strides() for layer in layers]
 
         def output_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]:
-            if converted is not None:
-                return converted.output_sizes()
-            return _diffstride_sizes(models.report(model, input_size))
+            return budget_terms.output_sizes()
 
         def macs(self, input_size: tuple[int, int]) -> int:
-            if converted is not None:
-                return diffstride.keras.macs(model)
-            return models.macs(model, input_size, in_channels=channels)
+            return diffstride.keras.macs(model)
 
     return Trainer()
 
@@ -487,7 +481,12 @@ def _torch_backbone(model: str, channels: int, num_classes: int) -> Any:
     source, _, name = model.partition(":")
     if source == "timm":
         timm = _import_extra("timm")
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=channels)
+        try:
+            return timm.create_model(
+                name, pretrained=False, num_classes=num_classes, in_chans=channels
+            )
+        except RuntimeError as error:  # timm's "Unknown model (NAME)"
+            raise ConfigError(f"model={model!r}: {error}") from error
     torchvision = _import_extra("torchvision")
     try:
         net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
@@ -504,7 +503,7 @@ def _import_extra(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise ImportError(
+        raise ConfigError(
             f"--model {name}:NAME needs {name}: pip install 'diffstride[vision]'"
         ) from None
 
@@ -608,8 +607,8 @@ def _converted_keras_model(
     )
 
 
-class _KerasConverted:
-    """The budget, sizes and MACs of a converted Keras model in the Keras trainer: the MAC
+class _KerasBudget:
+    """The MAC budget and the learned sizes of a Keras model in the Keras trainer: the MAC
     estimate's reference is read eagerly each step and enters the compiled step as tensors
     (``constant`` and one weight per term), so the step is traced once."""
 
@@ -718,8 +717,11 @@ def run(config: Config) -> dict[str, Any]:
 
 
 def _run(config: Config, context: distributed.Context) -> dict[str, Any]:
-    dataset = datasets.load(config.dataset, config.data_dir, config.limit_train, config.seed)
-    dataset, validation = _hold_out(dataset, config.validation, config.seed)
+    try:  # a data set this config cannot read or split as asked
+        dataset = datasets.load(config.dataset, config.data_dir, config.limit_train, config.seed)
+        dataset, validation = _hold_out(dataset, config.validation, config.seed)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     whole = dataset
     x_shard, y_shard = distributed.shard(dataset.x_train, dataset.y_train, context)
     dataset = replace(dataset, x_train=x_shard, y_train=y_shard)
@@ -866,7 +868,12 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines[-1] += f"   validation accuracy {final['validation_accuracy']:.4f}"
     if final.get("macs_budget") is not None:
         miss = final["budget_miss"]
-        verdict = "within +-10%" if abs(miss) <= 0.10 else "MISSED by more than 10%"
+        if abs(miss) <= 0.10:
+            verdict = "within +-10%"
+        elif miss > 0:
+            verdict = "OVER it by more than 10%"
+        else:  # the penalty is zero below the budget: the strides did not need the MACs
+            verdict = "more than 10% under it"
         lines.append(
             f"MACs budget {final['macs_budget']:,.0f}: ended at {miss:+.1%} of it ({verdict})"
         )
@@ -1018,11 +1025,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         )
     values = vars(args)
     values["progress"] = not values.pop("no_progress")
-    converted = values["model"] not in OWN_MODELS
-    if values["pool_first"] is None:
-        values["pool_first"] = converted
-    if values["ramp"] is None:
-        values["ramp"] = "inside" if converted else Config.ramp
     try:
         return Config(**values)
     except ValueError as error:

@@ -1,14 +1,14 @@
 """ResNets with a choice of downsampling, as in the original repository.
 
 ``diffstride.models.torch`` and ``diffstride.models.keras`` build the same architecture from
-one framework-neutral description (:class:`ResNetSpec`), and :func:`estimate_macs` counts its
-multiply-accumulates from that description and the pooling layers' current output sizes.
+one framework-neutral description (:class:`ResNetSpec`); their MACs are counted by the
+framework's generic counters (``diffstride.torch.macs``, ``diffstride.keras.macs``), the same
+ones any converted model uses.
 """
 
 from diffstride.models._spec import (
     POOLINGS,
     ResNetSpec,
-    estimate_macs,
     resnet18_spec,
     small_spec,
     stride_report,
@@ -17,7 +17,6 @@ from diffstride.models._spec import (
 __all__ = [
     "POOLINGS",
     "ResNetSpec",
-    "estimate_macs",
     "resnet18_spec",
     "small_spec",
     "stride_report",

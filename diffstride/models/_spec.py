@@ -1,4 +1,4 @@
-"""Framework-neutral description of the original's ResNet, and its compute.
+"""Framework-neutral description of the original's ResNet.
 
 The original (google-research/diffstride ``resnet.py``) is a CIFAR-style ResNet whose stages
 each get a stride. With a pooling layer, a stage's stride moves out of the convolution into
@@ -17,7 +17,7 @@ runs on the smaller map, as a strided one does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,7 @@ __all__ = [
     "POOLINGS",
     "ResNetSpec",
     "check_model_options",
-    "estimate_macs",
-    "macs_weights",
     "resnet18_spec",
-    "segment_macs",
     "small_spec",
     "stride_report",
 ]
@@ -106,106 +103,6 @@ def resnet18_spec(strides: Sequence[float] | None = None) -> ResNetSpec:
 def small_spec(strides: Sequence[float] | None = None) -> ResNetSpec:
     """A narrow, one-layer-per-stage variant that trains on a 2-core CPU in minutes."""
     return ResNetSpec((16, 16, 24, 32, 48), _strides(strides, (1, 1, 2, 2, 2)), 1, 3, (0,))
-
-
-def _ceil_div(n: int, s: float) -> int:
-    return -(-n // int(s))
-
-
-def segment_macs(
-    spec: ResNetSpec,
-    input_size: tuple[int, int],
-    *,
-    in_channels: int,
-    num_classes: int,
-    pooling_sizes: Sequence[Callable[[tuple[int, int]], tuple[int, int]]] | None,
-    pool_first: bool = False,
-) -> list[int]:
-    """Multiply-accumulates of one forward pass for one image, split by the resolution they
-    run at: item 0 before the first pooling layer, item ``i`` after pooling layer ``i``
-    (convolutions and the dense layer; poolings, BN and activations are not counted).
-
-    ``pooling_sizes`` are the pooling layers' ``output_size`` methods in forward order (stem,
-    then each projection block), or None for strided convolutions (one item then).
-    """
-    k2 = spec.kernel_size**2
-    pools = iter(pooling_sizes or ())
-    h, w = input_size
-    segments = [0]
-    if pooling_sizes is None:
-        h, w = _ceil_div(h, spec.strides[0]), _ceil_div(w, spec.strides[0])
-    elif pool_first:
-        h, w = next(pools)((h, w))
-        segments.append(0)
-    segments[-1] += 9 * in_channels * spec.filters[0] * h * w
-    if pooling_sizes is not None and not pool_first:
-        h, w = next(pools)((h, w))
-        segments.append(0)
-    for _, c_in, c_out, stride, project in spec.layers():
-        if project and pooling_sizes is not None:
-            if pool_first:
-                h, w = next(pools)((h, w))
-                segments.append(0)
-            segments[-1] += (k2 * c_in * c_out + c_in * c_out) * h * w  # conv and shortcut
-            if not pool_first:
-                h, w = next(pools)((h, w))
-                segments.append(0)
-        elif project:
-            h, w = _ceil_div(h, stride), _ceil_div(w, stride)
-            segments[-1] += (k2 * c_in * c_out + c_in * c_out) * h * w
-        else:
-            segments[-1] += k2 * c_in * c_out * h * w
-        segments[-1] += k2 * c_out * c_out * h * w
-    segments[0] += spec.filters[-1] * num_classes  # the dense layer: 1x1 whatever the strides
-    return segments
-
-
-def estimate_macs(
-    spec: ResNetSpec,
-    input_size: tuple[int, int],
-    *,
-    in_channels: int,
-    num_classes: int,
-    pooling_sizes: Sequence[Callable[[tuple[int, int]], tuple[int, int]]] | None,
-    pool_first: bool = False,
-) -> int:
-    """Multiply-accumulates of one forward pass for one image: the sum of
-    :func:`segment_macs` (convolutions and the dense layer)."""
-    return sum(
-        segment_macs(
-            spec,
-            input_size,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            pooling_sizes=pooling_sizes,
-            pool_first=pool_first,
-        )
-    )
-
-
-def macs_weights(
-    segments: Sequence[int], pooling_strides: Sequence[tuple[float, float] | None]
-) -> tuple[float, list[float]]:
-    """The constant and per-layer weights of the MAC estimate at the current strides.
-
-    The estimate is ``constant + sum_i weights[i] * prod_{j <= i} 1 / (S_h^j S_w^j)``, the
-    paper's ``J`` with each term weighted by the MACs that run after pooling ``i``; the
-    product runs over the DiffStride layers up to ``i`` (``pooling_strides[j]`` is None for a
-    fixed one, whose cost only scales its weight). The weights are counted from the model's
-    own layers at the current strides, so the estimate *equals* the counted MACs there and its
-    gradient is ``J``'s, per layer.
-    """
-    if len(segments) != len(pooling_strides) + 1:
-        raise ValueError(
-            f"segments must have one item per pooling layer plus one; received {len(segments)} "
-            f"segments for {len(pooling_strides)} pooling layers"
-        )
-    reach, weights = 1.0, []
-    for cost, strides in zip(segments[1:], pooling_strides, strict=True):
-        if strides is not None:
-            reach /= strides[0] * strides[1]
-        weights.append(cost / reach)
-    return float(segments[0]), weights
 
 
 def stride_report(pooling_layers: Sequence[Any], input_size: tuple[int, int]) -> list[dict]:

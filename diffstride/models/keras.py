@@ -2,7 +2,9 @@
 
 Built from the same description as the torch model (``_spec``); the main path and the shortcut
 of a projection layer call one shared pooling layer. ``data_format`` defaults to
-``keras.config.image_data_format()`` (channels_last unless configured).
+``keras.config.image_data_format()`` (channels_last unless configured). ``macs``,
+``macs_estimate``, ``macs_penalty`` and ``macs_reference`` are ``diffstride.keras``'s, which
+count any functional model: the ResNets have no MAC counter of their own.
 
 >>> import numpy as np
 >>> from diffstride.models.keras import small_resnet
@@ -18,14 +20,19 @@ from typing import Any
 
 import keras
 
-from diffstride._complexity import budget_penalty_of, weighted_reach_of
-from diffstride.keras import DiffStride, FixedSpectralPooling, SpatialPooling
+from diffstride.keras import (
+    DiffStride,
+    FixedSpectralPooling,
+    SpatialPooling,
+    macs,
+    macs_estimate,
+    macs_penalty,
+    macs_reference,
+)
 from diffstride.models._spec import (
     ResNetSpec,
     check_model_options,
-    macs_weights,
     resnet18_spec,
-    segment_macs,
     small_spec,
     stride_report,
 )
@@ -35,7 +42,7 @@ __all__ = [
     "macs",
     "macs_estimate",
     "macs_penalty",
-    "macs_weights_of",
+    "macs_reference",
     "pooling_layers",
     "report",
     "resnet",
@@ -132,8 +139,6 @@ def resnet(
     x = keras.layers.GlobalAveragePooling2D(data_format=data_format)(x)
     outputs = keras.layers.Dense(num_classes, kernel_initializer="he_normal")(x)
     model = keras.Model(inputs, outputs)
-    model.resnet_spec = spec  # read by macs(); not saved with the model
-    model.resnet_pool_first = pool_first
     return model
 
 
@@ -154,61 +159,6 @@ def pooling_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 def diffstride_layers(model: keras.Model) -> list[DiffStride]:
     return [layer for layer in model.layers if isinstance(layer, DiffStride)]
-
-
-def _segment_macs(model: keras.Model, input_size: tuple[int, int], in_channels: int) -> list[int]:
-    poolings = pooling_layers(model)
-    return segment_macs(
-        model.resnet_spec,
-        input_size,
-        in_channels=in_channels,
-        num_classes=model.outputs[0].shape[-1],
-        pooling_sizes=[p.output_size for p in poolings] if poolings else None,
-        pool_first=getattr(model, "resnet_pool_first", False),
-    )
-
-
-def macs(model: keras.Model, input_size: tuple[int, int], *, in_channels: int) -> int:
-    """Multiply-accumulates per image at the current strides (see ``estimate_macs``)."""
-    return sum(_segment_macs(model, input_size, in_channels))
-
-
-def macs_weights_of(
-    model: keras.Model, input_size: tuple[int, int], *, in_channels: int
-) -> tuple[float, list[float]]:
-    """The constant and per-layer weights of :func:`macs_estimate`, counted at the current
-    strides (read eagerly; pass them into a ``tf.function`` step as tensors)."""
-    values = [
-        layer.current_strides() if isinstance(layer, DiffStride) else None
-        for layer in pooling_layers(model)
-    ]
-    return macs_weights(_segment_macs(model, input_size, in_channels), values)
-
-
-def macs_estimate(model: keras.Model, constant: Any, weights: Any) -> Any:
-    """MACs per image as a differentiable function of the DiffStride strides: the paper's
-    ``J`` with the per-layer ``weights`` of :func:`macs_weights_of` (a list or a 1-D tensor,
-    one per pooling layer), plus its ``constant``; equal to :func:`macs` where they were
-    counted.
-
-    >>> from diffstride.models.keras import small_resnet, macs, macs_estimate, macs_weights_of
-    >>> model = small_resnet(input_shape=(28, 28, 1), pooling="diffstride", ramp="inside")
-    >>> constant, weights = macs_weights_of(model, (28, 28), in_channels=1)
-    >>> estimate = macs_estimate(model, constant, weights)
-    >>> round(float(estimate)) == macs(model, (28, 28), in_channels=1)
-    True
-    """
-    strides = [
-        keras.ops.convert_to_tensor(layer.strides) if isinstance(layer, DiffStride) else None
-        for layer in pooling_layers(model)
-    ]
-    return constant + weighted_reach_of(strides, [weights[i] for i in range(len(strides))])
-
-
-def macs_penalty(model: keras.Model, constant: Any, weights: Any, macs_budget: float) -> Any:
-    """``max(MACs / budget - 1, 0)`` with :func:`macs_estimate`: zero under ``macs_budget``
-    (multiply-accumulates per image), the relative excess above."""
-    return budget_penalty_of(macs_estimate(model, constant, weights), macs_budget, xp=keras.ops)
 
 
 def report(model: keras.Model, input_size: tuple[int, int]) -> list[dict]:

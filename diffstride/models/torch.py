@@ -17,13 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffstride._complexity import budget_penalty_of, weighted_reach_of
+import diffstride.torch as ds_torch
+from diffstride._validation import check_macs_budget
 from diffstride.models._spec import (
     ResNetSpec,
     check_model_options,
-    macs_weights,
     resnet18_spec,
-    segment_macs,
     small_spec,
     stride_report,
 )
@@ -179,36 +178,32 @@ class ResNet(nn.Module):
         """Each pooling layer's strides and sizes for an ``input_size`` image."""
         return stride_report(self.pooling_layers(), input_size)
 
-    def _segment_macs(self, input_size: tuple[int, int]) -> list[int]:
-        return segment_macs(
-            self.spec,
-            input_size,
-            in_channels=self.in_channels,
-            num_classes=self.num_classes,
-            pooling_sizes=[p.output_size for p in self.pooling_layers()] if self.pooling else None,
-            pool_first=self.pool_first,
-        )
+    def example_input(self, input_size: tuple[int, int]) -> torch.Tensor:
+        """One zero image of ``input_size`` on the model's device: what the MAC counters run."""
+        device = next(self.parameters()).device
+        return torch.zeros(1, self.in_channels, *input_size, device=device)
 
     def macs(self, input_size: tuple[int, int]) -> int:
-        """Multiply-accumulates per image at the current strides (see ``estimate_macs``)."""
-        return sum(self._segment_macs(input_size))
+        """Multiply-accumulates per image at the current strides: ``diffstride.torch.macs``
+        of one ``input_size`` image (convolutions and the dense layer).
+
+        >>> from diffstride.models.torch import small_resnet
+        >>> small_resnet(pooling=None, in_channels=1).macs((28, 28))
+        6900192
+        """
+        return ds_torch.macs(self, self.example_input(input_size))
 
     def macs_estimate(self, input_size: tuple[int, int]) -> torch.Tensor:
-        """:meth:`macs` as a differentiable function of the DiffStride strides: the paper's
-        ``J`` with each layer's term weighted by the MACs counted after it (see
-        ``_spec.macs_weights``). Its value equals :meth:`macs` at the current strides.
+        """:meth:`macs` as a differentiable function of the DiffStride strides
+        (``diffstride.torch.macs_estimate``); in a training loop, build one
+        ``diffstride.torch.MacsEstimator(model, model.example_input(size))`` instead.
 
         >>> from diffstride.models.torch import small_resnet
         >>> model = small_resnet(pooling="diffstride", ramp="inside", in_channels=1)
         >>> round(float(model.macs_estimate((28, 28)))) == model.macs((28, 28))
         True
         """
-        layers = self.pooling_layers()
-        strides = [m.strides if isinstance(m, DiffStride) else None for m in layers]
-        values = [m.current_strides() if isinstance(m, DiffStride) else None for m in layers]
-        constant, weights = macs_weights(self._segment_macs(input_size), values)
-        reach = weighted_reach_of(strides, weights) if layers else 0.0
-        return torch.as_tensor(constant, dtype=torch.float32) + reach
+        return ds_torch.macs_estimate(self, self.example_input(input_size))
 
 
 def resnet18(strides: Sequence[float] | None = None, **kwargs: Any) -> ResNet:
@@ -222,12 +217,13 @@ def small_resnet(strides: Sequence[float] | None = None, **kwargs: Any) -> ResNe
 
 
 def macs_penalty(model: ResNet, input_size: tuple[int, int], macs_budget: float) -> torch.Tensor:
-    """``max(MACs / budget - 1, 0)`` with the differentiable :meth:`ResNet.macs_estimate`:
-    zero under ``macs_budget`` (multiply-accumulates per image), the relative excess above.
+    """``max(MACs / budget - 1, 0)`` with :meth:`ResNet.macs_estimate`: zero under
+    ``macs_budget`` (multiply-accumulates per image), the relative excess above.
 
     >>> from diffstride.models.torch import small_resnet, macs_penalty
     >>> model = small_resnet(pooling="diffstride", ramp="inside", in_channels=1)
     >>> float(macs_penalty(model, (28, 28), 1e9))
     0.0
     """
-    return budget_penalty_of(model.macs_estimate(input_size), macs_budget, xp=torch)
+    check_macs_budget(macs_budget)  # named as in this signature, before any forward pass
+    return ds_torch.macs_penalty(model, model.example_input(input_size), macs_budget)
