@@ -219,3 +219,20 @@ def test_schedule_is_passed_only_where_the_command_has_it(
     has_it = "lr_schedule" in train.Config.__dataclass_fields__
     assert study._schedule("cosine") == ({"lr_schedule": "cosine"} if has_it else {})
     assert ("no lr_schedule" in capsys.readouterr().err) != has_it
+
+
+def test_options_a_run_does_not_use_do_not_make_it_stale(
+    tmp_path: Path, fake_train: list[train.Config]
+) -> None:
+    # A strided run stored before converted models defaulted to the inside ramp and pooling
+    # first ran the same network: it is read back, not redone.
+    out = str(tmp_path / "run")
+    stored = train.Config(dataset=study.DATASET, pooling="strided", ramp="outside", out=out)
+    stored = train.Config(**{**vars(stored), "pool_first": False})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(fake_metrics(stored)))
+    now = train.Config(**{**vars(stored), "ramp": "inside", "pool_first": True})
+    assert study._run(now)["final"] == fake_metrics(stored)["final"]
+    assert not fake_train
+    with pytest.raises(study.StudyError, match="lr"):
+        study._run(train.Config(**{**vars(stored), "lr": 0.1}))

@@ -413,9 +413,16 @@ def _test_canvases(count: int) -> Iterator[None]:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config as JSON stores it, without the keys that do not change a run's result."""
+    """A config as JSON stores it, without the keys that do not change a run's result: the
+    output options, DiffStride's mask options where no DiffStride layer is built, and the
+    layer order where nothing pools."""
     plain = json.loads(json.dumps(config))
-    return {k: v for k, v in plain.items() if k not in ("out", "progress")}
+    unused = {"out", "progress"}
+    if plain.get("pooling") != "diffstride":
+        unused |= {"ramp", "smoothness_factor"}
+    if plain.get("pooling") == "strided":
+        unused.add("pool_first")
+    return {k: v for k, v in plain.items() if k not in unused}
 
 
 def _config_defaults() -> dict[str, Any]:
