@@ -32,13 +32,14 @@ has one list of data sets (:data:`DATASETS`). Every loader ends with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import io
 import os
 import pickle
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "cifar10",
     "cluttered_fashion_mnist",
+    "cluttered_test_count",
     "fashion_mnist",
     "load",
     "mnist",
@@ -580,6 +582,19 @@ def cluttered_fashion_mnist(
 
 
 # --------------------------------------------------------------------------- by name
+
+
+@contextlib.contextmanager
+def cluttered_test_count(count: int) -> Iterator[None]:
+    """Build ``count`` cluttered test canvases per :func:`load` inside the block (instead of
+    :data:`CLUTTERED_TEST`): a smaller test set for quick runs, the same for every run."""
+    global CLUTTERED_TEST
+    check_count("count", count)
+    saved, CLUTTERED_TEST = CLUTTERED_TEST, count
+    try:
+        yield
+    finally:
+        CLUTTERED_TEST = saved
 
 
 def load(

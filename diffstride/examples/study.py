@@ -44,13 +44,12 @@ seconds per run, and the headline comparison) and ``OUT/accuracy_vs_macs.png``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -401,17 +400,6 @@ def _label(strides: Sequence[float]) -> str:
     return "".join(f"{s:g}" for s in strides)
 
 
-@contextlib.contextmanager
-def _test_canvases(count: int) -> Iterator[None]:
-    """Build ``count`` test canvases per run: ``datasets.load`` reads ``CLUTTERED_TEST``."""
-    saved = datasets.CLUTTERED_TEST
-    datasets.CLUTTERED_TEST = count
-    try:
-        yield
-    finally:
-        datasets.CLUTTERED_TEST = saved
-
-
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A config as JSON stores it, without the keys that do not change a run's result: the
     output options, DiffStride's mask options where no DiffStride layer is built, and the
@@ -529,7 +517,7 @@ def run_study(
             family.model, settings.inits, settings.draw_seed, max_macs=family.max_draw_macs
         )
     results: dict[str, list[dict[str, Any]]] = {}
-    with _test_canvases(settings.num_test):
+    with datasets.cluttered_test_count(settings.num_test):
         for arm in arms:
             overrides = dict(arm.config)
             if arm.budget_from is not None:
