@@ -45,7 +45,15 @@ from diffstride._validation import (
     check_ramp,
     check_smoothness_factor,
 )
-from diffstride.keras import DiffStride1D, DiffStride2D, DiffStride3D, _DiffStride
+from diffstride.keras import (
+    DiffStride1D,
+    DiffStride2D,
+    DiffStride3D,
+    FixedSpectralPooling1D,
+    FixedSpectralPooling2D,
+    FixedSpectralPooling3D,
+    _DiffStride,
+)
 
 __all__ = ["MacsReference", "convert", "macs", "macs_estimate", "macs_penalty", "macs_reference"]
 
@@ -77,7 +85,10 @@ _GLOBAL_POOLING = (
 #: Their outputs fold the spatial sizes into the feature axis.
 _FLATTENING = (kl.Flatten, kl.Reshape)
 _ZERO_PADDING = (kl.ZeroPadding1D, kl.ZeroPadding2D, kl.ZeroPadding3D)
-_DIFFSTRIDE_OF_RANK = {1: DiffStride1D, 2: DiffStride2D, 3: DiffStride3D}
+_SPECTRAL_LAYERS = {
+    "diffstride": {1: DiffStride1D, 2: DiffStride2D, 3: DiffStride3D},
+    "spectral": {1: FixedSpectralPooling1D, 2: FixedSpectralPooling2D, 3: FixedSpectralPooling3D},
+}
 
 
 def _describe(op: Any) -> str:
@@ -308,6 +319,7 @@ def convert(
     smoothness_factor: float = 4.0,
     include: Any = None,
     exclude: Any = None,
+    pooling: str = "diffstride",
 ) -> keras.Model:
     """A copy of ``model`` whose downsampling layers learn their strides.
 
@@ -332,6 +344,9 @@ def convert(
     include, exclude
         Layer names or classes (or lists of them): convert only those in ``include`` (all by
         default), none of those in ``exclude``.
+    pooling
+        ``"diffstride"`` (learned strides) or ``"spectral"`` (``FixedSpectralPooling{1,2,3}D``
+        at the same places and strides: the fixed baseline of the same layout).
 
     Examples
     --------
@@ -345,22 +360,26 @@ def convert(
     ['DiffStride2D', 'Conv2D', 'GlobalAveragePooling2D', 'Dense']
     """
     graph = _graph(model)
+    if pooling not in _SPECTRAL_LAYERS:
+        raise ValueError(
+            f"pooling must be one of {tuple(_SPECTRAL_LAYERS)}; received pooling={pooling!r}"
+        )
     check_ramp(ramp)
     smoothness_factor = check_smoothness_factor(smoothness_factor)
     if not isinstance(pool_first, bool):
         raise TypeError(f"pool_first must be a bool; received pool_first={pool_first!r}")
     points = _Points(graph, _selected_layers(model, include, exclude))
     taken = {layer.name for layer in model._flatten_layers(include_self=False, recursive=True)}
-    diffstride, before = {}, {}
+    spectral, before = {}, {}
     for root, members in points.groups().items():
         before[root] = points.placement(members, pool_first)
         first = members[0]
-        diffstride[root] = _DIFFSTRIDE_OF_RANK[len(first.strides)](
+        options = {"ramp": ramp, "smoothness_factor": smoothness_factor}
+        spectral[root] = _SPECTRAL_LAYERS[pooling][len(first.strides)](
             strides=tuple(float(s) for s in first.strides),
-            ramp=ramp,
-            smoothness_factor=smoothness_factor,
             data_format=first.data_format,
-            name=_unique(f"{first.name}_diffstride", taken),
+            name=_unique(f"{first.name}_{pooling}", taken),
+            **(options if pooling == "diffstride" else {}),
         )
 
     clones: list[tuple[Any, Any]] = []
@@ -386,13 +405,13 @@ def convert(
             return None, False
         if id(original) in padded:
             root = points.find(padded[id(original)])
-            return (diffstride[root], True) if before[root] else (None, False)
+            return (spectral[root], True) if before[root] else (None, False)
         if id(original) not in points.layers:
             return None, False
         root = points.find(id(original))
         if before[root] and id(original) in points.padding:
             return None, False
-        return diffstride[root], before[root]
+        return spectral[root], before[root]
 
     def call_function(clone: Any, *args: Any, **kwargs: Any) -> Any:
         layer, first = inserted(original_of.get(id(clone)))

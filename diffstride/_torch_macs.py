@@ -120,9 +120,9 @@ class MacsEstimator:
         self.remove()
         model, example_input = self._model, self._example
         if isinstance(example_input, torch.Tensor):  # follow the model to its device
-            device = next(itertools.chain(model.parameters(), model.buffers()), None)
-            if device is not None and device.device != example_input.device:
-                example_input = self._example = example_input.to(device.device)
+            anchor = next(itertools.chain(model.parameters(), model.buffers()), None)
+            if anchor is not None and anchor.device != example_input.device:
+                example_input = self._example = example_input.to(anchor.device)
         record = _record(model, example_input)
         self.macs = record.macs()
         self._layers = [m for m in record.points if _is_diffstride(m)]

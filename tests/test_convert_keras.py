@@ -249,6 +249,19 @@ def test_sequential_model() -> None:
     _check_budget(converted, x)
 
 
+def test_spectral_pooling_takes_the_same_places_and_strides() -> None:
+    model = _tiny_resnet()
+    snapshot = model.get_weights()
+    learned, fixed = convert(model), convert(model, pooling="spectral")
+    _check_conversion(model, fixed, snapshot)
+    assert not diffstride_layers(fixed)
+    kinds = [type(layer).__name__ for layer in fixed.layers]
+    assert kinds.count("FixedSpectralPooling2D") == len(diffstride_layers(learned)) == 1
+    assert macs(fixed) == macs(learned) == TINY_RESNET_MACS
+    x = _images((16, 16, 3), 4)
+    assert fixed.predict(x, verbose=0).shape == learned.predict(x, verbose=0).shape
+
+
 def _m5(length: int = 8000) -> keras.Model:
     """M5 (Dai et al. 2017): a wide strided first convolution, then pooling by 4."""
     inputs = keras.Input((length, 1))
@@ -367,8 +380,10 @@ def test_bad_arguments() -> None:
         convert("resnet")
     with pytest.raises(TypeError, match="model=str"):
         macs("resnet")
-    with pytest.raises(ValueError, match="macs_budget=0"):
+    with pytest.raises(ValueError, match="budget=0"):
         macs_penalty(convert(model), budget=0)
+    with pytest.raises(ValueError, match="pooling='strided'"):
+        convert(model, pooling="strided")
     dynamic = keras.Sequential([keras.Input((None, None, 3)), L.Conv2D(4, 3, strides=2)])
     with pytest.raises(ValueError, match=r"static shapes.*Conv2D"):
         macs(dynamic)

@@ -147,12 +147,18 @@ def test_strides_start_a_converted_model_per_point(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_converted_keras_application_trains(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pooling", ["diffstride", "spectral"])
+def test_a_converted_keras_application_trains(tmp_path: Path, pooling: str) -> None:
     pytest.importorskip("tensorflow")
     metrics = _short_run(
-        tmp_path, "k", "--framework", "tf", "--model", "keras:ResNet50", "--macs-budget", "60"
+        *(tmp_path, "k", "--framework", "tf", "--model", "keras:ResNet50"),
+        *("--pooling", pooling, "--macs-budget", "60"),
     )
     final = metrics["final"]
+    if pooling == "spectral":  # fixed strides: the same sizes and MACs throughout
+        assert final["strides"] == []
+        assert final["macs"] == metrics["epochs"][0]["macs"]
+        return
     assert len(final["strides"]) == 5
     assert final["output_sizes"][0] == [16, 16]
     assert final["strides"] != metrics["epochs"][0]["strides"]

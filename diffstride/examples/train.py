@@ -589,8 +589,6 @@ def _converted_keras_model(
             "--strides is not taken by keras:NAME models (each layer starts at its own "
             f"strides); received strides={config.strides}"
         )
-    if config.pooling == "spectral":
-        raise ValueError("pooling='spectral' is not offered for keras:NAME models yet")
     model = build(
         weights=None,
         input_shape=(*size, channels),
@@ -604,6 +602,7 @@ def _converted_keras_model(
         ramp=config.ramp,
         pool_first=config.pool_first,
         smoothness_factor=config.smoothness_factor,
+        pooling=config.pooling,
     )
 
 
