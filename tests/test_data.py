@@ -583,3 +583,34 @@ def test_cached_files_do_not_leak_changes_between_loads(tmp_path: Path) -> None:
     again = datasets.fashion_mnist(tmp_path)
     np.testing.assert_array_equal(again.y_train, np.arange(30) % 10)
     assert again.x_train.std() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_generated_cluttered_shapes_need_no_files() -> None:
+    shapes = datasets.load("cluttered-shapes", limit_train=60, seed=1)
+    assert shapes.x_train.shape == (60, 1, 64, 64)
+    assert shapes.num_classes == len(datasets.SHAPES) == 6
+    assert np.bincount(shapes.y_train).tolist() == [10] * 6  # balanced
+    again = datasets.load("cluttered-shapes", limit_train=60, seed=1)
+    np.testing.assert_array_equal(shapes.x_train, again.x_train)
+    other = datasets.load("cluttered-shapes", limit_train=30, seed=2)
+    assert not np.array_equal(other.x_train[:30], shapes.x_train[:30])
+    with datasets.cluttered_test_count(50):
+        small = datasets.load("cluttered-shapes", limit_train=30, seed=2)
+    assert small.x_test.shape == (50, 1, 64, 64)
+    with pytest.raises(ValueError, match="reads no files; received data_dir="):
+        datasets.load("cluttered-shapes", data_dir="/tmp")
+    with pytest.raises(ValueError, match="count must be a positive integer; received 0"):
+        datasets.cluttered_test_count(0).__enter__()
+
+
+def test_a_shape_item_is_its_class_drawn_once() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.arange(600) % 6
+    items = datasets._shapes(labels, rng)
+    assert items.shape == (600, 28, 28)
+    assert items.dtype == np.uint8
+    area = (items > 0).sum(axis=(1, 2))
+    assert area.min() > 8 * 8 // 2  # larger than what half a clutter patch covers
+    assert (items.max(axis=(1, 2)) >= 128).all()
+    # the ring is the disc with a hole: less area at the same radius distribution
+    assert area[labels == 4].mean() < area[labels == 0].mean()
