@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/network.py
 	$(BIN)/python benchmarks/frameworks.py
 	$(BIN)/python benchmarks/jax_network.py
+	$(BIN)/python benchmarks/macs_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

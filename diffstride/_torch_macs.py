@@ -15,13 +15,18 @@ ratios moved since the probe: no second forward pass and no read of the stride v
 powers hold near the probe only: where a map sits at a layer's minimum size, or a branch's
 sizes round, an operation's cost stops following the area. So once some layer's area ratio
 has moved more than ``refresh_ratio`` from the probe's, the estimator probes again at the
-current strides (``1 + groups`` passes of the example input, rarely).
+current strides (``1 + groups`` passes of the example input). A probe runs in Python dispatch
+and can cost several training steps (more so on a GPU, where the steps are fast), so probes
+are spaced to take at most ``refresh_share`` of the wall time: the overhead stays bounded
+whatever the network and device, and the estimate may lag the count while the strides move
+fast.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -93,7 +98,9 @@ class MacsEstimator:
     strides of the latest forward pass, whose gradient flows to every stride parameter. Call
     it after a training step's forward pass to add a MAC budget without a second pass. When a
     layer's area ratio has moved more than ``refresh_ratio`` from the latest probe's, the call
-    probes again first (:meth:`refresh`); ``macs`` is the count at the latest probe.
+    probes again first (:meth:`refresh`) unless probing would take more than
+    ``refresh_share`` of the time since the latest probe (None: no such cap); ``macs`` is the
+    count at the latest probe.
 
     >>> import torch
     >>> from diffstride.torch import DiffStride, MacsEstimator
@@ -104,19 +111,36 @@ class MacsEstimator:
     True
     """
 
-    def __init__(self, model: nn.Module, example_input: Any, *, refresh_ratio: float = 1.1) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input: Any,
+        *,
+        refresh_ratio: float = 1.1,
+        refresh_share: float | None = 0.05,
+    ) -> None:
         if isinstance(refresh_ratio, bool) or not (
             isinstance(refresh_ratio, (int, float)) and refresh_ratio > 1
         ):
             raise ValueError(
                 f"refresh_ratio must be a number > 1; received refresh_ratio={refresh_ratio!r}"
             )
-        self._model, self._example, self._refresh_ratio = model, example_input, refresh_ratio
+        if refresh_share is not None and (
+            isinstance(refresh_share, bool)
+            or not isinstance(refresh_share, (int, float))
+            or not 0 < refresh_share <= 1
+        ):
+            raise ValueError(
+                f"refresh_share must be None or in (0, 1]; received refresh_share={refresh_share!r}"
+            )
+        self._model, self._example = model, example_input
+        self._refresh_ratio, self._refresh_share = refresh_ratio, refresh_share
         self._hooks: list[Any] = []
         self.refresh()
 
     def refresh(self) -> None:
         """Count and probe again at the current strides (``1 + groups`` forward passes)."""
+        started = time.perf_counter()
         self.remove()
         model, example_input = self._model, self._example
         if isinstance(example_input, torch.Tensor):  # follow the model to its device
@@ -147,6 +171,8 @@ class MacsEstimator:
             for g, (_, members) in enumerate(self._groups)
             for i in members[:1]
         ]
+        self._refreshed_at = time.perf_counter()
+        self._refresh_seconds = self._refreshed_at - started
 
     @staticmethod
     def _area_ratio(sizes: dict, members: list[int]) -> float:
@@ -179,12 +205,19 @@ class MacsEstimator:
 
         return hook
 
-    def __call__(self) -> torch.Tensor:
-        """The estimate at the current stride parameters (a 0-dim float32 tensor)."""
-        if any(
+    def _stale(self) -> bool:
+        moved = any(
             max(latest / planned, planned / latest) > self._refresh_ratio
             for latest, planned in zip(self._latest, self._planned, strict=True)
-        ):
+        )
+        if not moved or self._refresh_share is None:
+            return moved
+        since = time.perf_counter() - self._refreshed_at
+        return self._refresh_seconds <= self._refresh_share * since
+
+    def __call__(self) -> torch.Tensor:
+        """The estimate at the current stride parameters (a 0-dim float32 tensor)."""
+        if self._stale():
             self.refresh()
         factors = []
         for (layer, _), planned, latest, seen in zip(

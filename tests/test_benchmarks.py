@@ -45,3 +45,14 @@ def test_jax_network_step() -> None:
     rows = [line.split() for line in out.splitlines() if line.startswith("channels_")]
     assert {(row[0], row[1]) for row in rows} == each_layout_with("fft", "matmul")
     assert all(float(row[2]) > 0 for row in rows)
+
+
+def test_macs_overhead_table() -> None:
+    pytest.importorskip("torchvision")
+    out = run(
+        *("macs_overhead.py", "--networks", "small_resnet", "--size", "32", "--batch-size", "4"),
+        *("--repeats", "1", "--naive-repeats", "1", "--warmup", "1", "--calls", "2"),
+    )
+    (row,) = [line.split("|") for line in out.splitlines() if line.startswith("| small_resnet")]
+    ratio = float(row[7])  # (b)/(a): a number, the estimator's step against the plain one
+    assert ratio > 0

@@ -228,7 +228,11 @@ def test_the_estimate_follows_the_count_far_from_where_it_probed():
     x = torch.randn(2, 3, 32, 32)
     learned = convert(cnn, x, strides=[3.0, 3.0, 3.0, 3.0])
     parameters = _stride_parameters(learned)
-    estimator = MacsEstimator(learned, x[:1])
+    estimator = MacsEstimator(learned, x[:1], refresh_share=None)
+    spaced = MacsEstimator(learned, x[:1], refresh_share=0.5)
+    spaced._refresh_seconds = 1e9  # as if a probe took forever: none runs again
+    probes = []
+    spaced.refresh = lambda: probes.append(1) or MacsEstimator.refresh(spaced)
     try:
         for step in range(1, 21):
             with torch.no_grad():
@@ -237,10 +241,15 @@ def test_the_estimate_follows_the_count_far_from_where_it_probed():
             learned(x)
             estimate = float(estimator().detach())
             assert estimate == pytest.approx(macs(learned, x), rel=0.05), step
+            spaced()
     finally:
         estimator.remove()
+        spaced.remove()
+    assert not probes  # the time cap held it back
     with pytest.raises(ValueError, match="refresh_ratio=1"):
         MacsEstimator(learned, x, refresh_ratio=1)
+    with pytest.raises(ValueError, match="refresh_share=0"):
+        MacsEstimator(learned, x, refresh_share=0)
 
 
 def test_macs_penalty_is_zero_under_the_budget_and_positive_over():
