@@ -10,7 +10,12 @@ from diffstride._api import diffstride, spectral_pooling
 from diffstride._backend import Backend
 from diffstride._complexity import complexity_penalty_of as _penalty
 from diffstride._options import Options
-from diffstride._registry import available_backends, get_backend, registered_backends
+from diffstride._registry import (
+    available_backends,
+    get_backend,
+    register_backend,
+    registered_backends,
+)
 from diffstride._sizes import output_size, spectral_pooling_output_size
 
 __all__ = [
@@ -21,6 +26,7 @@ __all__ = [
     "diffstride",
     "get_backend",
     "output_size",
+    "register_backend",
     "registered_backends",
     "spectral_pooling",
     "spectral_pooling_output_size",

@@ -61,7 +61,8 @@ class Backend:
         with ``find_spec``, importing nothing).
     owns(x)
         Is ``x`` an array of this framework? Must not import the framework (look it up in
-        ``sys.modules``).
+        ``sys.modules``), and must answer from ``type(x)`` alone: dispatch remembers the
+        answer per type.
     namespace()
         The Array API namespace the core runs on, ``fft`` included.
     stop_gradient(x)

@@ -7,10 +7,15 @@ so that an uninstalled checkout (``PYTHONPATH=.``) finds them. Adapters must not
 framework at import time: recognising an array goes through ``sys.modules`` (as
 array-api-compat does), so ``import diffstride`` and dispatching a numpy array import no
 framework. A plugin that fails to load is a warning, not a crash (as xarray treats engines).
+
+Dispatch is on the hot path of every top-level call, so the entry points are read once per
+process and the adapter that owns an array type is remembered (``owns`` answers by type).
+:func:`register_backend` adds an adapter without packaging metadata; it is asked first.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -19,7 +24,14 @@ from typing import Any
 
 from diffstride._backend import Backend, check_matmul_layouts, missing_members
 
-__all__ = ["Backend", "available_backends", "backend_for", "get_backend", "registered_backends"]
+__all__ = [
+    "Backend",
+    "available_backends",
+    "backend_for",
+    "get_backend",
+    "register_backend",
+    "registered_backends",
+]
 
 ENTRY_POINT_GROUP = "diffstride.backends"
 
@@ -33,23 +45,74 @@ _BUILTIN = {
 
 _loaded: dict[str, Backend] = {}
 _broken: set[str] = set()
+_registered: dict[str, Backend] = {}  # by register_backend, asked before the others
+_owner_of_type: dict[type, Backend] = {}
+
+
+@functools.cache
+def _entry_points() -> tuple[tuple[str, str], ...]:
+    """``(name, "module:attr")`` of the entry-point group, read once per process."""
+    return tuple(
+        (entry.name, entry.value)
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    )
 
 
 def _target(name: str) -> str | None:
     """``module:attr`` for a backend name: entry points first, then the built-in list."""
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name == name:
-            return entry.value
-    return _BUILTIN.get(name)
+    return dict(_entry_points()).get(name, _BUILTIN.get(name))
 
 
 def registered_backends() -> list[str]:
-    """Every backend name known, installed framework or not (built-ins first)."""
-    names = list(_BUILTIN)
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in names:
-            names.append(entry.name)
+    """Every backend name known, installed framework or not (registered by
+    :func:`register_backend` first, then the built-ins, then the other entry points)."""
+    names = [*_registered, *(name for name in _BUILTIN if name not in _registered)]
+    for name, _ in _entry_points():
+        if name not in names:
+            names.append(name)
     return names
+
+
+def _checked(adapter: Any, where: str) -> Backend:
+    """``adapter`` (a Backend instance, or a subclass to instantiate) once it keeps the
+    contract; ``where`` says in errors which registration it came from."""
+    adapter = adapter() if isinstance(adapter, type) and issubclass(adapter, Backend) else adapter
+    if not isinstance(adapter, Backend):
+        raise TypeError(
+            f"{where} must be a subclass (or an instance of one) of diffstride.Backend; "
+            f"received {type(adapter).__module__}.{type(adapter).__qualname__}"
+        )
+    missing = missing_members(adapter)
+    if missing:
+        raise TypeError(
+            f"{where} does not define the required member{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} (see diffstride.Backend)"
+        )
+    check_matmul_layouts(adapter.matmul_layouts, where)
+    return adapter
+
+
+def register_backend(adapter: Any) -> Backend:
+    """Register ``adapter`` (a :class:`Backend` subclass or instance) under its ``name``,
+    without packaging metadata: for an adapter written in a notebook or a test. It is asked
+    before the installed ones, so it may also replace one of them.
+
+    Returns
+    -------
+    Backend
+        The registered adapter (an instance).
+
+    Raises
+    ------
+    TypeError
+        If ``adapter`` is not a Backend, or lacks a required member.
+    """
+    checked = _checked(adapter, f"the adapter given to register_backend ({adapter!r})")
+    _registered[checked.name] = checked
+    _loaded.pop(checked.name, None)
+    _broken.discard(checked.name)
+    _owner_of_type.clear()
+    return checked
 
 
 def _load(name: str) -> Backend:
@@ -60,25 +123,13 @@ def _load(name: str) -> Backend:
         )
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
-    adapter = factory() if isinstance(factory, type) else factory
-    if not isinstance(adapter, Backend):
-        raise TypeError(
-            f"the entry point {name!r} = {target!r} must be a subclass (or an instance of one) "
-            f"of diffstride.Backend; received {type(adapter).__module__}."
-            f"{type(adapter).__qualname__}"
-        )
-    missing = missing_members(adapter)
-    if missing:
-        raise TypeError(
-            f"the diffstride backend {name!r} = {target!r} does not define the required "
-            f"member{'s' if len(missing) > 1 else ''} {', '.join(missing)} (see diffstride.Backend)"
-        )
-    check_matmul_layouts(adapter.matmul_layouts, f"the diffstride backend {name!r} = {target!r}")
-    return adapter
+    return _checked(factory, f"the diffstride backend {name!r} = {target!r}")
 
 
 def get_backend(name: str) -> Backend:
     """The adapter registered as ``name`` (loaded once, then cached)."""
+    if name in _registered:
+        return _registered[name]
     if name not in _loaded:
         _loaded[name] = _load(name)
     return _loaded[name]
@@ -110,10 +161,15 @@ def available_backends() -> list[str]:
 
 
 def backend_for(x: Any) -> Backend:
-    """The backend that owns array ``x``; a clear TypeError when none does."""
+    """The backend that owns array ``x`` (remembered per type); a clear TypeError when none
+    does."""
+    owner = _owner_of_type.get(type(x))
+    if owner is not None:
+        return owner
     for name in registered_backends():
         adapter = _try_get(name)
         if adapter is not None and adapter.owns(x):
+            _owner_of_type[type(x)] = adapter
             return adapter
     raise TypeError(
         "x must be an array of a registered diffstride backend "

@@ -53,12 +53,17 @@ def test_broken_plugin_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     monkeypatch.setattr(_registry, "_broken", set())
-    with pytest.warns(RuntimeWarning, match="'broken' could not be loaded"):
-        names = diffstride.available_backends()
-    assert "broken" not in names
-    assert "numpy" in names
-    y = diffstride.diffstride(np.ones((1, 1, 8, 8), np.float32), (2.0, 2.0))
-    assert y.shape == (1, 1, 8, 8)
+    monkeypatch.setattr(_registry, "_owner_of_type", {})
+    _registry._entry_points.cache_clear()  # read once per process: read them again here
+    try:
+        with pytest.warns(RuntimeWarning, match="'broken' could not be loaded"):
+            names = diffstride.available_backends()
+        assert "broken" not in names
+        assert "numpy" in names
+        y = diffstride.diffstride(np.ones((1, 1, 8, 8), np.float32), (2.0, 2.0))
+        assert y.shape == (1, 1, 8, 8)
+    finally:
+        _registry._entry_points.cache_clear()
 
 
 def test_non_conforming_plugin_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,3 +116,80 @@ class HalfBackend(diffstride.Backend):
 
     def stop_gradient(self, x: object) -> object:
         return x
+
+
+class TaggedArray(np.ndarray):
+    """A numpy array that a registered adapter claims before numpy's does."""
+
+
+def _fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_registry, "_registered", {})
+    monkeypatch.setattr(_registry, "_owner_of_type", {})
+
+
+def test_register_backend_needs_no_packaging_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffstride_backends.numpy import NumpyBackend
+
+    _fresh_registry(monkeypatch)
+    asked: list[str] = []
+
+    class TaggedBackend(NumpyBackend):
+        name = "tagged"
+
+        def owns(self, x: object) -> bool:
+            return isinstance(x, TaggedArray)
+
+        def namespace(self) -> object:
+            asked.append("namespace")
+            return super().namespace()
+
+    adapter = diffstride.register_backend(TaggedBackend)
+    assert isinstance(adapter, TaggedBackend)
+    assert diffstride.registered_backends()[0] == "tagged"
+    assert diffstride.get_backend("tagged") is adapter
+    x = np.ones((1, 1, 8, 8), np.float32)
+    expected = diffstride.diffstride(x, (2.0, 2.0))
+    assert not asked
+    y = diffstride.diffstride(x.view(TaggedArray), (2.0, 2.0))
+    assert asked, "the registered adapter must serve its arrays"
+    np.testing.assert_allclose(np.asarray(y), expected)
+
+
+def test_register_backend_names_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fresh_registry(monkeypatch)
+    with pytest.raises(TypeError, match=r"register_backend .* subclass .* received builtins.str"):
+        diffstride.register_backend("numpy")
+    with pytest.raises(TypeError, match="namespace, concrete"):
+        diffstride.register_backend(HalfBackend)
+    assert "half" not in diffstride.registered_backends()
+
+
+def test_dispatch_reads_entry_points_once_and_remembers_owners(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real, reads, owns_calls = importlib.metadata.entry_points, [], []
+
+    def entry_points(**kwargs: Any) -> Any:
+        reads.append(kwargs.get("group"))
+        return real(**kwargs)
+
+    _fresh_registry(monkeypatch)
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    numpy_backend = diffstride.get_backend("numpy")
+    real_owns = type(numpy_backend).owns
+    monkeypatch.setattr(
+        type(numpy_backend),
+        "owns",
+        lambda self, x: owns_calls.append(type(x)) or real_owns(self, x),
+    )
+    _registry._entry_points.cache_clear()
+    reads.clear()
+    try:
+        x = np.ones((1, 1, 8, 8), np.float32)
+        for _ in range(3):
+            diffstride.diffstride(x, (2.0, 2.0))
+            diffstride.registered_backends()
+        assert reads == [_registry.ENTRY_POINT_GROUP]
+        assert owns_calls.count(np.ndarray) == 1  # asked once for the type (not the strides)
+    finally:
+        _registry._entry_points.cache_clear()
