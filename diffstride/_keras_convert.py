@@ -360,7 +360,7 @@ def convert(
     ['DiffStride2D', 'Conv2D', 'GlobalAveragePooling2D', 'Dense']
     """
     graph = _graph(model)
-    if pooling not in _SPECTRAL_LAYERS:
+    if not isinstance(pooling, str) or pooling not in _SPECTRAL_LAYERS:
         raise ValueError(
             f"pooling must be one of {tuple(_SPECTRAL_LAYERS)}; received pooling={pooling!r}"
         )

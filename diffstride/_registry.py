@@ -78,10 +78,14 @@ def _checked(adapter: Any, where: str) -> Backend:
     contract; ``where`` says in errors which registration it came from."""
     adapter = adapter() if isinstance(adapter, type) and issubclass(adapter, Backend) else adapter
     if not isinstance(adapter, Backend):
+        kind = adapter if isinstance(adapter, type) else type(adapter)
         raise TypeError(
             f"{where} must be a subclass (or an instance of one) of diffstride.Backend; "
-            f"received {type(adapter).__module__}.{type(adapter).__qualname__}"
+            f"received {'the class ' if kind is adapter else ''}{kind.__module__}."
+            f"{kind.__qualname__}"
         )
+    if not isinstance(getattr(adapter, "name", None), str) or not adapter.name:
+        raise TypeError(f"{where} must have a non-empty str name; received name={adapter.name!r}")
     missing = missing_members(adapter)
     if missing:
         raise TypeError(

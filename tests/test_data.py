@@ -592,11 +592,17 @@ def test_generated_cluttered_shapes_need_no_files() -> None:
     assert np.bincount(shapes.y_train).tolist() == [10] * 6  # balanced
     again = datasets.load("cluttered-shapes", limit_train=60, seed=1)
     np.testing.assert_array_equal(shapes.x_train, again.x_train)
-    other = datasets.load("cluttered-shapes", limit_train=30, seed=2)
-    assert not np.array_equal(other.x_train[:30], shapes.x_train[:30])
+    other = datasets.load("cluttered-shapes", limit_train=60, seed=2)
+    assert not np.array_equal(other.x_train, shapes.x_train)  # the seed draws the training set
     with datasets.cluttered_test_count(50):
-        small = datasets.load("cluttered-shapes", limit_train=30, seed=2)
+        small, small_other = (
+            datasets.load("cluttered-shapes", limit_train=30, seed=s) for s in (1, 2)
+        )
     assert small.x_test.shape == (50, 1, 64, 64)
+    # the test canvases do not depend on the seed (up to the training set's normalisation)
+    np.testing.assert_array_equal(small.y_test, small_other.y_test)
+    with pytest.raises(ValueError, match="limit_train must be at least 2 for clutter"):
+        datasets.load("cluttered-shapes", limit_train=1)
     with pytest.raises(ValueError, match="reads no files; received data_dir="):
         datasets.load("cluttered-shapes", data_dir="/tmp")
     with pytest.raises(ValueError, match="count must be a positive integer; received 0"):
@@ -609,8 +615,11 @@ def test_a_shape_item_is_its_class_drawn_once() -> None:
     items = datasets._shapes(labels, rng)
     assert items.shape == (600, 28, 28)
     assert items.dtype == np.uint8
-    area = (items > 0).sum(axis=(1, 2))
-    assert area.min() > 8 * 8 // 2  # larger than what half a clutter patch covers
+    drawn = items > 0
+    height, width = drawn.any(axis=2).sum(axis=1), drawn.any(axis=1).sum(axis=1)
+    patch = datasets.CLUTTERED_PATCH_SIZE
+    assert (np.maximum(height, width) > patch).all()  # no clutter patch holds a whole item
+    area = drawn.sum(axis=(1, 2))
     assert (items.max(axis=(1, 2)) >= 128).all()
     # the ring is the disc with a hole: less area at the same radius distribution
     assert area[labels == 4].mean() < area[labels == 0].mean()

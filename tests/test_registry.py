@@ -193,3 +193,17 @@ def test_dispatch_reads_entry_points_once_and_remembers_owners(
         assert owns_calls.count(np.ndarray) == 1  # asked once for the type (not the strides)
     finally:
         _registry._entry_points.cache_clear()
+
+
+def test_register_backend_wants_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffstride_backends.numpy import NumpyBackend
+
+    _fresh_registry(monkeypatch)
+
+    class Nameless(NumpyBackend):
+        name = ""
+
+    with pytest.raises(TypeError, match="non-empty str name; received name=''"):
+        diffstride.register_backend(Nameless)
+    with pytest.raises(TypeError, match=r"received the class builtins\.int"):
+        diffstride.register_backend(int)

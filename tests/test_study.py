@@ -234,5 +234,5 @@ def test_options_a_run_does_not_use_do_not_make_it_stale(
     now = train.Config(**{**vars(stored), "ramp": "inside", "pool_first": True})
     assert study._run(now)["final"] == fake_metrics(stored)["final"]
     assert not fake_train
-    with pytest.raises(study.StudyError, match="lr"):
+    with pytest.raises(study.StudyError, match=r"\(lr:"):
         study._run(train.Config(**{**vars(stored), "lr": 0.1}))

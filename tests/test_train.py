@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -239,3 +240,22 @@ def test_config_defaults_follow_the_model() -> None:
     assert train.parse_args(["--model", "timm:resnet18", "--no-pool-first"]).pool_first is False
     with pytest.raises(ValueError, match="limit_train=0"):
         train.Config(limit_train=0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 0, "epochs must be an int >= 1; received epochs=0"),
+        ("batch_size", 0, "batch_size must be an int >= 1; received batch_size=0"),
+        ("lr", -1e-3, "lr must be a finite number > 0; received lr=-0.001"),
+        ("stride_lr", float("nan"), "stride_lr must be a finite number > 0"),
+        ("budget_weight", -1.0, "budget_weight must be a finite number >= 0"),
+        ("lambda_complexity", float("inf"), "lambda_complexity must be a finite number >= 0"),
+        ("pool_first", "yes", "pool_first must be a bool; received pool_first='yes'"),
+    ],
+)
+def test_config_names_a_bad_field(field: str, value: object, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        train.Config(**{field: value})
+    with pytest.raises(SystemExit):  # the command says the same as a usage error
+        train.parse_args([f"--{field.replace('_', '-')}", str(value)])

@@ -597,7 +597,7 @@ def _shapes(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One 28x28 uint8 item per label: its shape, of random size, place and brightness."""
     n = len(labels)
     rows, cols = np.mgrid[0:28, 0:28].astype(np.float32)
-    radius = rng.uniform(5.0, 9.0, n)[:, None, None]  # wider than a clutter patch
+    radius = rng.uniform(6.0, 9.5, n)[:, None, None]  # every shape wider than a clutter patch
     centre = rng.uniform(10.0, 18.0, (n, 2))[:, :, None, None]
     dy, dx = rows - centre[:, 0], cols - centre[:, 1]
     distance = np.sqrt(dy**2 + dx**2)
@@ -626,7 +626,7 @@ def cluttered_shapes(
 ) -> Dataset:
     """:func:`cluttered_fashion_mnist`'s protocol on generated items: no files needed.
 
-    Each item is one of six filled shapes (:data:`SHAPES`) of random size (radius 5 to 9
+    Each item is one of six filled shapes (:data:`SHAPES`) of random size (radius 6 to 9.5
     pixels, so no clutter patch holds a whole one), place and brightness on a 28x28 square;
     it is pasted at a random place of the canvas among ``patches`` pieces cut from other
     items. Telling a small disc from a small square or a diamond takes the pixels of its edge,
@@ -638,11 +638,13 @@ def cluttered_shapes(
     training items generated, 12000 when None; ``data_dir`` must be None).
     """
     if data_dir is not None:
-        raise ValueError(f"cluttered-shapes reads no files; received data_dir={data_dir}")
+        raise ValueError(f"cluttered-shapes reads no files; received data_dir={data_dir!r}")
     num_train = 12000 if limit_train is None else limit_train
-    check_count("limit_train", num_train)
     num_test = CLUTTERED_TEST if num_test is None else num_test
-    check_count("num_test", num_test)
+    for name, count in (("limit_train", num_train), ("num_test", num_test)):
+        check_count(name, count)
+        if count < 2:  # each item's clutter is cut from the others
+            raise ValueError(f"{name} must be at least 2 for clutter; received {name}={count}")
     _check_clutter(size, patches, patch_size)
     geometry = {"size": size, "patches": patches, "patch_size": patch_size}
     splits = []

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from diffstride.examples import datasets, train
+from diffstride.examples import data, datasets, train
 
 POOR_START = (2.0, 1.0, 2.0, 3.0, 3.0)
 """The study's worst strided configuration by validation accuracy (docs/study)."""
@@ -48,9 +48,12 @@ RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 def _dataset() -> tuple[str, int | None]:
     """The data set the demo can run on here, and its training images."""
-    if datasets.FASHION_MNIST_DIR.is_dir():
-        return "cluttered-fashion-mnist", TRAIN_IMAGES
-    return "cluttered-shapes", TRAIN_IMAGES
+    try:  # the files can be there, partly, or not at all
+        with datasets.cluttered_test_count(2):
+            datasets.load("cluttered-fashion-mnist", limit_train=2)
+    except data.MissingDataError:
+        return "cluttered-shapes", TRAIN_IMAGES
+    return "cluttered-fashion-mnist", TRAIN_IMAGES
 
 
 def run_demo(

@@ -33,10 +33,12 @@ trains with ``DistributedDataParallel``, one shard of the training set per proce
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,6 +129,18 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0; received {name}={value!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1; received {name}={value!r}")
+        for name, lowest in (("lr", 0.0), ("stride_lr", 0.0)):
+            value = getattr(self, name)
+            if not _finite(value) or value <= lowest:
+                raise ValueError(f"{name} must be a finite number > 0; received {name}={value!r}")
+        for name in ("weight_decay", "lambda_complexity", "budget_weight"):
+            value = getattr(self, name)
+            if not _finite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; received {name}={value!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(
                 "label_smoothing must be in [0, 1); received "
@@ -139,8 +153,22 @@ class Config:
         return None if self.macs_budget is None else self.macs_budget * 1e6
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class ConfigError(ValueError):
-    """The configuration names a model that cannot be built or converted as asked."""
+    """The configuration names a model or data that cannot be built as asked."""
+
+
+@contextlib.contextmanager
+def _building_from_config() -> Iterator[None]:
+    """Inside: a ValueError is the configuration's (a model the options cannot build or
+    convert), said as a usage error; outside it, a ValueError is a fault with a traceback."""
+    try:
+        yield
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -225,20 +253,21 @@ def _torch_trainer(
 
     torch.manual_seed(config.seed)
     channels, size = dataset.x_train.shape[1], tuple(int(n) for n in dataset.x_train.shape[2:])
-    if config.model in OWN_MODELS:
-        build = small_resnet if config.model == "small" else resnet18
-        model = build(
-            config.strides or RESNET_STRIDES,
-            pooling=_pooling(config.pooling),
-            in_channels=channels,
-            num_classes=dataset.num_classes,
-            ramp=config.ramp,
-            smoothness_factor=config.smoothness_factor,
-            pool_first=config.pool_first,
-        )
-        layers = model.diffstride_layers()
-    else:
-        model, layers = _converted_torch_model(config, channels, size, dataset.num_classes)
+    with _building_from_config():
+        if config.model in OWN_MODELS:
+            build = small_resnet if config.model == "small" else resnet18
+            model = build(
+                config.strides or RESNET_STRIDES,
+                pooling=_pooling(config.pooling),
+                in_channels=channels,
+                num_classes=dataset.num_classes,
+                ramp=config.ramp,
+                smoothness_factor=config.smoothness_factor,
+                pool_first=config.pool_first,
+            )
+            layers = model.diffstride_layers()
+        else:
+            model, layers = _converted_torch_model(config, channels, size, dataset.num_classes)
     device = torch.device("cpu")
     net: Any = model
     if context.active:
@@ -354,20 +383,21 @@ def _keras_trainer_in(config: Config, dataset: data.Dataset, strategy: Any) -> _
     replicas = strategy.num_replicas_in_sync
     channels = dataset.x_train.shape[1]
     input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
-    if config.model in OWN_MODELS:
-        build = models.small_resnet if config.model == "small" else models.resnet18
-        model = build(
-            config.strides or RESNET_STRIDES,
-            input_shape=(*dataset.x_train.shape[2:], channels),
-            pooling=_pooling(config.pooling),
-            num_classes=dataset.num_classes,
-            data_format="channels_last",
-            ramp=config.ramp,
-            smoothness_factor=config.smoothness_factor,
-            pool_first=config.pool_first,
-        )
-    else:
-        model = _converted_keras_model(config, channels, input_size, dataset.num_classes)
+    with _building_from_config():
+        if config.model in OWN_MODELS:
+            build = models.small_resnet if config.model == "small" else models.resnet18
+            model = build(
+                config.strides or RESNET_STRIDES,
+                input_shape=(*dataset.x_train.shape[2:], channels),
+                pooling=_pooling(config.pooling),
+                num_classes=dataset.num_classes,
+                data_format="channels_last",
+                ramp=config.ramp,
+                smoothness_factor=config.smoothness_factor,
+                pool_first=config.pool_first,
+            )
+        else:
+            model = _converted_keras_model(config, channels, input_size, dataset.num_classes)
     layers = diffstride_layers(model)
     budget_terms = _KerasBudget(model, layers, channels, input_size)
     stride_vars = [layer.strides for layer in layers]
@@ -724,10 +754,7 @@ def _run(config: Config, context: distributed.Context) -> dict[str, Any]:
     whole = dataset
     x_shard, y_shard = distributed.shard(dataset.x_train, dataset.y_train, context)
     dataset = replace(dataset, x_train=x_shard, y_train=y_shard)
-    try:
-        trainer = TRAINERS[config.framework](config, dataset, context)
-    except ValueError as error:  # a model this config cannot build or convert
-        raise ConfigError(str(error)) from error
+    trainer = TRAINERS[config.framework](config, dataset, context)
     say = print if context.is_main else _silent
     progress = config.progress and context.is_main
     input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))
@@ -1018,10 +1045,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "torch: launch with torchrun --nproc_per_node N instead",
     )
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1:
-        parser.error(
-            f"--epochs and --batch-size must be >= 1; received {args.epochs}, {args.batch_size}"
-        )
     values = vars(args)
     values["progress"] = not values.pop("no_progress")
     try:
