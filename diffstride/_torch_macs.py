@@ -139,37 +139,36 @@ class MacsEstimator:
         self.refresh()
 
     def refresh(self) -> None:
-        """Count and probe again at the current strides (``1 + groups`` forward passes)."""
+        """Count and probe again at the current strides (``1 + groups`` forward passes). If
+        a pass fails, the estimator is left as it was."""
         started = time.perf_counter()
-        self.remove()
         model, example_input = self._model, self._example
         if isinstance(example_input, torch.Tensor):  # follow the model to its device
             anchor = next(itertools.chain(model.parameters(), model.buffers()), None)
             if anchor is not None and anchor.device != example_input.device:
                 example_input = self._example = example_input.to(anchor.device)
         record = _record(model, example_input)
-        self.macs = record.macs()
-        self._layers = [m for m in record.points if _is_diffstride(m)]
-        groups: dict[int, list[int]] = defaultdict(list)  # stride parameter -> point indices
+        members_of: dict[int, list[int]] = defaultdict(list)  # stride parameter -> points
         for i, module in enumerate(record.points):
             if _is_diffstride(module):
-                groups[id(module.strides)].append(i)
-        self._groups = [(record.points[members[0]], members) for members in groups.values()]
-        degrees = [
-            self._degrees(model, example_input, record, members) for _, members in self._groups
-        ]
+                members_of[id(module.strides)].append(i)
+        groups = [(record.points[members[0]], members) for members in members_of.values()]
+        degrees = [self._degrees(model, example_input, record, members) for _, members in groups]
         terms: dict[tuple[float, ...], float] = defaultdict(float)
         for op, (flops, _) in enumerate(record.operations):
             terms[tuple(d[op] for d in degrees)] += flops / 2 / record.batch
+        self.remove()
+        self.macs = record.macs()
+        self._layers = [m for m in record.points if _is_diffstride(m)]
+        self._groups = groups
         self._terms = [(cost, powers) for powers, cost in terms.items() if cost]
-        self._planned = [self._area_ratio(record.sizes, members) for _, members in self._groups]
+        self._planned = [self._area_ratio(record.sizes, members) for _, members in groups]
         self._latest = list(self._planned)
         # The strides each group's latest forward pass ran with (a device copy, no host read).
-        self._seen = [layer.strides.detach().clone() for layer, _ in self._groups]
+        self._seen = [layer.strides.detach().clone() for layer, _ in groups]
         self._hooks = [
-            record.points[i].register_forward_hook(self._watch(g))
-            for g, (_, members) in enumerate(self._groups)
-            for i in members[:1]
+            record.points[members[0]].register_forward_hook(self._watch(g))
+            for g, (_, members) in enumerate(groups)
         ]
         self._refreshed_at = time.perf_counter()
         self._refresh_seconds = self._refreshed_at - started

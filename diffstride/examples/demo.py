@@ -15,7 +15,7 @@ The task is cluttered Fashion-MNIST (each item at a random place of a 64x64 canv
 pieces of other items), where how fast a network downsamples changes its accuracy by about
 10 points (docs/study). Without the Fashion-MNIST files (Debian ``dataset-fashion-mnist``) it
 runs on cluttered shapes instead, the same protocol on items generated in-process
-(``datasets.cluttered_shapes``), where the poor start costs strided convolutions about 40
+(``datasets.cluttered_shapes``), where the poor start costs strided convolutions about 20
 points. It prints each run's line, one table (accuracy, MACs, strides) and writes one plot
 (``OUT/demo.png``).
 """
@@ -33,7 +33,7 @@ POOR_START = (2.0, 1.0, 2.0, 3.0, 3.0)
 """The study's worst strided configuration by validation accuracy (docs/study)."""
 
 TRAIN_IMAGES, TEST_IMAGES = 4000, 2000
-"""Cluttered images per run: a subset, so the demo takes about two minutes."""
+"""Cluttered images per run: a subset, so the demo takes under a minute on 2 cores."""
 
 #: (label, the run's options); the budgeted run takes the first run's MACs.
 RUNS: tuple[tuple[str, dict[str, Any]], ...] = (

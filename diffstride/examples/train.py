@@ -659,6 +659,8 @@ class _KerasBudget:
             return 0.0, [0.0] * len(self._groups)
         reference = macs_reference(self.model)
         weights = dict(reference.terms)
+        if not weights.keys() <= set(self._groups):  # the graph is fixed: it cannot happen
+            raise RuntimeError("the model's MAC terms changed during training")
         return reference.constant, [weights.get(group, 0.0) for group in self._groups]
 
     def penalty(self, budget: float, constant: Any, weights: Any) -> Any:
