@@ -40,7 +40,11 @@ def compute(
         shape = list(x.shape)
         for axis, size in zip(axes, window.output_size, strict=True):
             shape[axis] = size
-        return xp.zeros(tuple(shape), dtype=x.dtype, device=_device(x))
+        empty = xp.zeros(tuple(shape), dtype=x.dtype, device=_device(x))
+        # Still a function of x and of the strides (zero gradients), so that autograd reaches
+        # the layers upstream and an empty shard joins a data-parallel step like the others.
+        inputs = [x, *(t for t in thresholds or () if not isinstance(t, (int, float)))]
+        return empty + sum(xp.astype(xp.sum(t), x.dtype) * 0 for t in inputs)
     masks = None
     if thresholds is not None:
         masks = _agnostic.window_masks(

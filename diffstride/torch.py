@@ -121,6 +121,13 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             torch.tensor(self.initial_value, dtype=torch.float32), requires_grad=bool(trainable)
         )
 
+    def reset_parameters(self) -> None:
+        """Set the strides back to their initial value, in place (``nn.Module``'s convention:
+        meta-device construction, ``to_empty`` and this give the layer it was built as)."""
+        with torch.no_grad():
+            initial = torch.tensor(self.initial_value, dtype=torch.float32)
+            self.strides.copy_(initial.to(self.strides.device, self.strides.dtype))
+
     def _stride_values(self) -> Any:
         if _exporting():
             return _read_outside_trace(self._live_strides())
@@ -179,6 +186,11 @@ class _DiffStride(DiffStrideMixin, nn.Module):
         sizes = self._checked_sizes(x, _BACKEND)
         if _exporting():
             return self._exported(x, sizes, output_size)
+        if output_size is None and x.device.type == "meta":
+            # Built on the meta device (no values yet): the shapes of the layer as built,
+            # which to_empty + reset_parameters then makes.
+            values = self.initial_value * (len(sizes) if len(self.initial_value) == 1 else 1)
+            output_size = self._output_size_with(tuple(sizes), values)
         project = self.training and output_size is None
         strides = self.strides
         if project and torch.compiler.is_compiling():

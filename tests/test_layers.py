@@ -339,3 +339,40 @@ def test_spatial_and_fixed_pooling_agree_across_frameworks(
         atol=1e-5,
     )
     assert fixed.compute_output_shape((None, size, size, 3))[1:3] == fixed.output_size((size, size))
+
+
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+def test_torch_empty_batch_stays_in_the_graph(method: str) -> None:
+    import torch
+
+    from diffstride.torch import DiffStride
+
+    conv, layer = torch.nn.Conv2d(3, 4, 3), DiffStride(strides=(2.0, 3.0), method=method)
+    y = layer(conv(torch.randn(0, 3, 16, 16)))
+    assert tuple(y.shape) == (0, 4, *layer.output_size((14, 14)))
+    y.sum().backward()  # an empty data-parallel shard: every parameter still gets a gradient
+    assert conv.weight.grad is not None
+    assert torch.equal(layer.strides.grad, torch.zeros(2))
+
+
+def test_torch_meta_device_init_then_reset_parameters() -> None:
+    import torch
+
+    from diffstride.torch import DiffStride, DiffStride1d
+
+    for build, shape in [
+        (lambda: DiffStride(strides=(2.0, 2.5), ramp="inside"), (2, 3, 16, 16)),
+        (lambda: DiffStride1d(strides=3.0), (1, 2, 30)),
+    ]:
+        reference = build()
+        with torch.device("meta"):
+            layer = build()
+        meta_out = layer(torch.empty(*shape, device="meta"))  # shapes before any value exists
+        assert meta_out.shape == reference(torch.randn(*shape)).shape
+        layer = layer.to_empty(device="cpu")
+        layer.reset_parameters()
+        torch.testing.assert_close(layer.strides, reference.strides)
+        with torch.no_grad():
+            layer.strides.fill_(4.0)
+        layer.reset_parameters()
+        torch.testing.assert_close(layer.strides, reference.strides)
