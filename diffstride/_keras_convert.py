@@ -41,7 +41,6 @@ from keras import layers as kl
 from diffstride._complexity import _area_factor, budget_penalty_of, weighted_reach_of
 from diffstride._validation import (
     channel_axis,
-    check_macs_budget,
     check_ramp,
     check_smoothness_factor,
 )
@@ -613,6 +612,5 @@ def macs_penalty(
 ) -> Any:
     """``max(macs_estimate / budget - 1, 0)``: zero under ``budget`` (MACs per example), the
     relative excess above; add ``lambda *`` it to the loss."""
-    check_macs_budget(budget, "budget")
     estimate = macs_estimate(model, reference=reference)
     return budget_penalty_of(estimate, budget, xp=keras.ops, name="budget")

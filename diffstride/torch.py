@@ -129,6 +129,10 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             self.strides.copy_(initial.to(self.strides.device, self.strides.dtype))
 
     def _stride_values(self) -> Any:
+        if self.strides.is_meta:
+            # Built on the meta device, no values yet: those of the layer as built, which
+            # to_empty + reset_parameters then gives it.
+            return self.initial_value
         if _exporting():
             return _read_outside_trace(self._live_strides())
         return self.strides.detach().cpu().numpy()
@@ -187,10 +191,7 @@ class _DiffStride(DiffStrideMixin, nn.Module):
         if _exporting():
             return self._exported(x, sizes, output_size)
         if output_size is None and x.device.type == "meta":
-            # Built on the meta device (no values yet): the shapes of the layer as built,
-            # which to_empty + reset_parameters then makes.
-            values = self.initial_value * (len(sizes) if len(self.initial_value) == 1 else 1)
-            output_size = self._output_size_with(tuple(sizes), values)
+            output_size = self.output_size(tuple(sizes))  # see _stride_values
         project = self.training and output_size is None
         strides = self.strides
         if project and torch.compiler.is_compiling():

@@ -45,7 +45,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from diffstride._validation import RAMPS, check_macs_budget, check_ramp, check_smoothness_factor
+from diffstride._validation import (
+    RAMPS,
+    _is_real_number,
+    check_macs_budget,
+    check_ramp,
+    check_smoothness_factor,
+)
 from diffstride.examples import data, datasets, distributed
 
 __all__ = ["Config", "ConfigError", "main", "parse_args", "run"]
@@ -133,9 +139,9 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1; received {name}={value!r}")
-        for name, lowest in (("lr", 0.0), ("stride_lr", 0.0)):
+        for name in ("lr", "stride_lr"):
             value = getattr(self, name)
-            if not _finite(value) or value <= lowest:
+            if not _finite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0; received {name}={value!r}")
         for name in ("weight_decay", "lambda_complexity", "budget_weight"):
             value = getattr(self, name)
@@ -154,7 +160,7 @@ class Config:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return _is_real_number(value) and math.isfinite(value)
 
 
 class ConfigError(ValueError):
