@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import device as _device
+from array_api_compat import device as _compat_device
 
 Array = Any
 Namespace = Any
@@ -46,12 +46,14 @@ __all__ = [
     "Window",
     "bottom_row_distances",
     "crop",
+    "device_of",
     "effective_strides",
     "kept_counts",
     "masked_crop",
     "masked_crop_vjp",
     "projected_parameter",
     "ramp",
+    "spectral_window",
     "stride_vjp",
     "thresholds",
     "top_row_distances",
@@ -78,6 +80,18 @@ class Window:
         """Whether this window and the input ``sizes`` are ints (not symbolic sizes)."""
         values = (*sizes, *(n for block in self.blocks for n in block), self.cols)
         return all(isinstance(n, int) for n in (*values, *self.output_size))
+
+
+def device_of(x: Array) -> Any:
+    """The device of ``x``, for the arrays the core creates beside it; ``None`` (the
+    namespace's default device) for an array type without a ``device`` attribute."""
+    try:
+        return _compat_device(x)
+    except AttributeError:
+        return None
+
+
+_device = device_of
 
 
 def _scalar(value: float, like: Array, *, xp: Namespace) -> Array:
@@ -312,6 +326,25 @@ def kept_counts(
             positive = ramp(threshold, distances, smoothness_factor, inside=inside, xp=xp) > 0
             counts.append(xp.sum(xp.astype(positive, xp.int32)))
     return tuple(counts)
+
+
+def spectral_window(sizes: Sizes, strides: Sequence[float], *, xp: Namespace) -> Window:
+    """Fixed spectral pooling's window where spatial sizes are symbolic (TF graph mode): the
+    rule of ``_sizes.spectral_window`` (lengths ``floor(N / S)`` in float32, at least 2, even
+    on the height axes), written on 0-d integer arrays."""
+    per_axis = [strides[0]] * len(sizes) if len(strides) == 1 else list(strides)
+    two = xp.asarray(2, dtype=xp.int32)
+
+    def at_least_two(length: Array) -> Array:
+        return xp.where(length >= two, length, two)
+
+    lengths = []
+    for size, stride in zip(sizes, per_axis, strict=True):
+        quotient = xp.astype(size, xp.float32) / xp.asarray(stride, dtype=xp.float32)
+        lengths.append(at_least_two(xp.astype(quotient // 1, xp.int32)))
+    heights = [at_least_two(h - h % 2) for h in lengths[:-1]]
+    width = lengths[-1]
+    return Window(tuple((h // 2, h // 2) for h in heights), width // 2 + 1, (*heights, width))
 
 
 def window_distances(

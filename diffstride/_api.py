@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import device as _device
-
 from diffstride import _agnostic, _crop, _paths, _sizes, _tracing
 from diffstride._backend import Backend
 from diffstride._options import Options, with_options
@@ -42,7 +40,7 @@ def _as_strides(strides: Any, x: Any, rank: int, backend: Backend, xp: Any, name
     """``strides`` as a length-1 or -k array of ``x``'s dtype on ``x``'s device."""
     if not backend.owns(strides):
         values = check_stride_values(strides, rank=rank, name=name)
-        return xp.asarray(values, dtype=x.dtype, device=_device(x))
+        return xp.asarray(values, dtype=x.dtype, device=_agnostic.device_of(x))
     if tuple(strides.shape) not in ((1,), (rank,)):
         raise ValueError(
             f"{name} must have shape ({rank},), or (1,) for a shared stride; received an array "
@@ -155,7 +153,8 @@ def _at_full_precision(backend: Backend, x: Any, run: Any) -> Any:
     framework's automatic mixed precision off: the FFTs and GEMMs, the crop decision and the
     strides all run in float32; the result comes back in ``x``'s dtype."""
     xp = backend.namespace()
-    full = x if x.dtype == xp.float32 or x.dtype == xp.float64 else xp.astype(x, xp.float32)
+    full_dtypes = (xp.float32, getattr(xp, "float64", xp.float32))  # float64 is optional
+    full = x if x.dtype in full_dtypes else xp.astype(x, xp.float32)
     with backend.full_precision():
         y = run(full)
     return y if y.dtype == x.dtype else xp.astype(y, x.dtype)
@@ -175,14 +174,19 @@ def spectral_pooling_on(
     data_format = check_data_format(data_format)
     if sizes is None:
         sizes = check_input(x, data_format, backend)
-    if not all(isinstance(n, int) for n in sizes):
+    if backend.owns(strides):
+        strides = [float(v) for v in backend.concrete(strides)]
+    strides = check_stride_values(strides, rank=len(sizes))
+    if all(isinstance(n, int) for n in sizes):
+        window = _sizes.spectral_window(sizes, strides)
+    elif backend.dynamic_shapes:
+        # Sizes known at run time only (after a DiffStride in a TensorFlow graph).
+        window = _agnostic.spectral_window(sizes, strides, xp=backend.namespace())
+    else:
         raise ValueError(
             f"spectral pooling needs static spatial sizes; received an input of shape "
             f"{tuple(x.shape)} whose spatial sizes are only known at run time"
         )
-    if backend.owns(strides):
-        strides = [float(v) for v in backend.concrete(strides)]
-    window = _sizes.spectral_window(sizes, check_stride_values(strides, rank=len(sizes)))
     axes = spatial_axes(data_format, len(x.shape))
 
     def run(full: Any) -> Any:

@@ -26,9 +26,9 @@ from typing import Any
 
 import array_api_compat.numpy as np_xp
 import numpy as np
-from array_api_compat import device as _device
 
-from diffstride._agnostic import Window
+from diffstride._agnostic import Window, window_distances
+from diffstride._agnostic import device_of as _device
 from diffstride._backend import check_matmul_layouts
 
 __all__ = ["apply_separable"]
@@ -190,6 +190,9 @@ def apply_separable(
     channels_first = axes[-1] == ndim - 1
     stacked = layouts[0 if channels_first else 1] == "stacked"
     steps = _steps(len(axes), channels_first, stacked)
+    if masks is None and not window.is_static(sizes):
+        # Symbolic sizes (TensorFlow graph) have no cached matrices: a unit mask instead.
+        masks = [d * 0 + 1 for d in window_distances(sizes, window, like=x, xp=xp)]
     if masks is None:
         matrices = [_constant(m, x, xp) for m in _fixed_matrices(tuple(sizes), window, steps)]
     else:

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from array_api_compat import device as _device
-
 from diffstride import _agnostic, _matmul
 from diffstride._backend import Backend
 
@@ -40,7 +38,7 @@ def compute(
         shape = list(x.shape)
         for axis, size in zip(axes, window.output_size, strict=True):
             shape[axis] = size
-        empty = xp.zeros(tuple(shape), dtype=x.dtype, device=_device(x))
+        empty = xp.zeros(tuple(shape), dtype=x.dtype, device=_agnostic.device_of(x))
         # Still a function of x and of the strides (zero gradients), so that autograd reaches
         # the layers upstream and an empty shard joins a data-parallel step like the others.
         inputs = [x, *(t for t in thresholds or () if not isinstance(t, (int, float)))]

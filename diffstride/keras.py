@@ -9,12 +9,13 @@ original); ``training=True`` calls project it in place, ``S <- max(S, N / (N - R
 A call runs on the adapter of the active Keras backend. Where the crop can follow the strides
 at every call, it does: eagerly (torch's default, TensorFlow eager) it is read from their
 values, and in a TensorFlow graph (``fit``) it is computed in the graph, so the output's
-spatial size is dynamic there (convolutions, global pooling and further DiffStride layers
-accept that; ``FixedSpectralPooling`` needs static sizes). jax compiles with static shapes:
-there each layer fixes its crop per input size from its strides when first called, the
-strides keep learning through the mask, and :func:`update_crops` (or the :class:`UpdateCrops`
-callback, once per epoch by default) sets the crops from the current strides and makes the
-next call retrace.
+spatial size is dynamic there (convolutions, global pooling, further DiffStride and fixed
+spectral pooling layers accept that; a ``Dense`` after ``Flatten`` cannot, and is refused).
+jax compiles with static shapes: there each layer fixes its crop per input size from a host
+copy of its strides (inside ``fit`` Keras detaches the variables from their values), the
+strides keep learning through the mask, and :func:`update_crops` (or the
+:class:`UpdateCrops` callback, once per epoch by default) sets the crops from the current
+strides and makes the next call retrace.
 """
 
 from __future__ import annotations
@@ -107,6 +108,19 @@ class StrideConstraint(keras.constraints.Constraint):
         return {"lower_limit": self.lower_limit, "upper_limit": self.upper_limit}
 
 
+def _concrete_value(variable: Any) -> np.ndarray | None:
+    """A variable's value as numpy, or None where it has none to read: inside a traced
+    step (a tracer or a graph tensor) or detached by the Keras jax trainer."""
+    try:
+        return keras.ops.convert_to_numpy(variable)
+    except Exception:  # traced; the variable may still hold its last concrete value
+        raw = getattr(variable, "_value", None)
+        try:
+            return None if raw is None else np.asarray(raw)
+        except Exception:  # a tracer or a symbolic tensor
+            return None
+
+
 class _DiffStride(DiffStrideMixin, keras.layers.Layer):
     """Spectral pooling with learnable strides (Riad et al., ICLR 2022) over {rank} spatial
     axes, as a Keras 3 layer: input ``{layout}``.
@@ -146,9 +160,11 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
         super().__init__(trainable=trainable, **layer_kwargs)
         self._init_diffstride(strides, shared_stride, options)
         self._crops: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._checked_nodes = 0
 
     def build(self, input_shape: Any) -> None:
-        self._check_input_shape(input_shape)
+        # Unknown sizes are read per call (TensorFlow graphs) or per trace (jax).
+        self._check_input_shape(input_shape, allow_unknown=True)
         self.strides = self.add_weight(
             name="strides",
             shape=self.stride_shape,
@@ -158,19 +174,28 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
             constraint=StrideConstraint(*self.options.limits),
             autocast=False,  # strides stay float32 under a mixed precision policy
         )
+        self._last_read_strides = np.asarray(self.initial_value, dtype=np.float32)
 
     def _stride_values(self) -> Any:
-        """The stride values held now, also while a jax trace holds tracers for them."""
+        """The stride values held now; inside a compiled step, where they cannot be read,
+        the last values read (Keras on jax detaches variables from their values during
+        ``fit`` and ``predict``), which the crops are fixed from anyway."""
         if not self.built:
             return self.initial_value
-        try:
-            return keras.ops.convert_to_numpy(self.strides)
-        except Exception:  # a tracer inside jax.jit: the variable still holds its value
-            return np.asarray(self.strides._value)
+        values = _concrete_value(self.strides)
+        if values is not None:
+            self._last_read_strides = values
+        return self._last_read_strides
+
+    def load_own_variables(self, store: Any) -> None:
+        super().load_own_variables(store)
+        self._crops = {}
+        self._stride_values()
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         backend = _adapter()
         sizes = self._checked_sizes(inputs, backend)
+        self._check_consumers()
         strides = keras.ops.convert_to_tensor(self.strides.value)
         if training and not self.options.inside:
             xp = backend.namespace()
@@ -194,6 +219,34 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
         for axis in self._axes(len(shape)):
             shape[axis] = None
         return tf.ensure_shape(outputs, shape)
+
+    def _check_consumers(self) -> None:
+        """Refuse a layer with weights sized by a flattened DiffStride output (``Flatten`` then
+        ``Dense``): that size follows the learned strides, so the layer breaks once they move.
+        Checked at the first call of each model graph the layer belongs to."""
+        nodes = self._outbound_nodes
+        if not self.trainable or len(nodes) == self._checked_nodes:
+            return
+        self._checked_nodes = len(nodes)
+        pending = [(node.operation, None) for node in nodes]
+        seen: set[int] = set()
+        while pending:
+            layer, flattened_by = pending.pop()
+            if id(layer) in seen or type(layer).__name__.startswith("Global"):
+                continue  # global pooling makes the size independent of the strides
+            seen.add(id(layer))
+            if isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape)):
+                flattened_by = layer
+            elif flattened_by is not None and layer.weights:
+                raise ValueError(
+                    f"{type(layer).__name__} {layer.name!r} has weights sized by the output of "
+                    f"{type(self).__name__} {self.name!r} through {type(flattened_by).__name__} "
+                    f"{flattened_by.name!r}, but that output's spatial size follows the learned "
+                    "strides, so those weights stop fitting once the strides move. Use global "
+                    "pooling (keras.layers.GlobalAveragePooling2D) before the layer, or freeze "
+                    "the strides (trainable=False)."
+                )
+            pending += [(node.operation, flattened_by) for node in layer._outbound_nodes]
 
     def _crop_for(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
         """The output size fixed for inputs of ``sizes`` (static-shape backends)."""
@@ -262,7 +315,9 @@ class _FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         shape = list(input_shape)
         axes = self._axes(len(shape))
-        for axis, size in zip(axes, self.output_size([shape[a] for a in axes]), strict=True):
+        sizes = [shape[a] for a in axes]
+        outputs = [None] * len(axes) if None in sizes else self.output_size(sizes)
+        for axis, size in zip(axes, outputs, strict=True):
             shape[axis] = size
         return tuple(shape)
 

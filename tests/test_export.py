@@ -149,17 +149,18 @@ def test_keras_saved_model(tmp_path):
     from diffstride.tf import FixedSpectralPooling as KerasFixedSpectralPooling
 
     keras.utils.set_random_seed(0)
-    # FixedSpectralPooling first: a DiffStride output's spatial sizes follow the stride
-    # variable, so in the exported graph they are only known at run time.
+    # A DiffStride output's spatial sizes follow the stride variable, so in the exported
+    # graph the FixedSpectralPooling after it reads them at run time.
     model = keras.Sequential(
         [
             keras.Input((32, 28, 3)),
             keras.layers.Conv2D(4, 3, padding="same"),
             KerasFixedSpectralPooling(2, data_format="channels_last"),
             KerasDiffStride((2.0, 2.0), data_format="channels_last"),
+            KerasFixedSpectralPooling(1.5, data_format="channels_last"),
         ]
     )
-    model.layers[-1].strides.assign([2.3, 1.7])
+    model.layers[2].strides.assign([2.3, 1.7])
     x = np.random.default_rng(0).normal(size=(2, 32, 28, 3)).astype("float32")
     expected = np.asarray(model(x))
     model.export(str(tmp_path / "saved"), verbose=False)

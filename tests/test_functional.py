@@ -185,6 +185,28 @@ def test_cotangent_shape_is_checked() -> None:
         reference.diffstride_vjp(X, (2.0, 2.0), np.ones((2, 3, 20, 18)))
 
 
+@pytest.mark.parametrize("method", ["fft", "matmul", "auto"])
+def test_tf_graph_spectral_pooling_with_unknown_spatial_sizes(method: str) -> None:
+    """Fixed spectral pooling after a DiffStride in a graph reads its sizes at run time, by
+    the rule used on static sizes (odd and even sizes, strides that round down)."""
+    import tensorflow as tf
+
+    from diffstride.tf import spectral_pooling
+
+    strides = (1.7, 2.5)
+    pool = tf.function(
+        lambda x: spectral_pooling(x, strides, method=method),
+        input_signature=[tf.TensorSpec((None, 2, None, None), tf.float32)],
+    )
+    rng = np.random.default_rng(3)
+    for height, width in [(7, 9), (16, 16), (13, 6), (5, 24)]:
+        x = rng.normal(size=(1, 2, height, width)).astype(np.float32)
+        expected = reference.spectral_pooling(x, strides)
+        got = pool(tf.constant(x)).numpy()
+        assert got.shape == expected.shape, (height, width)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_tf_graph_mode_with_unknown_spatial_sizes() -> None:
     """Inside tf.function a size may be known only at run time (after another DiffStride)."""
     import tensorflow as tf
