@@ -83,7 +83,8 @@ class Backend:
         Choose a computation at run time (where sizes are symbolic).
     custom_vjp(forward, backward)
         A differentiable function with the core's hand-written VJP, or ``None`` (autodiff of
-        the forward pass is then used).
+        the forward pass is then used); the primals and residual are spelled out on the
+        method.
     tracing(), untraced(fn)
         Whether a tracer records a graph that a value read would split (``torch.compile``),
         and ``fn`` run outside that tracer.
@@ -138,9 +139,15 @@ class Backend:
     def custom_vjp(
         self, forward: Callable[..., tuple[Any, Any]], backward: Callable[..., tuple[Any, ...]]
     ) -> Callable[..., Any] | None:
-        """``f(*primals) = forward(*primals)[0]`` (``forward`` returns ``(out, residual)``)
-        whose gradient is ``backward(residual, primals, cotangent, needs)`` (``needs``: which
-        primals want one; the others may get ``None``); ``None`` where not supported."""
+        """``f(*primals) = forward(*primals)[0]`` whose gradient is ``backward(residual,
+        primals, cotangent, needs)``; ``None`` where not supported.
+
+        The primals are the input ``x`` and, for DiffStride, one mask vector per spatial axis
+        (they carry the strides' gradient); fixed pooling passes ``x`` alone. ``forward``
+        returns ``(out, residual)``, the residual a framework array to keep for the backward
+        pass. ``backward`` returns one gradient per primal, in order; ``needs`` is a tuple of
+        bools, one per primal (all ``True`` for a framework without the notion), and a primal
+        not needed may get ``None``. ``f`` is built once per configuration and reused."""
         del forward, backward
         return None
 
@@ -169,8 +176,9 @@ class Backend:
     def vjp(
         self, fn: Callable[..., Any], primals: list[Any], cotangent: np.ndarray
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``(fn(*primals), gradients of sum(fn(*primals) * cotangent))`` as numpy arrays.
-        Only called where ``differentiable``."""
+        """``(fn(*primals), [gradient of sum(fn(*primals) * cotangent) per primal])``, all
+        numpy arrays: ``primals`` are framework arrays (from :meth:`from_numpy`), ``cotangent``
+        a numpy array of the output's shape. Only called where ``differentiable``."""
         raise NotImplementedError(f"backend {self.name!r} has no autodiff")
 
     def __repr__(self) -> str:

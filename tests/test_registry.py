@@ -207,3 +207,15 @@ def test_register_backend_wants_a_name(monkeypatch: pytest.MonkeyPatch) -> None:
         diffstride.register_backend(Nameless)
     with pytest.raises(TypeError, match=r"received the class builtins\.int"):
         diffstride.register_backend(int)
+
+
+def test_arrays_without_a_device_attribute_use_the_default_device() -> None:
+    """An adapter's arrays need no ``device``: the core then creates its small arrays on the
+    namespace's default device (``device=None``)."""
+    from diffstride._agnostic import device_of
+
+    class Plain:
+        shape = (1,)
+
+    assert device_of(Plain()) is None
+    assert device_of(np.zeros(2)) == "cpu"
