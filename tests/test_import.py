@@ -66,3 +66,23 @@ def test_diffstride_torch_imports_after_tensorflow(order: str) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_conformance_package_imports_without_pytest_or_hypothesis() -> None:
+    """``diffstride_conformance`` ships in the base wheel: importing it needs neither pytest
+    nor hypothesis; using the checks without them says what to install."""
+    code = "\n".join(
+        [
+            "import sys",
+            "sys.modules['pytest'] = sys.modules['hypothesis'] = None  # not installed",
+            "import diffstride_conformance",
+            "assert 'numpy' in diffstride_conformance.backends_under_test()",
+            "try:",
+            "    diffstride_conformance.parametrize_with_checks(['numpy'])",
+            "except ModuleNotFoundError as error:",
+            "    print(error)",
+        ]
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'pip install "diffstride[conformance]"' in result.stdout, result.stdout

@@ -17,6 +17,9 @@ entry-point group. The suite uses its testing hooks: ``from_numpy(array)``,
 ``test_inputs(array)`` (the input layouts to hold to the reference, e.g. several chunkings)
 and, where ``differentiable``, ``vjp(fn, primals, cotangent) -> (output, [gradients])`` (numpy
 arrays out). Every check runs for 1, 2 and 3 spatial axes; see ``docs/backends.md``.
+
+The checks need pytest and hypothesis (``pip install "diffstride[conformance]"``); they are
+imported on first use, so importing this package needs neither.
 """
 
 from __future__ import annotations
@@ -25,19 +28,14 @@ import functools
 import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-
-import pytest
+from typing import TYPE_CHECKING, Any
 
 from diffstride import available_backends, get_backend
-from diffstride_conformance.checks import (
-    CHECKS,
-    METHODS,
-    PATH_FREE,
-    RAMP_FREE,
-    RAMPS,
-    checks_for,
-)
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from diffstride_conformance.checks import CHECKS, METHODS, RAMPS, checks_for
 
 __all__ = [
     "CHECKS",
@@ -59,10 +57,34 @@ def backends_under_test() -> list[str]:
     return [name.strip() for name in named.split(",") if name.strip()]
 
 
+def _checks() -> ModuleType:
+    """The checks module, with an install hint where pytest or hypothesis is missing."""
+    try:
+        from diffstride_conformance import checks
+    except ModuleNotFoundError as error:
+        if error.name not in ("pytest", "hypothesis"):
+            raise
+        raise ModuleNotFoundError(
+            f"the diffstride conformance checks need {error.name}: "
+            'pip install "diffstride[conformance]"',
+            name=error.name,
+        ) from error
+    return checks
+
+
+_LAZY = frozenset({"CHECKS", "METHODS", "RAMPS", "checks_for"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(_checks(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def parametrize_with_checks(
     backends: Iterable[str],
     *,
-    methods: Iterable[str] = METHODS,
+    methods: Iterable[str] | None = None,
     expected_failed_checks: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Callable[[Any], Any]:
     """Parametrize a test over ``(backend, check)`` with ids like
@@ -74,16 +96,21 @@ def parametrize_with_checks(
     ``expected_failed_checks`` maps a backend name to ``{check name: reason}``; those checks are
     marked as strict xfails, so they fail the run once they start passing.
     """
+    checks = _checks()
+    import pytest
+
+    methods = checks.METHODS if methods is None else methods
+    path_free, ramp_free = checks.PATH_FREE, checks.RAMP_FREE
     expected = expected_failed_checks or {}
     params = []
     for name in backends:
-        for check in checks_for(name):
+        for check in checks.checks_for(name):
             reason = expected.get(name, {}).get(check.__name__)
             marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-            paths = ("auto",) if check in PATH_FREE else tuple(methods)
-            ramps = ("outside",) if check in RAMP_FREE else RAMPS
+            paths = ("auto",) if check in path_free else tuple(methods)
+            ramps = ("outside",) if check in ramp_free else checks.RAMPS
             for method, ramp in itertools.product(paths, ramps):
-                label = [] if check in PATH_FREE else [method]
+                label = [] if check in path_free else [method]
                 label += [] if ramp == "outside" else [ramp]
                 params.append(
                     pytest.param(
