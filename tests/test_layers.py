@@ -376,3 +376,18 @@ def test_torch_meta_device_init_then_reset_parameters() -> None:
             layer.strides.fill_(4.0)
         layer.reset_parameters()
         torch.testing.assert_close(layer.strides, reference.strides)
+
+
+def test_a_global_mean_right_after_the_layer_gives_the_strides_no_gradient() -> None:
+    """The README's trap: the mask is 1 at frequency zero, so the output's mean follows the
+    strides only through the crop size, a step function."""
+    import torch
+
+    from diffstride.torch import DiffStride
+
+    layer = DiffStride(strides=(2.3, 1.7))
+    layer(torch.randn(4, 3, 32, 32)).mean().backward()
+    assert layer.strides.grad.abs().max() < 1e-6
+    layer.zero_grad()
+    layer(torch.randn(4, 3, 32, 32)).square().mean().backward()
+    assert layer.strides.grad.abs().max() > 1e-6
