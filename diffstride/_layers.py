@@ -11,7 +11,7 @@ its strides (jax, numpy: the rank-generic layers).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,7 +29,7 @@ from diffstride._validation import (
     spatial_axes,
 )
 
-__all__ = ["DiffStrideMixin", "FixedSpectralPoolingMixin", "SpatialPoolingMixin"]
+__all__ = ["DiffStrideMixin", "FixedSpectralPoolingMixin", "SpatialPoolingMixin", "per_rank"]
 
 
 class _LayoutMixin:
@@ -274,3 +274,31 @@ def _int_pair(value: Any, name: str) -> tuple[int, int]:
     ):
         raise ValueError(f"{name} must be an int >= 1 or a pair of them; received {name}={value!r}")
     return (values[0], values[1])
+
+
+def per_rank(
+    base: type,
+    name: str,
+    examples: Mapping[int, str],
+    *,
+    module: str,
+    data_format: str,
+    register: Callable[[type], type] = lambda cls: cls,
+) -> tuple[type, ...]:
+    """The 1-D, 2-D and 3-D layers of ``base``, as frameworks name their own (``name`` with
+    the rank in it: ``"DiffStride{rank}d"``): a fixed ``rank``, and ``base``'s docstring with
+    the rank's layout and ``examples[rank]``; ``register`` is applied to each (a framework's
+    serialization registry)."""
+    from diffstride._options import document_layer
+
+    layers = []
+    for rank, example in examples.items():
+        qualname = name.format(rank=rank)
+        namespace = {
+            "rank": rank,
+            "__module__": module,
+            "__qualname__": qualname,
+            "__doc__": document_layer(base.__doc__ or "", rank, data_format, example),
+        }
+        layers.append(register(type(qualname, (base,), namespace)))
+    return tuple(layers)

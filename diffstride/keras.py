@@ -28,9 +28,14 @@ import numpy as np
 from diffstride import _api
 from diffstride._backend import Backend
 from diffstride._complexity import complexity_penalty_of
-from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, SpatialPoolingMixin
+from diffstride._layers import (
+    DiffStrideMixin,
+    FixedSpectralPoolingMixin,
+    SpatialPoolingMixin,
+    per_rank,
+)
 from diffstride._options import NAMES as OPTION_NAMES
-from diffstride._options import document_layer, with_options
+from diffstride._options import with_options
 
 if TYPE_CHECKING:  # loaded on first use, by the module __getattr__ at the end
     from diffstride._keras_convert import (
@@ -330,94 +335,55 @@ class _FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
         }
 
 
-def _layer_doc(template: str, rank: int, example: str) -> str:
-    return document_layer(template, rank, "channels_last", example)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class DiffStride1D(_DiffStride):
-    __doc__ = _layer_doc(
-        _DiffStride.__doc__,
-        1,
-        """>>> import numpy as np
+DiffStride1D, DiffStride2D, DiffStride3D = per_rank(
+    _DiffStride,
+    "DiffStride{rank}D",
+    {
+        1: """>>> import numpy as np
     >>> from diffstride.keras import DiffStride1D
     >>> tuple(DiffStride1D(4.0, data_format="channels_last")(np.zeros((2, 1000, 1))).shape)
     (2, 258, 1)""",
-    )
-    rank = 1
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class DiffStride2D(_DiffStride):
-    __doc__ = _layer_doc(
-        _DiffStride.__doc__,
-        2,
-        """>>> import numpy as np
+        2: """>>> import numpy as np
     >>> from diffstride.keras import DiffStride
     >>> layer = DiffStride(strides=(2.0, 2.0), data_format="channels_last")
     >>> tuple(layer(np.zeros((8, 32, 32, 3), "float32")).shape)
     (8, 24, 24, 3)
     >>> layer.current_strides(), layer.compute_output_shape((None, 32, 32, 3))
     ((2.0, 2.0), (None, 24, 24, 3))""",
-    )
-    rank = 2
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class DiffStride3D(_DiffStride):
-    __doc__ = _layer_doc(
-        _DiffStride.__doc__,
-        3,
-        """>>> import numpy as np
+        3: """>>> import numpy as np
     >>> from diffstride.keras import DiffStride3D
     >>> layer = DiffStride3D((1.0, 2.0, 2.0), data_format="channels_last")
     >>> tuple(layer(np.zeros((1, 8, 32, 32, 2), "float32")).shape)
     (1, 8, 24, 24, 2)""",
-    )
-    rank = 3
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FixedSpectralPooling1D(_FixedSpectralPooling):
-    __doc__ = _layer_doc(
-        _FixedSpectralPooling.__doc__,
-        1,
-        """>>> import numpy as np
+    },
+    module=__name__,
+    data_format="channels_last",
+    register=keras.saving.register_keras_serializable(package=_PACKAGE),
+)
+FixedSpectralPooling1D, FixedSpectralPooling2D, FixedSpectralPooling3D = per_rank(
+    _FixedSpectralPooling,
+    "FixedSpectralPooling{rank}D",
+    {
+        1: """>>> import numpy as np
     >>> from diffstride.keras import FixedSpectralPooling1D
     >>> layer = FixedSpectralPooling1D(4, data_format="channels_last")
     >>> tuple(layer(np.zeros((1, 100, 3), "float32")).shape)
     (1, 25, 3)""",
-    )
-    rank = 1
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FixedSpectralPooling2D(_FixedSpectralPooling):
-    __doc__ = _layer_doc(
-        _FixedSpectralPooling.__doc__,
-        2,
-        """>>> import numpy as np
+        2: """>>> import numpy as np
     >>> from diffstride.keras import FixedSpectralPooling
     >>> layer = FixedSpectralPooling((2, 2), data_format="channels_first")
     >>> tuple(layer(np.zeros((1, 3, 32, 32), "float32")).shape)
     (1, 3, 16, 16)""",
-    )
-    rank = 2
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class FixedSpectralPooling3D(_FixedSpectralPooling):
-    __doc__ = _layer_doc(
-        _FixedSpectralPooling.__doc__,
-        3,
-        """>>> import numpy as np
+        3: """>>> import numpy as np
     >>> from diffstride.keras import FixedSpectralPooling3D
     >>> layer = FixedSpectralPooling3D(2, data_format="channels_last")
     >>> tuple(layer(np.zeros((1, 8, 8, 8, 3), "float32")).shape)
     (1, 4, 4, 4, 3)""",
-    )
-    rank = 3
-
+    },
+    module=__name__,
+    data_format="channels_last",
+    register=keras.saving.register_keras_serializable(package=_PACKAGE),
+)
 
 #: The 2-D layers under the original's names; ``.keras`` files saved with those names load.
 DiffStride = DiffStride2D
