@@ -20,7 +20,6 @@ from diffstride import _agnostic, _sizes
 from diffstride._backend import Backend
 from diffstride._options import Options
 from diffstride._validation import (
-    channel_axis,
     check_data_format,
     check_input,
     check_method,
@@ -36,42 +35,25 @@ class _LayoutMixin:
     #: The number of spatial axes (None: taken from the strides given, for generic layers).
     rank: ClassVar[int | None] = None
     data_format: str
-    _channels: int | None = None
 
     @property
     def spatial_rank(self) -> int | None:
         return self.rank
 
+    # No channel count is recorded: a layer has no weight per channel, so one instance takes
+    # any channel count, and its result never depends on the inputs it saw before.
     def _check_input_shape(
         self, shape: Sequence[Any], *, allow_unknown: bool = False
     ) -> tuple[Any, ...]:
-        """The rank, spatial sizes >= 2 (static unless ``allow_unknown``) and the channel
-        count of the first call (as a Keras ``InputSpec`` would) for the ``data_format``."""
-        sizes = check_spatial_sizes(
+        """The rank and spatial sizes >= 2 (static unless ``allow_unknown``) of ``shape`` for
+        the ``data_format``."""
+        return check_spatial_sizes(
             tuple(shape), self.data_format, allow_unknown=allow_unknown, rank=self.spatial_rank
         )
-        self._check_channels(tuple(shape))
-        return sizes
 
     def _checked_sizes(self, x: Any, backend: Backend) -> tuple[Any, ...]:
         """:meth:`_check_input_shape` for an array, with its dtype: the call's one check."""
-        sizes = check_input(x, self.data_format, backend, rank=self.spatial_rank)
-        self._check_channels(tuple(x.shape))
-        return sizes
-
-    def _check_channels(self, shape: tuple[Any, ...]) -> None:
-        axis = channel_axis(self.data_format, len(shape))
-        channels = shape[axis]
-        if channels is None:
-            return
-        if self._channels is None:
-            self._channels = int(channels)
-        elif int(channels) != self._channels:
-            raise ValueError(
-                f"{type(self).__name__} was first called with {self._channels} channels on "
-                f"axis {axis} (data_format={self.data_format!r}); received an input of shape "
-                f"{shape}. Is the data_format right?"
-            )
+        return check_input(x, self.data_format, backend, rank=self.spatial_rank)
 
     def _axes(self, ndim: int) -> tuple[int, ...]:
         return spatial_axes(self.data_format, ndim)

@@ -3,17 +3,16 @@
 The strides are an ``nnx.Param``: ``nnx.grad`` differentiates them and ``nnx.Optimizer``
 updates them with the rest of the model. The crop (the output's spatial size) is not a
 function of traced values, so under ``nnx.jit`` it cannot follow the strides. Each layer keeps
-it as a static attribute instead, ``crops``: input spatial sizes -> output spatial sizes,
-plain Python that NNX treats as part of the graph's structure, so a jitted step reads it as a
-constant and retraces when it changes. The strides still learn through the mask within that
-crop, as with a static ``output_size`` in ``diffstride.jax``.
+a host copy of its strides instead, a static attribute (plain Python, part of the graph's
+structure, so a jitted step reads it as a constant and retraces when it changes), and derives
+the crop of any input size from it, under a trace too: the first jitted step of a fresh model
+works. The strides still learn through the mask within that crop, as with a static
+``output_size`` in ``diffstride.jax``.
 
-A crop is computed from the current strides the first time a layer sees an input size where
-the strides can be read: an eager call, or :func:`update_crops` with example inputs. Under a
-trace, a size without a crop is an error that says so. Between epochs (outside ``jit``),
-:func:`update_crops` recomputes every crop from the strides learned since; the next jitted
-call retraces with the new output sizes where a crop changed, and reuses its compiled step
-where none did.
+An eager call (where the strides can be read) and :func:`update_crops` (between epochs,
+outside ``jit``) refresh the host copy from the strides where that changes the crop of a size
+the layer has seen (or of the size at hand): the next jitted call retraces where a crop
+changed, and reuses its compiled step where none did.
 
 Flax's convolutions are channels_last, and so are these layers by default.
 """
@@ -30,9 +29,8 @@ from flax import nnx
 
 from diffstride import _api
 from diffstride._crop import check_read_strides
-from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin, _LayoutMixin
+from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin
 from diffstride._options import document_options, with_options
-from diffstride._validation import check_input
 
 __all__ = ["DiffStride", "FixedSpectralPooling", "diffstride_layers", "update_crops"]
 
@@ -59,22 +57,35 @@ def _concrete(value: Any) -> np.ndarray | None:
     return _api.get_backend("jax").concrete(value)  # a JVP tracer (eager ``nnx.grad``)
 
 
-class _Layout(_LayoutMixin):
-    def _checked_sizes(self, x: Any, backend: Any) -> tuple[Any, ...]:
-        # The channel count is recorded eagerly only: recorded under ``nnx.jit``, it would
-        # change the graph's static part after the first step, and the second would retrace.
-        if self._channels is None and isinstance(x, jax.core.Tracer):
-            return check_input(x, self.data_format, backend, rank=self.spatial_rank)
-        return super()._checked_sizes(x, backend)
+class _Crops:
+    """A layer's host copy of its strides (compared and hashed: the jit cache's key) and the
+    crops derived from it, a cache of the sizes seen (eager or traced) that is no part of the
+    key: a crop is a function of the copy, so a cached trace stays right for its key."""
+
+    __slots__ = ("crops", "strides")
+
+    def __init__(self, strides: tuple[float, ...], crops: dict | None = None) -> None:
+        self.strides = strides
+        self.crops: dict[tuple[int, ...], tuple[int, ...]] = dict(crops or {})
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _Crops and other.strides == self.strides
+
+    def __hash__(self) -> int:
+        return hash(self.strides)
+
+    def __repr__(self) -> str:
+        return f"_Crops(strides={self.strides}, crops={self.crops})"
 
 
-class DiffStride(_Layout, DiffStrideMixin, nnx.Module):
+class DiffStride(DiffStrideMixin, nnx.Module):
     """DiffStride (Riad et al., ICLR 2022) as a Flax NNX module, for 1, 2 or 3 spatial axes
     (as many as ``strides`` has entries; any with ``shared_stride``).
 
-    ``strides`` is an ``nnx.Param`` of float32 values. ``layer(x)`` crops to ``crops[sizes]``
-    for ``x``'s spatial sizes, computed from the strides the first time those sizes are seen
-    outside a trace (see the module docstring); :func:`update_crops` refreshes it.
+    ``strides`` is an ``nnx.Param`` of float32 values. ``layer(x)`` crops to the output size
+    that the layer's host copy of its strides gives for ``x``'s spatial sizes, under
+    ``nnx.jit`` too; an eager call and :func:`update_crops` refresh that copy (see the module
+    docstring). ``crops`` maps the sizes seen to their output sizes.
     :meth:`project` applies the original's projection ``S <- clip(max(S, N / (N - R)), lower,
     upper)`` (with ``ramp="inside"``, only the clip) in place: call it after each optimizer
     step, inside the jitted step or not. Eager calls check that the strides are finite.
@@ -119,8 +130,13 @@ class DiffStride(_Layout, DiffStrideMixin, nnx.Module):
         self._init_diffstride(strides, shared_stride, options)
         self.trainable = bool(trainable)
         self.strides = nnx.Param(jnp.asarray(self.initial_value, dtype=jnp.float32))
-        #: Input spatial sizes -> output spatial sizes: static, the crop of each traced call.
-        self.crops: dict[tuple[int, ...], tuple[int, ...]] = {}
+        # Static: a jitted call derives its crop from this copy, never from traced strides.
+        self._host = _Crops(_host_strides(self.initial_value))
+
+    @property
+    def crops(self) -> dict[tuple[int, ...], tuple[int, ...]]:
+        """Input spatial sizes seen -> output spatial sizes, from the host copy of the strides."""
+        return dict(self._host.crops)
 
     def _stride_values(self) -> Any:
         return _read(self.strides)
@@ -129,9 +145,11 @@ class DiffStride(_Layout, DiffStrideMixin, nnx.Module):
         backend = _api.get_backend("jax")
         sizes = self._checked_sizes(x, backend)
         strides = _read(self.strides)
-        crop = self.crops.get(sizes)
-        if crop is None:
-            crop = self._new_crop(sizes, strides)
+        values = _concrete(strides)
+        if values is not None:  # eager: the strides are checked and the copy follows them
+            check_read_strides(values, len(sizes), "finite", self._stride_name())
+            self._refresh(values, sizes)
+        crop = self._crop(sizes)
         if not self.trainable:
             strides = jax.lax.stop_gradient(strides)
         return _api.diffstride_on(
@@ -141,30 +159,43 @@ class DiffStride(_Layout, DiffStrideMixin, nnx.Module):
             self.options,
             output_size=crop,
             sizes=sizes,
-            check_values="finite",
+            check_values=False,
             name=self._stride_name(),
         )
 
-    def _new_crop(self, sizes: tuple[int, ...], strides: Any) -> tuple[int, ...]:
-        values = _concrete(strides)
-        if values is None:
-            raise ValueError(
-                f"{type(self).__name__} has no crop for inputs of spatial sizes {sizes} and "
-                "cannot compute one under a trace (nnx.jit) from traced strides. Call the "
-                "model once outside jit on inputs of this shape, or "
-                "diffstride.flax.update_crops(model, example_inputs) (which accepts "
-                "jax.ShapeDtypeStruct), before the jitted step; known sizes: "
-                f"{sorted(self.crops) or 'none'}"
-            )
-        check_read_strides(values, len(sizes), "finite", self._stride_name())
-        crop = tuple(int(n) for n in self._output_size_with(sizes, values.reshape(-1)))
-        # A new dict, never one changed in place: the old one may be a jit cache's key.
-        self.crops = {**self.crops, sizes: crop}
+    def _crop(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        host = self._host
+        crop = host.crops.get(sizes)
+        if crop is None:
+            # Recorded in place, not by assignment: under a trace that would change the
+            # graph's structure, and the next step would retrace.
+            crop = host.crops[sizes] = self._output_size_with(sizes, host.strides)
         return crop
 
+    def _refresh(self, values: Any, sizes: tuple[int, ...] | None = None) -> bool:
+        """Take ``values`` (the strides, concrete) as the host copy where that changes the
+        crop of a size seen or of ``sizes``, or where no size has been seen; whether it did."""
+        host = self._host
+        strides = _host_strides(values)
+        if strides == host.strides:
+            return False
+        seen = {*host.crops, *([sizes] if sizes is not None else [])}
+        crops = {each: self._output_size_with(each, strides) for each in seen}
+        if seen and all(self._crop(each) == crop for each, crop in crops.items()):
+            return False  # the compiled steps stay right: keep their key
+        self._host = _Crops(strides, crops)
+        return True
+
     def refresh_crops(self) -> None:
-        """Recompute every stored crop from the current strides (outside a trace)."""
-        self.crops = self._current_crops(self.crops)
+        """Refresh the host copy of the strides, and so the crops (outside a trace)."""
+        values = _concrete(_read(self.strides))
+        if values is None:
+            raise ValueError(
+                f"{type(self).__name__}.refresh_crops() reads the strides, which are traced "
+                "here: call it (or diffstride.flax.update_crops) outside nnx.jit"
+            )
+        check_read_strides(values, self.spatial_rank or 1, "finite", self._stride_name())
+        self._refresh(values)
 
     def project(self, input_size: Sequence[int] | None = None) -> None:
         """Store the original's projection of the strides for inputs of spatial sizes
@@ -193,7 +224,7 @@ with_options(DiffStride.__init__, defaults={"data_format": "channels_last"})
 DiffStride.__doc__ = document_options(DiffStride.__doc__ or "")
 
 
-class FixedSpectralPooling(_Layout, FixedSpectralPoolingMixin, nnx.Module):
+class FixedSpectralPooling(FixedSpectralPoolingMixin, nnx.Module):
     """Fixed spectral pooling (the original's ``FixedSpectralPooling``): a crop of the
     spectrum to ``N // S`` per axis, no parameter; 1, 2 or 3 spatial axes (as many as
     ``strides`` has entries).
@@ -224,35 +255,39 @@ class FixedSpectralPooling(_Layout, FixedSpectralPoolingMixin, nnx.Module):
         return f"{type(self).__name__}({self._extra_repr()})"
 
 
+def _host_strides(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(values, dtype=np.float32).reshape(-1))
+
+
 def diffstride_layers(model: Any) -> list[tuple[Any, DiffStride]]:
     """``(path, layer)`` for every :class:`DiffStride` in ``model`` (an NNX graph)."""
     return [(path, node) for path, node in nnx.iter_graph(model) if isinstance(node, DiffStride)]
 
 
 def update_crops(model: Any, *args: Any, **kwargs: Any) -> None:
-    """Recompute every DiffStride crop in ``model`` from the current strides; call it outside
-    ``jit`` (between epochs, say). Jitted calls after it retrace where a crop changed.
+    """Refresh every DiffStride's host copy of its strides in ``model`` from the current
+    strides, where that changes a crop; call it outside ``jit`` (between epochs, say). Jitted
+    calls after it retrace where a crop changed.
 
     With example inputs, ``model(*args, **kwargs)`` is also traced once, abstractly
     (``jax.eval_shape``: nothing runs, and ``jax.ShapeDtypeStruct`` inputs do), so that the
-    layers compute the crops of the sizes they would see, as an eager call would; ``model``'s
-    state is left as it was.
+    layers refresh their copies for the sizes they would see, as an eager call would;
+    ``model``'s state is left as it was.
     """
     for _, layer in diffstride_layers(model):
         layer.refresh_crops()
     if not args and not kwargs:
         return
     graphdef, state = nnx.split(model)
-    found: dict[Any, dict[tuple[int, ...], tuple[int, ...]]] = {}
+    found: dict[Any, _Crops] = {}
 
     def run(*inputs: Any, **named: Any) -> None:
         # The state is closed over, not traced: the layers read their strides' values.
         copy = nnx.merge(graphdef, state)
         copy(*inputs, **named)
-        found.update((path, layer.crops) for path, layer in diffstride_layers(copy))
+        found.update((path, layer._host) for path, layer in diffstride_layers(copy))
 
     jax.eval_shape(run, *args, **kwargs)
     for path, layer in diffstride_layers(model):
-        new = found.get(path, {})
-        if any(sizes not in layer.crops for sizes in new):
-            layer.crops = {**new, **layer.crops}
+        if path in found:
+            layer._host = found[path]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -124,15 +126,80 @@ def test_update_crops_across_a_boundary_retraces():
     )
 
 
-def test_tracing_without_a_crop_raises():
+def _train_step(traces: list) -> Any:
+    @nnx.jit(static_argnames="sized")
+    def step(model, optimizer, x, y, sized=False):
+        traces.append(x.shape)
+
+        def loss_fn(model):
+            logits = model(x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        # Without input_size, the size the layer has seen (ambiguous once it has seen two).
+        model.pool.project(x.shape[1:3] if sized else None)
+        return loss, grads["pool"]["strides"][...]
+
+    return step
+
+
+def test_first_jitted_step_of_a_fresh_model():
+    """No eager call and no update_crops first: the crop comes from the host copy of the
+    strides, under the trace; the strides' gradient flows through the mask."""
+    model = _Tiny(nnx.Rngs(0))
+    reference = _Tiny(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
+    x = jnp.asarray(_input((4, 16, 16, 2)))
+    y = jnp.array([0, 1, 2, 0])
+    traces: list = []
+    step = _train_step(traces)
+
+    loss, grad = step(model, optimizer, x, y)
+    expected_loss, expected_grads = nnx.value_and_grad(
+        lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+    )(reference)
+    np.testing.assert_allclose(float(loss), float(expected_loss), rtol=1e-5)
+    expected_grad = np.asarray(expected_grads["pool"]["strides"][...])
+    assert np.all(expected_grad != 0)
+    np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=1e-4, atol=1e-7)
+    assert model.pool.crops == {(16, 16): reference.pool.output_size((16, 16))}
+
+    before = np.asarray(model.pool.strides[...]).copy()
+    step(model, optimizer, x, y)
+    assert not np.allclose(before, np.asarray(model.pool.strides[...]))
+    assert traces == [x.shape]  # the second step reuses the first one's trace
+
+    bigger = jnp.asarray(_input((4, 20, 20, 2), seed=1))
+    loss, _ = step(model, optimizer, bigger, y, sized=True)  # a new size, first seen under jit
+    assert np.isfinite(float(loss))
+    assert traces == [x.shape, bigger.shape]
+    assert set(model.pool.crops) == {(16, 16), (20, 20)}
+    step(model, optimizer, bigger, y, sized=True)
+    assert len(traces) == 2
+    update_crops(model)  # every size seen, traced ones included, follows the strides now
+    assert model.pool.crops == {size: model.pool.output_size(size) for size in [(16, 16), (20, 20)]}
+
+
+def test_jitted_crop_follows_the_host_copy_of_the_strides():
     layer = DiffStride((2.0, 2.0))
-    x = jnp.ones((1, 16, 16, 1))
-    with pytest.raises(ValueError, match=r"no crop for inputs of spatial sizes \(16, 16\)"):
-        nnx.jit(lambda m, a: m(a))(layer, x)
-    assert layer.crops == {}
-    update_crops(layer, jax.ShapeDtypeStruct(x.shape, x.dtype))
-    assert layer.crops == {(16, 16): (16, 16)}
-    assert nnx.jit(lambda m, a: m(a))(layer, x).shape == (1, 16, 16, 1)
+    run = nnx.jit(lambda m, a: m(a))
+    x = jnp.asarray(_input((1, 32, 32, 2)))
+    layer.strides[...] = jnp.array([4.0, 4.0], dtype=jnp.float32)  # as loaded weights would
+    assert run(layer, x).shape == (1, 24, 24, 2)  # the copy: the initial strides
+    update_crops(layer)
+    y = run(layer, x)
+    assert y.shape == (1, 16, 16, 2)
+    np.testing.assert_allclose(
+        np.asarray(y),
+        dnp.diffstride(np.asarray(x), (4.0, 4.0), data_format="channels_last"),
+        atol=1e-5,
+    )
+    layer.strides[...] = jnp.array([2.0, 2.0], dtype=jnp.float32)
+    assert layer(x).shape == (1, 24, 24, 2)  # an eager call refreshes the copy
+    assert run(layer, x).shape == (1, 24, 24, 2)
+    with pytest.raises(ValueError, match=r"refresh_crops\(\) reads the strides"):
+        nnx.jit(lambda m: m.refresh_crops())(layer)
 
 
 def test_eager_grad_computes_the_crop():
