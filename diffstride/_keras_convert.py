@@ -172,8 +172,6 @@ class _Points:
     def __init__(self, graph: Any, selected: dict[int, Any]) -> None:
         self.layers = selected
         self.parent = {key: key for key in selected}
-        #: Each point's input and output channel counts.
-        self.channels: dict[int, tuple[Any, Any]] = {}
         #: The ZeroPadding layer that pads only for a point (keras.applications' strided
         #: "valid" layers): pooling before it keeps the sizes of a "same" layer.
         self.padding: dict[int, Any] = {}
@@ -214,10 +212,6 @@ class _Points:
             after = _merged(dependencies)
             if id(op) in self.layers:
                 after = (after or frozenset()) | {id(op)}
-                self.channels[id(op)] = tuple(
-                    t.shape[channel_axis(op.data_format, len(t.shape))]
-                    for t in (node.input_tensors[0], node.outputs[0])
-                )
                 producer = node.input_tensors[0]._keras_history.operation
                 if (
                     isinstance(producer, _ZERO_PADDING)
@@ -256,20 +250,6 @@ class _Points:
         first = next(iter(differences[0]))
         for difference in differences[1:]:
             self.parent[self.find(next(iter(difference)))] = self.find(first)
-
-    def placement(self, members: list[Any], pool_first: bool) -> bool:
-        """Whether a group's DiffStride layer goes before its layers: as asked, unless one
-        layer instance could not take them there (its channel count is fixed at its first
-        call), as the two 1x1 convolutions of a bottleneck block, 128 and 512 channels out."""
-        for before in (pool_first, not pool_first):
-            if len({self.channels[id(m)][0 if before else 1] for m in members}) == 1:
-                return before
-        found = ", ".join(f"{m.name}: {self.channels[id(m)]}" for m in members)
-        raise ValueError(
-            "downsampling layers whose outputs meet in a merge share one DiffStride layer, "
-            "which takes one channel count, but these differ in their (input, output) "
-            f"channels: {found}; exclude= them"
-        )
 
     def groups(self) -> dict[int, list[Any]]:
         """Each group's layers in graph order, with the same rank, layout and strides."""
@@ -327,10 +307,8 @@ def convert(
     ``DiffStride{1,2,3}D`` started at its strides, before it (``pool_first=True``: the cost of
     the strided network; before the ZeroPadding layer that pads only for it, if any, so that
     the sizes stay those of a "same" layer) or after it (the paper's order). Layers whose
-    outputs meet in a merge
-    (a residual ``Add``, a ``Concatenate``) share one DiffStride layer; where they differ in
-    channels on the side asked for (a bottleneck's 1x1 convolutions after), it goes on the
-    other side. ``model`` is left as it was.
+    outputs meet in a merge (a residual ``Add``, a ``Concatenate``) share one DiffStride
+    layer, whatever their channel counts. ``model`` is left as it was.
 
     Parameters
     ----------
@@ -369,9 +347,8 @@ def convert(
         raise TypeError(f"pool_first must be a bool; received pool_first={pool_first!r}")
     points = _Points(graph, _selected_layers(model, include, exclude))
     taken = {layer.name for layer in model._flatten_layers(include_self=False, recursive=True)}
-    spectral, before = {}, {}
+    spectral = {}
     for root, members in points.groups().items():
-        before[root] = points.placement(members, pool_first)
         first = members[0]
         options = {"ramp": ramp, "smoothness_factor": smoothness_factor}
         spectral[root] = _SPECTRAL_LAYERS[pooling][len(first.strides)](
@@ -404,13 +381,13 @@ def convert(
             return None, False
         if id(original) in padded:
             root = points.find(padded[id(original)])
-            return (spectral[root], True) if before[root] else (None, False)
+            return (spectral[root], True) if pool_first else (None, False)
         if id(original) not in points.layers:
             return None, False
         root = points.find(id(original))
-        if before[root] and id(original) in points.padding:
+        if pool_first and id(original) in points.padding:
             return None, False
-        return spectral[root], before[root]
+        return spectral[root], pool_first
 
     def call_function(clone: Any, *args: Any, **kwargs: Any) -> Any:
         layer, first = inserted(original_of.get(id(clone)))

@@ -321,9 +321,9 @@ def test_resnet50() -> None:
     converted = convert(model, pool_first=False)
     shared = converted.get_layer("conv3_block1_1_conv_diffstride")
     assert len(diffstride_layers(converted)) == 5
-    # Not after both 1x1 convolutions (128 and 512 channels out): once, on their input.
-    assert len(shared._inbound_nodes) == 1
-    assert shared._inbound_nodes[0].input_tensors[0].shape[-1] == 256
+    # After both 1x1 convolutions, as asked: one layer pools their 128 and 512 channels.
+    assert sorted(node.input_tensors[0].shape[-1] for node in shared._inbound_nodes) == [128, 512]
+    _train_step(converted, _images((32, 32, 3)), np.arange(4))
 
 
 def test_resnet50_macs_at_224_match_the_paper() -> None:
