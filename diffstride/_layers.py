@@ -11,7 +11,7 @@ its strides (jax, numpy: the rank-generic layers).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,7 +28,13 @@ from diffstride._validation import (
     spatial_axes,
 )
 
-__all__ = ["DiffStrideMixin", "FixedSpectralPoolingMixin", "SpatialPoolingMixin", "per_rank"]
+__all__ = [
+    "DiffStrideMixin",
+    "FixedCrops",
+    "FixedSpectralPoolingMixin",
+    "SpatialPoolingMixin",
+    "per_rank",
+]
 
 
 class _LayoutMixin:
@@ -81,6 +87,8 @@ class DiffStrideMixin(_LayoutMixin):
     options: Options
     #: The layer's name across frameworks and ranks (reports, the models' specs).
     kind: ClassVar[str] = "DiffStride"
+    #: Where a trace cannot read the strides: their host copy and the crops it gives.
+    fixed_crops: FixedCrops
 
     def _init_diffstride(self, strides: Any, shared_stride: bool, options: dict[str, Any]) -> None:
         self.options = Options.from_kwargs(options, where=type(self).__name__)
@@ -130,11 +138,31 @@ class DiffStrideMixin(_LayoutMixin):
         the next call clips them, as the forward pass does: they are clipped here too."""
         return self._output_size_with(input_size, self.current_strides())
 
-    def _current_crops(self, input_sizes: Iterable[tuple[int, ...]]) -> dict:
-        """The output size for each of ``input_sizes`` at the strides held now (the crops a
-        layer fixes per input shape where a trace cannot read the strides)."""
-        strides = self.current_strides()
-        return {sizes: self._output_size_with(sizes, strides) for sizes in input_sizes}
+    def _fixed_crop(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        """The crop of ``sizes`` from the host copy of the strides (``self.fixed_crops``),
+        recorded in place: under a trace, replacing the copy would change the graph."""
+        fixed = self.fixed_crops
+        crop = fixed.crops.get(sizes)
+        if crop is None:
+            crop = fixed.crops[sizes] = self._output_size_with(sizes, fixed.strides)
+        return crop
+
+    def _refresh_fixed_crops(
+        self, values: Any, sizes: tuple[int, ...] | None = None, *, always: bool = False
+    ) -> bool:
+        """Take the concrete stride ``values`` as the host copy where that changes the crop
+        of a size seen or of ``sizes`` (or where none was seen, or ``always``), so compiled
+        steps stay valid where no crop moves; whether the crops changed."""
+        fixed = FixedCrops(values)
+        if fixed == self.fixed_crops and not always:
+            return False
+        seen = {*self.fixed_crops.crops, *([sizes] if sizes is not None else [])}
+        fixed.crops = {each: self._output_size_with(each, fixed.strides) for each in seen}
+        old = {each: self._fixed_crop(each) for each in seen}
+        if seen and fixed.crops == old and not always:
+            return False
+        self.fixed_crops = fixed
+        return fixed.crops != old
 
     def _output_size_with(
         self, input_size: Sequence[int], strides: Sequence[float], dtype: str = "float32"
@@ -183,6 +211,29 @@ class DiffStrideMixin(_LayoutMixin):
             f"{k}={v:g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in options.items()
         ]
         return ", ".join(parts)
+
+
+class FixedCrops:
+    """The crops of a layer whose calls cannot always read its strides (a trace that hides
+    them: Keras on jax, Flax NNX): a host copy of the strides, compared and hashed (a jit
+    cache may key on it), and the crop of each input size seen, derived from it. The crops
+    are a cache, not part of the key: a crop is a function of the copy, so a trace compiled
+    for one copy stays right for it."""
+
+    __slots__ = ("crops", "strides")
+
+    def __init__(self, strides: Any, crops: dict | None = None) -> None:
+        self.strides = tuple(float(v) for v in np.asarray(strides, dtype=np.float32).reshape(-1))
+        self.crops: dict[tuple[int, ...], tuple[int, ...]] = dict(crops or {})
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is FixedCrops and other.strides == self.strides
+
+    def __hash__(self) -> int:
+        return hash(self.strides)
+
+    def __repr__(self) -> str:
+        return f"FixedCrops(strides={self.strides}, crops={self.crops})"
 
 
 def _option_property(name: str) -> property:

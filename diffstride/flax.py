@@ -19,6 +19,7 @@ Flax's convolutions are channels_last, and so are these layers by default.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from flax import nnx
 
 from diffstride import _api
 from diffstride._crop import check_read_strides
-from diffstride._layers import DiffStrideMixin, FixedSpectralPoolingMixin
+from diffstride._layers import DiffStrideMixin, FixedCrops, FixedSpectralPoolingMixin
 from diffstride._options import document_options, with_options
 
 __all__ = ["DiffStride", "FixedSpectralPooling", "diffstride_layers", "update_crops"]
@@ -55,27 +56,6 @@ def _concrete(value: Any) -> np.ndarray | None:
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         pass
     return _api.get_backend("jax").concrete(value)  # a JVP tracer (eager ``nnx.grad``)
-
-
-class _Crops:
-    """A layer's host copy of its strides (compared and hashed: the jit cache's key) and the
-    crops derived from it, a cache of the sizes seen (eager or traced) that is no part of the
-    key: a crop is a function of the copy, so a cached trace stays right for its key."""
-
-    __slots__ = ("crops", "strides")
-
-    def __init__(self, strides: tuple[float, ...], crops: dict | None = None) -> None:
-        self.strides = strides
-        self.crops: dict[tuple[int, ...], tuple[int, ...]] = dict(crops or {})
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is _Crops and other.strides == self.strides
-
-    def __hash__(self) -> int:
-        return hash(self.strides)
-
-    def __repr__(self) -> str:
-        return f"_Crops(strides={self.strides}, crops={self.crops})"
 
 
 class DiffStride(DiffStrideMixin, nnx.Module):
@@ -131,12 +111,12 @@ class DiffStride(DiffStrideMixin, nnx.Module):
         self.trainable = bool(trainable)
         self.strides = nnx.Param(jnp.asarray(self.initial_value, dtype=jnp.float32))
         # Static: a jitted call derives its crop from this copy, never from traced strides.
-        self._host = _Crops(_host_strides(self.initial_value))
+        self.fixed_crops = FixedCrops(self.initial_value)
 
     @property
     def crops(self) -> dict[tuple[int, ...], tuple[int, ...]]:
         """Input spatial sizes seen -> output spatial sizes, from the host copy of the strides."""
-        return dict(self._host.crops)
+        return dict(self.fixed_crops.crops)
 
     def _stride_values(self) -> Any:
         return _read(self.strides)
@@ -148,8 +128,8 @@ class DiffStride(DiffStrideMixin, nnx.Module):
         values = _concrete(strides)
         if values is not None:  # eager: the strides are checked and the copy follows them
             check_read_strides(values, len(sizes), "finite", self._stride_name())
-            self._refresh(values, sizes)
-        crop = self._crop(sizes)
+            self._refresh_fixed_crops(values, sizes)
+        crop = self._fixed_crop(sizes)
         if not self.trainable:
             strides = jax.lax.stop_gradient(strides)
         return _api.diffstride_on(
@@ -163,39 +143,26 @@ class DiffStride(DiffStrideMixin, nnx.Module):
             name=self._stride_name(),
         )
 
-    def _crop(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
-        host = self._host
-        crop = host.crops.get(sizes)
-        if crop is None:
-            # Recorded in place, not by assignment: under a trace that would change the
-            # graph's structure, and the next step would retrace.
-            crop = host.crops[sizes] = self._output_size_with(sizes, host.strides)
-        return crop
-
-    def _refresh(self, values: Any, sizes: tuple[int, ...] | None = None) -> bool:
-        """Take ``values`` (the strides, concrete) as the host copy where that changes the
-        crop of a size seen or of ``sizes``, or where no size has been seen; whether it did."""
-        host = self._host
-        strides = _host_strides(values)
-        if strides == host.strides:
-            return False
-        seen = {*host.crops, *([sizes] if sizes is not None else [])}
-        crops = {each: self._output_size_with(each, strides) for each in seen}
-        if seen and all(self._crop(each) == crop for each, crop in crops.items()):
-            return False  # the compiled steps stay right: keep their key
-        self._host = _Crops(strides, crops)
-        return True
-
-    def refresh_crops(self) -> None:
-        """Refresh the host copy of the strides, and so the crops (outside a trace)."""
+    def update_crops(self) -> bool:
+        """Refresh the host copy of the strides, and so the crops (outside a trace); whether
+        a crop changed."""
         values = _concrete(_read(self.strides))
         if values is None:
             raise ValueError(
-                f"{type(self).__name__}.refresh_crops() reads the strides, which are traced "
+                f"{type(self).__name__}.update_crops() reads the strides, which are traced "
                 "here: call it (or diffstride.flax.update_crops) outside nnx.jit"
             )
         check_read_strides(values, self.spatial_rank or 1, "finite", self._stride_name())
-        self._refresh(values)
+        return self._refresh_fixed_crops(values)
+
+    def refresh_crops(self) -> bool:
+        """Deprecated name of :meth:`update_crops`."""
+        warnings.warn(
+            "DiffStride.refresh_crops() is deprecated; call update_crops()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.update_crops()
 
     def project(self, input_size: Sequence[int] | None = None) -> None:
         """Store the original's projection of the strides for inputs of spatial sizes
@@ -255,13 +222,13 @@ class FixedSpectralPooling(FixedSpectralPoolingMixin, nnx.Module):
         return f"{type(self).__name__}({self._extra_repr()})"
 
 
-def _host_strides(values: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in np.asarray(values, dtype=np.float32).reshape(-1))
-
-
-def diffstride_layers(model: Any) -> list[tuple[Any, DiffStride]]:
-    """``(path, layer)`` for every :class:`DiffStride` in ``model`` (an NNX graph)."""
+def _with_paths(model: Any) -> list[tuple[Any, DiffStride]]:
     return [(path, node) for path, node in nnx.iter_graph(model) if isinstance(node, DiffStride)]
+
+
+def diffstride_layers(model: Any) -> list[DiffStride]:
+    """Every :class:`DiffStride` in ``model`` (an NNX graph), in graph order."""
+    return [layer for _, layer in _with_paths(model)]
 
 
 def update_crops(model: Any, *args: Any, **kwargs: Any) -> None:
@@ -274,20 +241,20 @@ def update_crops(model: Any, *args: Any, **kwargs: Any) -> None:
     layers refresh their copies for the sizes they would see, as an eager call would;
     ``model``'s state is left as it was.
     """
-    for _, layer in diffstride_layers(model):
-        layer.refresh_crops()
+    for layer in diffstride_layers(model):
+        layer.update_crops()
     if not args and not kwargs:
         return
     graphdef, state = nnx.split(model)
-    found: dict[Any, _Crops] = {}
+    found: dict[Any, FixedCrops] = {}
 
     def run(*inputs: Any, **named: Any) -> None:
         # The state is closed over, not traced: the layers read their strides' values.
         copy = nnx.merge(graphdef, state)
         copy(*inputs, **named)
-        found.update((path, layer._host) for path, layer in diffstride_layers(copy))
+        found.update((path, layer.fixed_crops) for path, layer in _with_paths(copy))
 
     jax.eval_shape(run, *args, **kwargs)
-    for path, layer in diffstride_layers(model):
+    for path, layer in _with_paths(model):
         if path in found:
-            layer._host = found[path]
+            layer.fixed_crops = found[path]

@@ -11,11 +11,12 @@ at every call, it does: eagerly (torch's default, TensorFlow eager) it is read f
 values, and in a TensorFlow graph (``fit``) it is computed in the graph, so the output's
 spatial size is dynamic there (convolutions, global pooling, further DiffStride and fixed
 spectral pooling layers accept that; a ``Dense`` after ``Flatten`` cannot, and is refused).
-jax compiles with static shapes: there each layer fixes its crop per input size from a host
-copy of its strides (inside ``fit`` Keras detaches the variables from their values), the
-strides keep learning through the mask, and :func:`update_crops` (or the
-:class:`UpdateCrops` callback, once per epoch by default) sets the crops from the current
-strides and makes the next call retrace.
+jax compiles with static shapes: there each layer takes its crop per input size from a host
+copy of its strides (``_layers.FixedCrops``, the policy Flax shares; inside ``fit`` Keras
+detaches the variables from their values), which eager calls refresh; the strides keep
+learning through the mask, and :func:`update_crops` (or the :class:`UpdateCrops` callback,
+once per epoch by default) sets the crops from the current strides and makes the compiled
+steps retrace where one moved.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from diffstride._backend import Backend
 from diffstride._complexity import complexity_penalty_of
 from diffstride._layers import (
     DiffStrideMixin,
+    FixedCrops,
     FixedSpectralPoolingMixin,
     SpatialPoolingMixin,
     per_rank,
@@ -164,7 +166,8 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
             options["data_format"] = keras.config.image_data_format()
         super().__init__(trainable=trainable, **layer_kwargs)
         self._init_diffstride(strides, shared_stride, options)
-        self._crops: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.fixed_crops = FixedCrops(self.initial_value)
+        self._crops_moved_eagerly = False
         self._checked_nodes = 0
 
     def build(self, input_shape: Any) -> None:
@@ -179,7 +182,6 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
             constraint=StrideConstraint(*self.options.limits),
             autocast=False,  # strides stay float32 under a mixed precision policy
         )
-        self._last_read_strides = np.asarray(self.initial_value, dtype=np.float32)
 
     def _stride_values(self) -> Any:
         """The stride values held now; inside a compiled step, where they cannot be read,
@@ -188,14 +190,11 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
         if not self.built:
             return self.initial_value
         values = _concrete_value(self.strides)
-        if values is not None:
-            self._last_read_strides = values
-        return self._last_read_strides
+        return self.fixed_crops.strides if values is None else values
 
     def load_own_variables(self, store: Any) -> None:
         super().load_own_variables(store)
-        self._crops = {}
-        self._stride_values()
+        self._refresh_fixed_crops(self._stride_values(), always=True)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         backend = _adapter()
@@ -210,7 +209,7 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
             inputs,
             strides,
             self.options,
-            output_size=self._crop_for(sizes) if _static_crops() else None,
+            output_size=self._static_crop(sizes) if _static_crops() else None,
             sizes=sizes,
             check_values=True,
             name=self._stride_name(),
@@ -253,18 +252,25 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
                 )
             pending += [(node.operation, flattened_by) for node in layer._outbound_nodes]
 
-    def _crop_for(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
-        """The output size fixed for inputs of ``sizes`` (static-shape backends)."""
-        if sizes not in self._crops:
-            self._crops[sizes] = self._output_size_with(sizes, self.current_strides())
-        return self._crops[sizes]
+    def _static_crop(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        """The crop on a static-shape backend: from the strides in an eager call (which
+        refreshes the host copy; a step compiled before keeps its crop until
+        :func:`update_crops`), from the host copy in a compiled step."""
+        try:
+            values = keras.ops.convert_to_numpy(self.strides)
+        except Exception:  # traced
+            values = None
+        if values is not None and self._refresh_fixed_crops(values, sizes):
+            self._crops_moved_eagerly = True
+        return self._fixed_crop(sizes)
 
     def update_crops(self) -> bool:
-        """Set every fixed crop from the current strides; whether one changed."""
-        current = self._current_crops(self._crops)
-        changed = current != self._crops
-        self._crops = current
-        return changed
+        """Set the fixed crops (static-shape backends) from the current strides; whether one
+        changed since the model's steps were compiled. Call it outside a compiled step."""
+        values = _concrete_value(self.strides) if self.built else None
+        changed = values is not None and self._refresh_fixed_crops(values)
+        moved, self._crops_moved_eagerly = self._crops_moved_eagerly, False
+        return changed or moved
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         shape = list(input_shape)
@@ -272,8 +278,8 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
         sizes = [shape[a] for a in axes]
         if None in sizes:
             outputs = [None] * len(axes)
-        elif _static_crops() and tuple(sizes) in self._crops:
-            outputs = self._crops[tuple(sizes)]
+        elif _static_crops():
+            outputs = self._fixed_crop(tuple(sizes))
         else:
             outputs = self.output_size(sizes)
         for axis, size in zip(axes, outputs, strict=True):
