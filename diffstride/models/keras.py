@@ -24,6 +24,7 @@ from diffstride.keras import (
     DiffStride,
     FixedSpectralPooling,
     SpatialPooling,
+    diffstride_layers,
     macs,
     macs_estimate,
     macs_penalty,
@@ -155,10 +156,6 @@ def small_resnet(strides: Sequence[float] | None = None, **kwargs: Any) -> keras
 def pooling_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The pooling layers in forward (topological) order."""
     return [layer for layer in model.layers if isinstance(layer, _POOLING_TYPES)]
-
-
-def diffstride_layers(model: keras.Model) -> list[DiffStride]:
-    return [layer for layer in model.layers if isinstance(layer, DiffStride)]
 
 
 def report(model: keras.Model, input_size: tuple[int, int]) -> list[dict]:
