@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/frameworks.py
 	$(BIN)/python benchmarks/jax_network.py
 	$(BIN)/python benchmarks/macs_overhead.py
+	$(BIN)/python benchmarks/overhead.py --network
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -40,31 +40,21 @@ does not work prints ``n/a``.
 from __future__ import annotations
 
 import argparse
-import gc
-import importlib.util
 import json
-import logging
-import os
-import platform
 import statistics
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("diffstride_backends") is None:  # uninstalled checkout
-    sys.path[:0] = [str(ROOT), str(ROOT / "backends")]
+import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+# Before diffstride and any framework: puts an uninstalled checkout on the path, quiets TF.
+from _harness import environment, header_block, interleaved
 
-import numpy as np  # noqa: E402
-
-import diffstride  # noqa: E402
+import diffstride
 
 SHAPES_ALL: list[tuple[int, int, int, int]] = [
     (32, 64, 32, 32),
@@ -227,19 +217,6 @@ def torch_graph_breaks() -> int:
     return int(sum(counters["graph_break"].values()))
 
 
-def torch_setup() -> dict[str, Any]:
-    import torch
-
-    torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)
-    warnings.filterwarnings("ignore", message="Torchinductor does not support code generation")
-    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
-    return {
-        "torch": torch.__version__,
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # tensorflow
 
@@ -312,21 +289,6 @@ def tf_peak_bytes(step: Thunk) -> int | None:
     return peak - before if peak > 0 else None
 
 
-def tf_setup() -> dict[str, Any]:
-    import keras
-    import tensorflow as tf
-
-    tf.get_logger().setLevel(logging.ERROR)
-    tf.autograph.set_verbosity(0)
-    diffstride.get_backend("tensorflow")  # load the adapter outside any tf.function trace
-    return {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # jax
 
@@ -385,16 +347,6 @@ def jax_peak_bytes(jitted: Any, *args: Any) -> int | None:
     return int(total)
 
 
-def jax_setup() -> dict[str, Any]:
-    import jax
-
-    return {
-        "jax": jax.__version__,
-        "jax_devices": [str(d) for d in jax.devices()],
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # driver
 
@@ -402,11 +354,6 @@ BUILDERS: dict[str, Callable[[str, tuple[int, int, int, int], str], dict[str, Op
     "torch": torch_ops,
     "tf": tf_ops,
     "jax": jax_ops,
-}
-SETUPS: dict[str, Callable[[], dict[str, Any]]] = {
-    "torch": torch_setup,
-    "tf": tf_setup,
-    "jax": jax_setup,
 }
 MEMORY_METHODS = {
     "torch": "profiler: peak live CPU-allocator bytes during fwd+bwd (inputs excluded)",
@@ -435,20 +382,6 @@ def warm_up(ops: dict[str, OpBench], records: dict[str, Record], warmup: int) ->
             records[op].error = error_text(exc)
             thunks = [t for t in thunks if t[0] != op]
     return thunks
-
-
-def interleave(thunks: list[tuple[str, str, Thunk]], repeats: int) -> dict[tuple, list[float]]:
-    """Round-robin over all thunks for ``repeats`` rounds; seconds per (op, kind)."""
-    samples: dict[tuple, list[float]] = {(op, kind): [] for op, kind, _ in thunks}
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            for op, kind, fn in thunks:
-                samples[(op, kind)].append(timed_call(fn))
-    finally:
-        gc.enable()
-    return samples
 
 
 def summarise(samples: dict[tuple, list[float]], records: dict[str, Record]) -> None:
@@ -498,7 +431,8 @@ def run_case(
     if (fw, mode) == ("torch", "compile"):
         for rec in records.values():
             rec.extra["graph_breaks_during_warmup"] = torch_graph_breaks() - breaks_before
-    summarise(interleave(thunks, args.repeats), records)
+    steps = {(op, kind): fn for op, kind, fn in thunks}  # warm_up has run them
+    summarise(interleaved(steps, args.repeats, warmup=0), records)
     if not args.no_memory:
         measure_memory(fw, ops, records)
     return list(records.values())
@@ -506,36 +440,6 @@ def run_case(
 
 # --------------------------------------------------------------------------------------------
 # reporting
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def environment(frameworks: Iterable[str]) -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "cpu_model": cpu_model(),
-        "os_cpu_count": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""),
-        # glibc malloc settings change torch's eager times (see docs/benchmarks.md).
-        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
-        "LD_PRELOAD": os.environ.get("LD_PRELOAD", ""),
-        "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "numpy": np.__version__,
-        "diffstride": diffstride.__version__,
-    }
-    for fw in frameworks:
-        env.update(SETUPS[fw]())
-    return env
 
 
 def fmt_num(value: float | None, spec: str) -> str:
@@ -565,8 +469,7 @@ def table_row(rec: Record) -> str:
 
 def print_header(env: dict[str, Any], args: argparse.Namespace) -> None:
     print("# diffstride CPU benchmark")
-    for key, value in env.items():
-        print(f"#   {key}: {value}")
+    print(header_block(env))
     print(
         f"# repeats={args.repeats} warmup={args.warmup} (interleaved round-robin, median); "
         "ratio 'x avg' = op time / AvgPool time, same process and rounds"

@@ -20,15 +20,13 @@ to its channels_first time. The untimed call is there because each framework kee
 thread pool: the first call after another framework ran finds it asleep and its caches cold
 (TensorFlow's step took up to 1.6x longer then), which a user training in one framework does
 not pay on every layer. The SGEMM rate (float32 GEMM of 1024 x 1024 matrices, numpy and torch)
-is printed first, so that a reader can tell a slow machine from a slow path.
+is printed after the machine header, so that a reader can tell a slow machine from a slow path.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -36,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before diffstride and any framework: puts an uninstalled checkout on the path, quiets TF.
+from _harness import environment, header, interleaved
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 LAYOUTS = ("channels_first", "channels_last")
@@ -118,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(header(environment(STEPS)))
     print(
         f"# SGEMM 1024^3: numpy {sgemm_gflops(np.matmul, np.asarray):.1f} GFLOP/s, "
         f"torch {sgemm_gflops(torch.matmul, torch.from_numpy):.1f} GFLOP/s"
@@ -131,24 +131,11 @@ def main() -> None:
             x = x_first if layout == "channels_first" else np.moveaxis(x_first, 1, 3).copy()
             for name, build in STEPS.items():
                 steps[(text, layout, name)] = build(x, layout)
-    for step in steps.values():
-        for _ in range(3):
-            step()
-    samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in steps}
-    gc.disable()
-    try:
-        for _ in range(args.repeats):
-            for key, step in steps.items():
-                step()  # wakes this framework's threads; see the module docstring
-                start = time.perf_counter()
-                for _ in range(args.block):
-                    step()
-                samples[key].append((time.perf_counter() - start) / args.block)
-    finally:
-        gc.enable()
+    # wake: each turn's untimed call wakes this framework's threads; see the module docstring.
+    samples = interleaved(steps, args.repeats, block=args.block, warmup=3, wake=True)
     median = {key: statistics.median(times) * 1e3 for key, times in samples.items()}
-    header = ("shape (NCHW)", "layout", "framework", "ms", "/torch", "last/first")
-    print("\n{:14} {:15} {:9} {:>8} {:>7} {:>10}".format(*header))
+    columns = ("shape (NCHW)", "layout", "framework", "ms", "/torch", "last/first")
+    print("\n{:14} {:15} {:9} {:>8} {:>7} {:>10}".format(*columns))
     for (text, layout, name), ms in median.items():
         over_torch = ms / median[(text, layout, "torch")]
         over_first = ms / median[(text, "channels_first", name)]

@@ -18,19 +18,14 @@ was chosen on this step.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("diffstride_backends") is None:  # uninstalled checkout
-    sys.path[:0] = [str(ROOT), str(ROOT / "backends")]
+# Before diffstride: puts an uninstalled checkout on the path.
+from _harness import environment, header, interleaved
 
 LAYOUTS = ("channels_first", "channels_last")
 METHODS = ("fft", "matmul")
@@ -99,17 +94,10 @@ def main() -> None:
         for layout in LAYOUTS
         for method in METHODS
     }
-    for step in steps.values():
-        step()
-        step()
-    samples: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
-    for _ in range(args.repeats):
-        for key, step in steps.items():
-            start = time.perf_counter()
-            step()
-            samples[key].append(time.perf_counter() - start)
+    samples = interleaved(steps, args.repeats, warmup=2)
     median = {key: statistics.median(times) * 1e3 for key, times in samples.items()}
     base = median[("channels_first", "fft")]
+    print(header(environment(["jax"])))
     print(f"# batch {args.batch_size}, {args.size}x{args.size}x16, {args.repeats} rounds")
     print(f"{'layout':15} {'method':7} {'step ms':>8} {'/ fft, channels_first':>22}")
     for (layout, method), ms in median.items():

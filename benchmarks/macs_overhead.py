@@ -26,7 +26,7 @@ computed), because the penalty would otherwise shrink its network during the run
 (b).
 
 After ``--warmup`` untimed steps of (a) and (b) and one of (c), the steps are interleaved
-round-robin in this one process (``network.measure``, garbage collector paused), network after
+round-robin in this one process (``_harness.interleaved``, garbage collector paused), network after
 network, variant after variant: first ``--naive-repeats`` rounds of all three variants, then
 ``--repeats`` rounds of (a) and (b) only, because (c) takes several times a step and its ratio
 needs no precision. The table gives the medians: (a) and (b) over all their rounds, (b)/(a),
@@ -50,8 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import environment  # the machine header; also puts an uninstalled checkout on the path
-from network import measure  # warm-up step, interleaved rounds, gc paused
+# Before diffstride and torch: puts an uninstalled checkout on the path.
+from _harness import environment, header_block, interleaved
 
 NETWORKS = ("resnet18", "mobilenet_v3_small", "small_resnet")
 VARIANTS = ("plain", "estimator", "rebuilt")
@@ -62,7 +62,7 @@ CLASSES = 10
 class Case:
     """One network: its three training steps and what the table needs besides their times."""
 
-    steps: dict[str, tuple[Callable[[], float], int]]
+    steps: dict[str, Callable[[], float]]
     macs: int
     groups: int
     build_s: float
@@ -126,7 +126,7 @@ def build_case(name: str, batch: int, size: int) -> Case:
         "rebuilt": training_step(rebuilt, x, y, lambda: macs_penalty(rebuilt, x, budget)),
     }
     return Case(
-        steps={label: (step, count) for label, step in steps.items()},
+        steps=steps,
         macs=count,
         groups=sum(n.rsplit(".", 1)[-1] == "strides" for n, _ in model.named_parameters()),
         build_s=build_s,
@@ -194,16 +194,17 @@ def main(argv: list[str] | None = None) -> int:
         f"# MAC budget overhead per training step, batch {args.batch_size}, "
         f"{args.size}x{args.size}, SGD, torch eager"
     )
-    for key, value in environment(["torch"]).items():
-        print(f"#   {key}: {value}")
+    print(header_block(environment(["torch"])))
     cases = {name: build_case(name, args.batch_size, args.size) for name in names}
-    for case in cases.values():  # measure() adds one warm-up step of its own, (c)'s only one
+    for case in cases.values():  # interleaved() adds one warm-up step of its own, (c)'s only one
         for label in VARIANTS[:2]:
             for _ in range(warmup - 1):
-                case.steps[label][0]()
-    naive = measure({name: case.steps for name, case in cases.items()}, naive_repeats)
-    samples = measure(
-        {name: {v: case.steps[v] for v in VARIANTS[:2]} for name, case in cases.items()}, repeats
+                case.steps[label]()
+    naive = interleaved(
+        {(name, v): case.steps[v] for name, case in cases.items() for v in VARIANTS}, naive_repeats
+    )
+    samples = interleaved(
+        {(name, v): case.steps[v] for name, case in cases.items() for v in VARIANTS[:2]}, repeats
     )
     alone = {name: time_alone(case.penalty_backward, args.calls) for name, case in cases.items()}
     print(

@@ -22,23 +22,15 @@ adapter's ``concrete``, so this script holds no conversion code of its own.
 from __future__ import annotations
 
 import argparse
-import gc
-import importlib.util
-import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("diffstride_backends") is None:  # uninstalled checkout
-    sys.path[:0] = [str(ROOT), str(ROOT / "backends")]
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+# Before diffstride and any framework: puts an uninstalled checkout on the path, quiets TF.
+from _harness import environment, header_block, interleaved
 
 #: (label, builder keyword arguments); the first is the baseline of the ratios.
 NETWORKS: list[tuple[str, dict[str, Any]]] = [
@@ -66,7 +58,19 @@ def batch_arrays(batch: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return x, rng.integers(0, CLASSES, batch, dtype=np.int64)
 
 
-def torch_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
+def chosen(names: Collection[str] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The entries of :data:`NETWORKS` whose label is in ``names`` (all of them for ``None``)."""
+    unknown = set(names or ()) - {label for label, _ in NETWORKS}
+    if unknown:
+        raise ValueError(
+            f"names must be among {[label for label, _ in NETWORKS]}; received {sorted(unknown)}"
+        )
+    return [(label, kwargs) for label, kwargs in NETWORKS if names is None or label in names]
+
+
+def torch_networks(
+    batch: int, size: int, names: Collection[str] | None = None
+) -> dict[str, tuple[Step, int]]:
     import torch
 
     import diffstride
@@ -78,7 +82,7 @@ def torch_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
     # Cloned into torch's own 64-byte-aligned memory (numpy's may be 16-byte aligned).
     x, y = backend.from_numpy(images).clone(), backend.from_numpy(labels)
     steps = {}
-    for label, kwargs in NETWORKS:
+    for label, kwargs in chosen(names):
         model = resnet18(STRIDES, in_channels=3, num_classes=CLASSES, **kwargs).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
@@ -93,7 +97,9 @@ def torch_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
     return steps
 
 
-def keras_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
+def keras_networks(
+    batch: int, size: int, names: Collection[str] | None = None
+) -> dict[str, tuple[Step, int]]:
     import keras
     import tensorflow as tf
 
@@ -107,7 +113,7 @@ def keras_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
     y = backend.from_numpy(labels)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     steps = {}
-    for label, kwargs in NETWORKS:
+    for label, kwargs in chosen(names):
         model = models.resnet18(
             STRIDES,
             input_shape=(size, size, 3),
@@ -128,35 +134,18 @@ def keras_networks(batch: int, size: int) -> dict[str, tuple[Step, int]]:
         def step(train: Any = train) -> float:
             return float(backend.concrete(train()))
 
-        steps[label] = (step, models.macs(model, (size, size), in_channels=3))
+        steps[label] = (step, models.macs(model))  # per image, at the built input shape
     return steps
 
 
 BUILDERS = {"torch": torch_networks, "tf": keras_networks}
 
 
-def measure(
-    networks: dict[str, dict[str, tuple[Step, int]]], repeats: int
-) -> dict[tuple[str, str], list[float]]:
-    """One warm-up step each, then ``repeats`` interleaved rounds: seconds per step."""
-    for steps in networks.values():
-        for step, _ in steps.values():
-            step()
-    samples: dict[tuple[str, str], list[float]] = {
-        (fw, label): [] for fw, steps in networks.items() for label in steps
+def steps_of(networks: dict[str, dict[str, tuple[Step, int]]]) -> dict[tuple[str, str], Step]:
+    """The steps keyed by (framework, network), in the table's order."""
+    return {
+        (fw, label): step for fw, steps in networks.items() for label, (step, _) in steps.items()
     }
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            for fw, steps in networks.items():
-                for label, (step, _) in steps.items():
-                    start = time.perf_counter()
-                    step()
-                    samples[(fw, label)].append(time.perf_counter() - start)
-    finally:
-        gc.enable()
-    return samples
 
 
 def table(networks: dict[str, dict[str, tuple[Step, int]]], samples: dict) -> str:
@@ -189,13 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(frameworks) - set(BUILDERS)
     if unknown:
         parser.error(f"--frameworks must be among {sorted(BUILDERS)}; received {sorted(unknown)}")
-    from bench import environment  # the same machine header as the op benchmark
-
     print(f"# ResNet-18 training step, batch {args.batch_size}, {args.size}x{args.size}x3")
-    for key, value in environment(frameworks).items():
-        print(f"#   {key}: {value}")
+    print(header_block(environment(frameworks)))
     networks = {fw: BUILDERS[fw](args.batch_size, args.size) for fw in frameworks}
-    samples = measure(networks, args.repeats)
+    samples = interleaved(steps_of(networks), args.repeats)
     print(table(networks, samples))
     return 0
 

@@ -3,9 +3,14 @@ only, so an API change shows here before it breaks ``make bench``)."""
 
 from __future__ import annotations
 
+import gc
+import importlib
+import importlib.util
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -14,6 +19,26 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def each_layout_with(*names: str) -> set[tuple[str, str]]:
     return {(layout, name) for layout in ("channels_first", "channels_last") for name in names}
+
+
+@pytest.fixture
+def benchmark_module(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """Imports a script of benchmarks/ as a module (with benchmarks/ on the path, as when run)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module
+
+
+def markdown_rows(out: str, heading: str) -> list[list[str]]:
+    """The body rows of the markdown table under the line starting with ``heading``."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    table = []
+    for line in lines[start + 1 :]:
+        if not line.strip() and table:
+            break
+        if line.startswith("|"):
+            table.append([cell.strip() for cell in line.strip("|").split("|")])
+    return table[2:]  # after the column names and the |---| line
 
 
 def run(script: str, *args: str) -> str:
@@ -56,3 +81,62 @@ def test_macs_overhead_table() -> None:
     (row,) = [line.split("|") for line in out.splitlines() if line.startswith("| small_resnet")]
     ratio = float(row[7])  # (b)/(a): a number, the estimator's step against the plain one
     assert ratio > 0
+
+
+def test_interleaved_takes_turns(benchmark_module: Callable[[str], ModuleType]) -> None:
+    harness = benchmark_module("_harness")
+    calls: list[str] = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    samples = harness.interleaved(steps, rounds=2, block=3, warmup=2, wake=True)
+    assert calls == ["a"] * 2 + ["b"] * 2 + (["a"] * 4 + ["b"] * 4) * 2
+    assert {key: len(values) for key, values in samples.items()} == {"a": 2, "b": 2}
+    assert gc.isenabled()
+    with pytest.raises(ValueError, match="block=0"):
+        harness.interleaved(steps, rounds=1, block=0)
+
+
+FRAMEWORK_MODULES = {"torch": "torch", "tf": "tensorflow", "jax": "jax"}
+
+
+def test_overhead_table() -> None:
+    frameworks = [fw for fw, m in FRAMEWORK_MODULES.items() if importlib.util.find_spec(m)]
+    if not frameworks:
+        pytest.skip("no framework installed")
+    out = run("overhead.py", "--quick", "--frameworks", ",".join(frameworks))
+    ops = markdown_rows(out, "## Ops per call")
+    shapes, methods, ramps = ("2x4x32x32", "1x1x8x8"), ("fft", "matmul"), ("outside", "inside")
+    expected = {
+        (fw, sh, m, r) for fw in frameworks for sh in shapes for m in methods for r in ramps
+    }
+    assert {(row[0], row[2], row[3], row[4]) for row in ops} == expected
+    for row in ops:
+        fwd, fwdbwd, reads = int(row[5]), int(row[6]), int(row[8])
+        assert 0 < fwd < fwdbwd, row
+        assert reads >= 0
+        assert row[9] == "n/a" or int(row[9]) >= 0
+    times = markdown_rows(out, "## Call time")
+    modes = {"torch": ["eager"], "tf": ["eager", "function"], "jax": ["eager", "jit"]}
+    expected = {(fw, mode) for fw in frameworks for mode in modes[fw]}
+    assert {(row[0], row[1]) for row in times} == expected
+    assert len(times) == len(expected) * len(methods) * len(ramps)
+    if "torch" in frameworks:
+        steps = markdown_rows(out, "## torch eager fwd+bwd")
+        assert {(row[0], row[1]) for row in steps} == {(m, r) for m in methods for r in ramps}
+
+
+#: Aten ops of one eager call of diffstride.torch.diffstride and its backward on the FFT path
+#: (2x4x32x32, strides 2): the count measured when this bound was set, plus 10%.
+TORCH_FFT_OPS_BOUND = {"outside": 209, "inside": 178}
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 32, 32), (1, 1, 8, 8)], ids=["2x4x32x32", "1x1x8x8"])
+@pytest.mark.parametrize("ramp", ["outside", "inside"])
+def test_torch_fft_op_count_bounded(
+    benchmark_module: Callable[[str], ModuleType], ramp: str, shape: tuple[int, ...]
+) -> None:
+    pytest.importorskip("torch")
+    counts = benchmark_module("overhead").torch_op_counts(shape, "fft", ramp)
+    assert counts.ops.get("aten._fft_r2c", 0) >= 1  # the counter sees the call's work
+    assert counts.fwd < counts.fwdbwd <= TORCH_FFT_OPS_BOUND[ramp], counts.top
+    assert counts.reads_library <= 1  # one read of the strides and thresholds together
+    assert counts.reads_framework <= 1
