@@ -106,7 +106,8 @@ def decide(
         )
         return _sizes.window_for_counts(counts)
     raise ValueError(
-        "strides are traced (for instance under jax.jit), so the crop size is unknown: pass a "
-        "static output_size (one size per spatial axis); diffstride.output_size(input_size, "
-        "strides, ...) computes it. Received output_size=None"
+        "strides are traced (for instance under jax.jit) or batched (torch.func.vmap over "
+        "the strides), so the crop size is unknown: pass a static output_size (one size per "
+        "spatial axis); diffstride.output_size(input_size, strides, ...) computes it. "
+        "Received output_size=None"
     )

@@ -14,6 +14,11 @@ records a graph in which the crop is fixed: it is decided from the stride values
 graph is recorded (read from the live parameter, outside the tracer's fake tensors), and the
 layers run their GEMM formulation (``method="matmul"``, the same map), which every exporter
 translates. The masks still follow the exported ``strides``. Nothing is projected under export.
+
+``torch.compile`` reads the strides in one graph break. Under ``fullgraph=True`` nothing may
+break the graph, so a layer uses the crop of its last eager call on the same input size as a
+static ``output_size`` (and projects nothing); with none, the error says to make one or to pass
+``output_size``. Under ``torch.func`` transforms the crop is read from the wrapped strides.
 """
 
 from __future__ import annotations
@@ -120,6 +125,9 @@ class _DiffStride(DiffStrideMixin, nn.Module):
         self.strides = nn.Parameter(
             torch.tensor(self.initial_value, dtype=torch.float32), requires_grad=bool(trainable)
         )
+        #: Input spatial sizes -> the output spatial sizes of the last eager call: the crop
+        #: under ``torch.compile(fullgraph=True)``, which cannot read the strides.
+        self._crops: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     def reset_parameters(self) -> None:
         """Set the strides back to their initial value, in place (``nn.Module``'s convention:
@@ -127,6 +135,7 @@ class _DiffStride(DiffStrideMixin, nn.Module):
         with torch.no_grad():
             initial = torch.tensor(self.initial_value, dtype=torch.float32)
             self.strides.copy_(initial.to(self.strides.device, self.strides.dtype))
+        self._crops.clear()
 
     def _stride_values(self) -> Any:
         if self.strides.is_meta:
@@ -135,12 +144,17 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             return self.initial_value
         if _exporting():
             return _read_outside_trace(self._live_strides())
-        return self.strides.detach().cpu().numpy()
+        return _BACKEND.concrete(self.strides)  # also under torch.func transforms
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
         if name == "strides":
             self._remember_strides()
+            self.__dict__.get("_crops", {}).clear()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_crops", {})  # a layer pickled before it kept crops
+        super().__setstate__(state)
 
     def _remember_strides(self) -> None:
         """Keep a reference to the stride parameter where ``nn.Module`` does not see it:
@@ -185,6 +199,7 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             check_read_strides(values, self.rank, True, key)
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._remember_strides()  # load_state_dict(assign=True) replaces the parameter
+        self._crops.clear()
 
     def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         sizes = self._checked_sizes(x, _BACKEND)
@@ -192,9 +207,13 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             return self._exported(x, sizes, output_size)
         if output_size is None and x.device.type == "meta":
             output_size = self.output_size(tuple(sizes))  # see _stride_values
+        compiling = torch.compiler.is_compiling()
+        if output_size is None and compiling and _one_graph():
+            # fullgraph=True: reading the strides would split the graph, an error there.
+            output_size = self._compiled_crop(tuple(sizes))
         project = self.training and output_size is None
         strides = self.strides
-        if project and torch.compiler.is_compiling():
+        if project and compiling:
             # A compiled graph may save the parameter itself for its backward, and the
             # in-place projection below would then fail autograd's version check (inductor
             # did): the graph gets a copy made outside it, the projection runs outside it.
@@ -212,9 +231,26 @@ class _DiffStride(DiffStrideMixin, nn.Module):
             check_values="finite" if output_size is None else False,
             name=self._stride_name(),
         )
+        if output_size is None and not compiling:
+            axes = self.options.axes(len(y.shape))
+            self._crops[tuple(sizes)] = tuple(int(y.shape[axis]) for axis in axes)
         if project:
             _BACKEND.untraced(_DiffStride._project_in_place)(self, sizes)
         return y
+
+    def _compiled_crop(self, sizes: tuple[Any, ...]) -> tuple[int, ...]:
+        """The crop of the last eager call on inputs of spatial ``sizes``, read while dynamo
+        traces (a constant it guards on: a new eager crop recompiles); else an error."""
+        crop = self._crops.get(sizes) if all(isinstance(n, int) for n in sizes) else None
+        if crop is None:
+            _fail_while_tracing(
+                f"{type(self).__name__} has no crop for inputs of spatial sizes {sizes} "
+                "under torch.compile(fullgraph=True), which cannot read the strides. Call the "
+                "model once eagerly on inputs of this size (each DiffStride layer then keeps "
+                "that crop, not projected, until its next eager call), or pass a static "
+                "output_size: layer(x, output_size=layer.output_size(input_size))"
+            )
+        return crop
 
     def _exported(
         self, x: torch.Tensor, sizes: tuple[Any, ...], output_size: Sequence[int] | None
@@ -305,6 +341,28 @@ def _export_output_size(
     """``layer``'s crop, a constant of the exported graph: ``torch.export(strict=True)``
     (dynamo) runs this outside its trace, on the real module; elsewhere it is a plain call."""
     return layer._crop_now(sizes, float64)
+
+
+@_assume_constant_result
+def _one_graph() -> bool:
+    """Whether dynamo traces with ``fullgraph=True`` (or ``error_on_graph_break``), where a
+    graph break is an error; dynamo runs this at trace time. No public API tells: this reads
+    dynamo's translator, checked on torch 2.14.1."""
+    from torch._dynamo.symbolic_convert import InstructionTranslator
+
+    try:
+        tx = InstructionTranslator.current_tx()
+    except AttributeError:  # not dynamo (another tracer that sets is_compiling)
+        return False
+    return bool(tx.one_graph or tx.error_on_graph_break)
+
+
+@_assume_constant_result
+def _fail_while_tracing(message: str) -> None:
+    """``ValueError(message)``, raised by dynamo at trace time (``assume_constant_result``):
+    a ``raise`` in traced code reaches the user as dynamo's "Observed exception", with the
+    message only in its debug context."""
+    raise ValueError(message)
 
 
 def _is_fake(tensor: Any) -> bool:

@@ -168,3 +168,84 @@ def test_a_stack_of_learnable_layers_matches_eager() -> None:
     torch.testing.assert_close(
         torch.compile(model, backend="eager")(x), model(x), rtol=1e-9, atol=1e-9
     )
+
+
+class _Model(torch.nn.Module):
+    """Conv2d -> DiffStride -> global mean of the squares -> Linear."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = DiffStride((1.05, 2.2), method=method)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.conv(x)).square().mean((2, 3)))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+def test_fullgraph_model_needs_then_uses_the_crop_of_an_eager_call(
+    method: str, training: bool
+) -> None:
+    """``fullgraph=True`` cannot read the strides: before any eager call the error names
+    ``output_size`` and what to do; after one, the layer's crop is a constant of the graph
+    (training mode then projects nothing, as with a static ``output_size``)."""
+    torch.manual_seed(0)
+    model = _Model(method).double().train(training)
+    x = _input("channels_first")
+    with pytest.raises(Exception, match=r"no crop for inputs of spatial sizes \(16, 12\)") as info:
+        torch.compile(model, backend="eager", fullgraph=True)(x)
+    assert "output_size" in str(info.value)
+    assert "eagerly" in str(info.value)
+    torch._dynamo.reset()
+    model(x.detach())  # the eager call, which projects the strides in training mode
+    twin = copy.deepcopy(model)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    _assert_same(
+        _outputs_and_grads(compiled, x, list(model.parameters())),
+        _outputs_and_grads(twin, x, list(twin.parameters())),
+    )
+    torch.testing.assert_close(model.pool.strides, twin.pool.strides, rtol=0, atol=0)
+    with torch.no_grad():
+        model.pool.strides[0] = 1.0  # below the floor N / (N - R): eager would project it
+    compiled(x)
+    assert model.pool.strides[0] == 1.0
+
+
+def test_fullgraph_crop_follows_eager_calls() -> None:
+    """The crop is the last eager call's: a compiled call does not move it (the strides
+    learn through the mask), the next eager call does, and the graph is recompiled."""
+    layer = DiffStride(strides=(2.0, 1.5)).double()
+    x = _input("channels_first").detach()
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    first = layer(x).shape
+    assert compiled(x).shape == first
+    with torch.no_grad():
+        layer.strides.copy_(torch.tensor([4.0, 3.0]))
+    assert compiled(x).shape == first
+    later = layer(x)
+    assert later.shape != first
+    torch.testing.assert_close(compiled(x), later, rtol=1e-9, atol=1e-9)
+
+
+def test_fullgraph_functional_error_names_output_size() -> None:
+    x = _input("channels_first")
+    strides = torch.tensor([2.0, 1.5], dtype=torch.float64)
+    compiled = torch.compile(lambda a: dt.diffstride(a, strides), backend="eager", fullgraph=True)
+    with pytest.raises(Exception, match=r"fullgraph=True, pass a static output_size"):
+        compiled(x)
+
+
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+def test_dynamic_shapes_match_eager(method: str) -> None:
+    """``dynamic=True`` traces forward and backward (aot_eager) with symbolic sizes where it
+    can; the crop still follows the strides, per input size."""
+    layer = DiffStride(strides=(2.0, 1.5), method=method).double()
+    compiled = torch.compile(layer, backend="aot_eager", dynamic=True)
+    for shape in [(2, 3, 16, 12), (3, 3, 20, 14)]:
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        _assert_same(
+            _outputs_and_grads(compiled, x, [layer.strides]),
+            _outputs_and_grads(layer, x, [layer.strides]),
+        )

@@ -22,17 +22,28 @@ class Rules:
 
 
 class FusedVJP(torch.autograd.Function):
-    """``rules.forward(*primals) -> (out, residual)`` with ``rules.backward`` as its VJP."""
+    """``rules.forward(*primals) -> (out, residual)`` with ``rules.backward`` as its VJP.
+
+    Written in the ``setup_context`` style with a generated vmap rule, so that the
+    ``torch.func`` transforms (``grad``, ``vmap`` of ``grad``) can run it: forward and
+    backward are torch operations throughout."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: Any, rules: Rules, *primals: Any) -> Any:
-        out, residual = rules.forward(*primals)
+    def forward(rules: Rules, *primals: Any) -> Any:
+        return rules.forward(*primals)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        rules, *primals = inputs
+        _, residual = output
         ctx.rules = rules
+        ctx.mark_non_differentiable(residual)
         ctx.save_for_backward(residual, *primals)
-        return out
 
     @staticmethod
-    def backward(ctx: Any, cotangent: Any) -> Any:
+    def backward(ctx: Any, cotangent: Any, _residual_cotangent: Any) -> Any:
         residual, *primals = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[1:])
         if torch.is_grad_enabled():  # create_graph=True: a differentiable backward

@@ -27,6 +27,15 @@ import numpy as np
 
 from diffstride import Backend
 
+#: What dynamo's error says where ``fullgraph=True`` meets an untraced step.
+_UNTRACED_REASON = (
+    "diffstride reads the stride values here to decide the crop (or projects a training "
+    "layer's strides), which splits the graph. With fullgraph=True, pass a static "
+    "output_size (layer(x, output_size=layer.output_size(input_size)), or "
+    "diffstride(x, strides, output_size=...)), or call the DiffStride layers once eagerly "
+    "on inputs of this size: each then keeps that crop (not projected) when compiled"
+)
+
 
 class TorchBackend(Backend):
     name = "torch"
@@ -50,11 +59,10 @@ class TorchBackend(Backend):
     def stop_gradient(self, x: Any) -> Any:
         return x.detach()
 
-    def concrete(self, x: Any) -> np.ndarray:
-        import torch
-
-        x = x.detach().cpu()
-        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bf16
+    def concrete(self, x: Any) -> np.ndarray | None:
+        """``x``'s values; also inside ``torch.func`` transforms (``None`` where ``vmap``
+        batches ``x``: then there is one value per sample)."""
+        return _host_values(x)
 
     def full_precision(self) -> Any:
         """``autocast`` off on every device type where it is on (it would run the GEMM
@@ -99,7 +107,7 @@ class TorchBackend(Backend):
             return fn
         import torch
 
-        wrapped = self._untraced[fn] = torch.compiler.disable(fn)
+        wrapped = self._untraced[fn] = torch.compiler.disable(fn, reason=_UNTRACED_REASON)
         self._deferred.discard(fn)
         return wrapped
 
@@ -109,7 +117,7 @@ class TorchBackend(Backend):
         from diffstride_backends._torch_autograd import FusedVJP, Rules
 
         rules = Rules(forward, backward)
-        return lambda *primals: FusedVJP.apply(rules, *primals)
+        return lambda *primals: FusedVJP.apply(rules, *primals)[0]
 
     # Testing hooks, used by diffstride_conformance.
     def from_numpy(self, array: np.ndarray) -> Any:
@@ -126,3 +134,21 @@ class TorchBackend(Backend):
         cotangent = self.from_numpy(cotangent).to(out.dtype)
         grads = torch.autograd.grad(out, leaves, grad_outputs=cotangent, materialize_grads=True)
         return self.concrete(out), [self.concrete(g) for g in grads]
+
+
+def _host_values(x: Any) -> np.ndarray | None:
+    """``x``'s values as numpy, also where ``torch.func`` transforms (``grad``, ``vjp``,
+    ``vmap``, ``functionalize``) wrap it, whose values cannot be read (no storage); ``None``
+    where ``vmap`` batches it. ``torch.func`` has no public way to read them: this unwraps
+    with ``torch._C._functorch`` and reads with the transforms off (under ``grad`` even a
+    plain tensor's ``detach`` and ``numpy`` go through them); checked on torch 2.14.1."""
+    import torch
+    from torch._C import _functorch
+
+    while _functorch.is_functorch_wrapped_tensor(x):
+        if _functorch.is_batchedtensor(x):
+            return None
+        x = _functorch.get_unwrapped(x)
+    with torch._C._DisableFuncTorch():
+        x = x.detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bf16
