@@ -7,7 +7,7 @@ add layers and autodiff-friendly functions for each framework.
 """
 
 from diffstride._api import diffstride, spectral_pooling
-from diffstride._backend import Backend
+from diffstride._backend import Backend, Tuning
 from diffstride._complexity import complexity_penalty_of as _penalty
 from diffstride._options import Options
 from diffstride._registry import (
@@ -21,6 +21,7 @@ from diffstride._sizes import output_size, spectral_pooling_output_size
 __all__ = [
     "Backend",
     "Options",
+    "Tuning",
     "available_backends",
     "complexity_penalty",
     "diffstride",

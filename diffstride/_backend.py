@@ -21,13 +21,15 @@ What the core calls, and on what:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["MATMUL_LAYOUTS", "REQUIRED", "Backend", "check_matmul_layouts"]
+__all__ = ["MATMUL_LAYOUTS", "REQUIRED", "Backend", "Tuning", "check_matmul_layouts"]
 
 #: The members an adapter must define; loading an adapter checks each one.
 REQUIRED = ("name", "module", "owns", "namespace", "stop_gradient", "concrete")
@@ -47,6 +49,55 @@ def check_matmul_layouts(layouts: Any, owner: str, name: str = "matmul_layouts")
             f"{owner} must set {name} to a pair (channels_first, channels_last) of "
             f"{' or '.join(map(repr, MATMUL_LAYOUTS))}; received {name}={layouts!r}"
         )
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How fast, never what: the performance choices an adapter may make, measured on a
+    machine, apart from the contract. Every value computes the same map; an adapter overrides
+    the class attribute ``tuning`` with its own (``Tuning(matmul_layouts=...)``).
+
+    Attributes
+    ----------
+    matmul_layouts
+        ``(channels_first, channels_last)``: how the GEMM path lays out its products.
+        ``"permuted"``: one 2-D GEMM per axis over a permuted intermediate. ``"stacked"``: a
+        matrix times a stack of slices that the namespace's ``matmul`` reads as they lie
+        (see ``diffstride._matmul.apply_separable``).
+    fft_channels_first
+        The FFT path runs a channels_last input on a channels-first view: for FFTs that copy
+        non-innermost axes innermost themselves at every transform (torch on CPU).
+    auto_matmul_max_sizes
+        ``(DiffStride, fixed pooling)``: up to which spatial size ``method="auto"`` takes the
+        GEMMs. The default takes the FFTs for DiffStride and the GEMMs for fixed pooling up
+        to 32 (measured on 2 CPU cores).
+    """
+
+    matmul_layouts: tuple[str, str] = ("permuted", "permuted")
+    fft_channels_first: bool = False
+    auto_matmul_max_sizes: tuple[int, int] = (0, 32)
+
+    def __post_init__(self) -> None:
+        check_matmul_layouts(self.matmul_layouts, "Tuning")
+        if not isinstance(self.fft_channels_first, bool):
+            raise TypeError(
+                "Tuning.fft_channels_first must be a bool; received "
+                f"fft_channels_first={self.fft_channels_first!r}"
+            )
+        sizes = self.auto_matmul_max_sizes
+        if not (
+            isinstance(sizes, tuple)
+            and len(sizes) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes)
+        ):
+            raise ValueError(
+                "Tuning.auto_matmul_max_sizes must be a pair of ints >= 0 (DiffStride, fixed "
+                f"pooling); received auto_matmul_max_sizes={sizes!r}"
+            )
+
+
+#: The tuning members an adapter once set directly on its class (still read, deprecated).
+_TUNING_FIELDS = tuple(field.name for field in fields(Tuning))
 
 
 class Backend:
@@ -90,14 +141,12 @@ class Backend:
         and ``fn`` run outside that tracer.
     full_precision()
         A context in which automatic mixed precision is off (torch ``autocast``).
-    matmul_layouts, auto_matmul_max_sizes
-        How the GEMM path lays out its products for a channels_first and a channels_last
-        input (``"permuted"`` or ``"stacked"``), and up to which spatial size
-        ``method="auto"`` takes it (for DiffStride, for fixed pooling).
-    fft_channels_first
-        The FFT path runs a channels_last input on a channels-first view: for FFTs that
-        copy non-innermost axes innermost themselves, at every transform (torch on CPU),
-        this makes that copy once.
+
+    Performance
+    -----------
+    tuning
+        A :class:`Tuning`: the GEMM layouts, the FFT path's channels-first view and the
+        sizes up to which ``method="auto"`` takes the GEMMs. Performance only.
 
     Testing hooks (the conformance suite)
     -------------------------------------
@@ -108,14 +157,21 @@ class Backend:
     module: ClassVar[str]
     differentiable: ClassVar[bool] = False
     dynamic_shapes: ClassVar[bool] = False
-    #: ``(channels_first, channels_last)``: ``"permuted"``, one 2-D GEMM per axis over a
-    #: permuted intermediate, or ``"stacked"``, a matrix times a stack of slices that the
-    #: namespace's ``matmul`` reads as they lie (see ``diffstride._matmul.apply_separable``).
-    matmul_layouts: ClassVar[tuple[str, str]] = ("permuted", "permuted")
-    fft_channels_first: ClassVar[bool] = False
-    #: ``(DiffStride, fixed pooling)``: measured on 2 CPU cores, the FFTs win for DiffStride
-    #: in torch (with the core's VJP), the GEMMs for fixed pooling of 32x32.
-    auto_matmul_max_sizes: ClassVar[tuple[int, int]] = (0, 32)
+    tuning: ClassVar[Tuning] = Tuning()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """An adapter that sets a tuning member on its class (as before :class:`Tuning`)
+        still gets it, with a deprecation warning."""
+        super().__init_subclass__(**kwargs)
+        legacy = {name: cls.__dict__[name] for name in _TUNING_FIELDS if name in cls.__dict__}
+        if legacy:
+            warnings.warn(
+                f"{cls.__qualname__} sets {', '.join(sorted(legacy))} on the class; set "
+                f"tuning = diffstride.Tuning(...) instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls.tuning = replace(cls.tuning, **legacy)
 
     def owns(self, x: Any) -> bool:
         raise NotImplementedError

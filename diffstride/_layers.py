@@ -18,6 +18,7 @@ import numpy as np
 
 from diffstride import _agnostic, _sizes
 from diffstride._backend import Backend
+from diffstride._crop import check_read_strides
 from diffstride._options import Options
 from diffstride._validation import (
     check_data_format,
@@ -130,6 +131,15 @@ class DiffStrideMixin(_LayoutMixin):
 
     def _stride_values(self) -> Any:
         raise NotImplementedError
+
+    def _check_stored_strides(self, values: np.ndarray, name: str) -> None:
+        """Loaded strides (a checkpoint, a saved model): the layer's shape, finite, >= 1."""
+        if tuple(values.shape) != self.stride_shape:
+            raise ValueError(
+                f"{name} must have shape {self.stride_shape} for {type(self).__name__}; "
+                f"received shape {tuple(values.shape)}"
+            )
+        check_read_strides(values, self.spatial_rank or len(values), True, name)
 
     def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
         """The spatial sizes this layer returns for ``input_size``, with the current strides.

@@ -3,7 +3,7 @@ one GEMM per spatial axis, for a crop already decided.
 
 Both compute the same map (``_agnostic.masked_crop`` and ``_matmul.apply_separable``); which
 is faster depends on the framework and the size, so ``method="auto"`` asks the backend
-(``auto_matmul_max_sizes``). Where sizes are symbolic (TensorFlow graph mode) the backend's
+(``Tuning.auto_matmul_max_sizes``). Where sizes are symbolic (TensorFlow graph mode) the backend's
 ``cond`` chooses at run time.
 """
 
@@ -51,7 +51,7 @@ def compute(
 
     def gemms() -> Any:
         return _matmul.apply_separable(
-            x, window, masks, sizes=sizes, axes=axes, layouts=backend.matmul_layouts, xp=xp
+            x, window, masks, sizes=sizes, axes=axes, layouts=backend.tuning.matmul_layouts, xp=xp
         )
 
     def ffts() -> Any:
@@ -60,7 +60,7 @@ def compute(
     choice = chooses_gemms(backend, method, sizes, learnable=masks is not None)
     if choice is not None:
         return gemms() if choice else ffts()
-    limit = backend.auto_matmul_max_sizes[0 if masks is not None else 1]
+    limit = backend.tuning.auto_matmul_max_sizes[0 if masks is not None else 1]
     symbolic = [n <= limit for n in sizes if not isinstance(n, int)]
     predicate = symbolic[0]
     for small in symbolic[1:]:
@@ -75,7 +75,7 @@ def chooses_gemms(
     within the backend's limit; ``None`` where that depends on symbolic sizes."""
     if method != "auto":
         return method == "matmul"
-    limit = backend.auto_matmul_max_sizes[0 if learnable else 1]
+    limit = backend.tuning.auto_matmul_max_sizes[0 if learnable else 1]
     if any(isinstance(n, int) and n > limit for n in sizes):
         return False
     return True if all(isinstance(n, int) for n in sizes) else None
@@ -93,7 +93,7 @@ def _fft(
     """The FFT formulation, with the core's hand-written VJP where the backend can register
     one and the sizes are static; else through the framework's autodiff."""
     ndim = len(x.shape)
-    if backend.fft_channels_first and axes[-1] % ndim != ndim - 1:
+    if backend.tuning.fft_channels_first and axes[-1] % ndim != ndim - 1:
         xp = backend.namespace()
         order = (*(a for a in range(ndim) if a not in axes), *axes)
         inner = tuple(range(ndim - len(axes), ndim))

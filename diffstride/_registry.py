@@ -22,7 +22,7 @@ import importlib.util
 import warnings
 from typing import Any
 
-from diffstride._backend import Backend, check_matmul_layouts, missing_members
+from diffstride._backend import Backend, Tuning, missing_members
 
 __all__ = [
     "Backend",
@@ -92,7 +92,10 @@ def _checked(adapter: Any, where: str) -> Backend:
             f"{where} does not define the required member{'s' if len(missing) > 1 else ''} "
             f"{', '.join(missing)} (see diffstride.Backend)"
         )
-    check_matmul_layouts(adapter.matmul_layouts, where)
+    if not isinstance(adapter.tuning, Tuning):
+        raise TypeError(
+            f"{where}.tuning must be a diffstride.Tuning; received tuning={adapter.tuning!r}"
+        )
     return adapter
 
 

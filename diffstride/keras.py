@@ -194,6 +194,7 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
 
     def load_own_variables(self, store: Any) -> None:
         super().load_own_variables(store)
+        self._check_stored_strides(np.asarray(self._stride_values()), self._stride_name())
         self._refresh_fixed_crops(self._stride_values(), always=True)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any
@@ -262,7 +263,8 @@ def test_matmul_with_sizes_known_only_in_the_graph(
     from diffstride.tf import diffstride as ds
 
     tf_backend = type(diffstride.get_backend("tensorflow"))
-    monkeypatch.setattr(tf_backend, "matmul_layouts", (layout, layout))
+    tuning = dataclasses.replace(tf_backend.tuning, matmul_layouts=(layout, layout))
+    monkeypatch.setattr(tf_backend, "tuning", tuning)
 
     x_nchw = np.random.default_rng(5).standard_normal((2, 3, *size)).astype(np.float32)
     x = tf.constant(x_nchw if data_format == "channels_first" else np.moveaxis(x_nchw, 1, 3))
@@ -298,7 +300,9 @@ def test_jax_channels_last_gemms_transpose_no_activation(
     from diffstride.jax import diffstride as ds
 
     if layouts is not None:
-        monkeypatch.setattr(type(diffstride.get_backend("jax")), "matmul_layouts", layouts)
+        jax_backend = type(diffstride.get_backend("jax"))
+        tuning = dataclasses.replace(jax_backend.tuning, matmul_layouts=layouts)
+        monkeypatch.setattr(jax_backend, "tuning", tuning)
     x = jnp.zeros((4, 16, 12, 8))
     size = diffstride.output_size((16, 12), (2.0, 2.0))
 
@@ -333,7 +337,7 @@ def test_fft_channels_first_view_gives_the_same_output(shape: tuple) -> None:
     numpy = diffstride.get_backend("numpy")
 
     class ChannelsFirstFFTs(type(numpy)):
-        fft_channels_first = True
+        tuning = diffstride.Tuning(fft_channels_first=True)
 
     x = np.random.default_rng(3).standard_normal(shape)
     rank = len(shape) - 2

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,10 +85,25 @@ def test_a_plugin_missing_a_required_member_is_named(monkeypatch: pytest.MonkeyP
 def test_a_plugin_with_unknown_matmul_layouts_is_named(
     layouts: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(OddLayoutsBackend, "matmul_layouts", layouts)
-    monkeypatch.setitem(_registry._BUILTIN, "odd_layouts", f"{__name__}:OddLayoutsBackend")
     with pytest.raises(ValueError, match=r"matmul_layouts to a pair .* received matmul_layouts="):
+        diffstride.Tuning(matmul_layouts=layouts)  # type: ignore[arg-type]
+    monkeypatch.setattr(OddLayoutsBackend, "tuning", {"matmul_layouts": layouts})
+    monkeypatch.setitem(_registry._BUILTIN, "odd_layouts", f"{__name__}:OddLayoutsBackend")
+    with pytest.raises(TypeError, match=r"tuning must be a diffstride.Tuning; received"):
         _registry._load("odd_layouts")
+
+
+def test_tuning_checks_its_values_and_legacy_class_attributes_still_work() -> None:
+    with pytest.raises(ValueError, match=r"auto_matmul_max_sizes must be a pair of ints >= 0"):
+        diffstride.Tuning(auto_matmul_max_sizes=(64, -1))
+    with pytest.raises(TypeError, match=r"fft_channels_first must be a bool"):
+        diffstride.Tuning(fft_channels_first=1)  # type: ignore[arg-type]
+    with pytest.deprecated_call(match="tuning = diffstride.Tuning"):
+
+        class Legacy(OddLayoutsBackend):
+            matmul_layouts = ("stacked", "stacked")
+
+    assert Legacy.tuning == diffstride.Tuning(matmul_layouts=("stacked", "stacked"))
 
 
 class OddLayoutsBackend(diffstride.Backend):
@@ -219,3 +237,31 @@ def test_arrays_without_a_device_attribute_use_the_default_device() -> None:
 
     assert device_of(Plain()) is None
     assert device_of(np.zeros(2)) == "cpu"
+
+
+def _documented_members(table_start: str) -> set[str]:
+    """The member names in the first column of the docs/backends.md table after
+    ``table_start``."""
+    text = (Path(__file__).parents[1] / "docs" / "backends.md").read_text()
+    lines = text[text.index(table_start) :].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[first + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    names = set()
+    for row in rows:
+        first = row.split("|")[1]
+        names.update(re.findall(r"`(\w+)", first))
+    return names
+
+
+def test_docs_list_every_member_of_the_contract() -> None:
+    """docs/backends.md and the code cannot drift: its tables name exactly the members of
+    ``diffstride.Backend`` and the fields of ``diffstride.Tuning``."""
+    declared = {*dir(diffstride.Backend), *diffstride.Backend.__annotations__}
+    members = {name for name in declared if not name.startswith("_")}
+    assert _documented_members("## The contract: `diffstride.Backend`") == members
+    tuning = {field.name for field in dataclasses.fields(diffstride.Tuning)}
+    assert _documented_members("The fields of `diffstride.Tuning`:") == tuning

@@ -9,6 +9,8 @@ there, a value below 1 is an error when it is loaded, not when the layer is call
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -64,6 +66,18 @@ def test_keras_layer_rejects_bad_stored_strides_eagerly(bad: float) -> None:
     layer.strides.assign([bad, 2.0])
     with pytest.raises(ValueError, match=r"DiffStride2D\.strides"):
         layer(x)
+
+
+def test_keras_load_model_checks_the_strides(tmp_path: Path) -> None:
+    """A .keras file whose strides are not finite is refused when it loads, naming them."""
+    keras = pytest.importorskip("keras")
+    from diffstride.tf import DiffStride
+
+    model = keras.Sequential([keras.Input((16, 16, 2)), DiffStride((2.0, 2.0))])
+    model.layers[0].strides.assign([float("nan"), 2.0])
+    model.save(tmp_path / "bad.keras")
+    with pytest.raises(ValueError, match=r"DiffStride2D\.strides must be finite"):
+        keras.models.load_model(tmp_path / "bad.keras")
 
 
 @pytest.mark.parametrize("bad", [*BAD, 0.5])

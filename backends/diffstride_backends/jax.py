@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from diffstride import Backend
+from diffstride import Backend, Tuning
 
 
 class _Namespace:
@@ -162,8 +162,7 @@ class JaxBackend(Backend):
     name = "jax"
     module = "jax"
     differentiable = True
-    matmul_layouts = ("permuted", "stacked")
-    auto_matmul_max_sizes = (64, 256)
+    tuning = Tuning(matmul_layouts=("permuted", "stacked"), auto_matmul_max_sizes=(64, 256))
 
     def owns(self, x: Any) -> bool:
         jax = sys.modules.get("jax")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from diffstride import Backend
+from diffstride import Backend, Tuning
 
 
 def _innermost(axes: tuple[int, ...], ndim: int) -> tuple[list[int] | None, list[int] | None]:
@@ -147,11 +147,9 @@ class TensorFlowBackend(Backend):
     differentiable = True
     dynamic_shapes = True
     #: BatchMatMulV2 broadcasts a matrix against a stack without copying it, so the GEMM path
-    #: needs no transposes (see ``diffstride._matmul.apply_separable``).
-    matmul_layouts = ("stacked", "stacked")
-    #: ``method="auto"`` takes the GEMMs up to 128 per axis, for DiffStride and fixed pooling:
-    #: they beat TF's FFTs at every size measured (docs/benchmarks.md).
-    auto_matmul_max_sizes = (128, 128)
+    #: needs no transposes (see ``diffstride._matmul.apply_separable``); ``method="auto"``
+    #: takes the GEMMs up to 128 per axis: they beat TF's FFTs at every size measured.
+    tuning = Tuning(matmul_layouts=("stacked", "stacked"), auto_matmul_max_sizes=(128, 128))
 
     def __init__(self) -> None:
         self._namespace: SimpleNamespace | None = None

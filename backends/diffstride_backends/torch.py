@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from diffstride import Backend
+from diffstride import Backend, Tuning
 
 #: What dynamo's error says where ``fullgraph=True`` meets an untraced step.
 _UNTRACED_REASON = (
@@ -41,7 +41,7 @@ class TorchBackend(Backend):
     name = "torch"
     module = "torch"
     differentiable = True
-    fft_channels_first = True
+    tuning = Tuning(fft_channels_first=True)
 
     def __init__(self) -> None:
         self._untraced: dict[Any, Any] = {}
