@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from diffstride.examples import data, datasets, train
+from diffstride.examples.train.config import run_changing
 
 __all__ = [
     "ARMS",
@@ -248,7 +249,7 @@ class Settings:
     seed
         The seed of every run (data subset, canvases, hold-out, weights).
     num_test
-        Test canvases per run (see ``datasets.CLUTTERED_TEST``).
+        Test canvases per run (``train.Config.limit_test``).
     lr_schedule
         Passed to ``train.Config.lr_schedule`` where the training command has that field
         (None: leave its default). With a constant learning rate the accuracy at the last
@@ -355,8 +356,9 @@ def draw_strides(
 def _converted_backbone(model: str, size: int) -> tuple[Any, Any]:
     import torch
 
-    backbone = train._torch_backbone(model, 1, 10)
-    return backbone, torch.zeros(1, 1, size, size)
+    from diffstride.examples.train.trainers.torch import backbone
+
+    return backbone(model, 1, 10), torch.zeros(1, 1, size, size)
 
 
 def draw_converted_strides(
@@ -402,10 +404,10 @@ def _label(strides: Sequence[float]) -> str:
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A config as JSON stores it, without the keys that do not change a run's result: the
-    output options, DiffStride's mask options where no DiffStride layer is built, and the
-    layer order where nothing pools."""
-    plain = json.loads(json.dumps(config))
-    unused = {"out", "progress"}
+    output options (``changes_run=False`` in ``train.Config``), DiffStride's mask options where
+    no DiffStride layer is built, and the layer order where nothing pools."""
+    plain = run_changing(json.loads(json.dumps(config)))
+    unused = set()
     if plain.get("pooling") != "diffstride":
         unused |= {"ramp", "smoothness_factor"}
     if plain.get("pooling") == "strided":
@@ -423,11 +425,13 @@ def _config_defaults() -> dict[str, Any]:
 def _run(config: train.Config) -> dict[str, Any]:
     """``train.run(config)``, or the metrics a previous run left in ``config.out``."""
     path = Path(config.out) / "metrics.json"
-    strides = None if config.strides is None else list(config.strides)
-    wanted = _comparable({**vars(config), "strides": strides})
+    wanted = _comparable(config.as_json())
     if path.is_file():
         metrics = json.loads(path.read_text())
         stored = {**_config_defaults(), **_comparable(metrics["config"])}
+        if "limit_test" not in metrics["config"] and "dataset" in metrics:
+            # Stored before the field existed: it read the test images its metrics count.
+            stored["limit_test"] = metrics["dataset"]["test"]
         differ = sorted(k for k in wanted.keys() & stored.keys() if wanted[k] != stored[k])
         if differ:
             raise StudyError(
@@ -517,36 +521,36 @@ def run_study(
             family.model, settings.inits, settings.draw_seed, max_macs=family.max_draw_macs
         )
     results: dict[str, list[dict[str, Any]]] = {}
-    with datasets.cluttered_test_count(settings.num_test):
-        for arm in arms:
-            overrides = dict(arm.config)
-            if arm.budget_from is not None:
-                best = _best_by_validation(results[arm.budget_from])
-                overrides["macs_budget"] = best["final"]["macs"] / 1e6
-            results[arm.name] = [
-                _run(
-                    train.Config(
-                        **{
-                            "framework": framework,
-                            "dataset": DATASET,
-                            "data_dir": data_dir,
-                            "model": family.model,
-                            "strides": strides,
-                            "epochs": settings.epochs,
-                            "batch_size": settings.batch_size,
-                            "lr": settings.lr,
-                            "seed": settings.seed,
-                            "limit_train": settings.limit_train,
-                            "validation": settings.validation,
-                            "progress": False,
-                            **schedule,
-                            **overrides,
-                            "out": str(out / f"{arm.name}-{_label(strides)}"),
-                        }
-                    )
+    for arm in arms:
+        overrides = dict(arm.config)
+        if arm.budget_from is not None:
+            best = _best_by_validation(results[arm.budget_from])
+            overrides["macs_budget"] = best["final"]["macs"] / 1e6
+        results[arm.name] = [
+            _run(
+                train.Config(
+                    **{
+                        "framework": framework,
+                        "dataset": DATASET,
+                        "data_dir": data_dir,
+                        "model": family.model,
+                        "strides": strides,
+                        "epochs": settings.epochs,
+                        "batch_size": settings.batch_size,
+                        "lr": settings.lr,
+                        "seed": settings.seed,
+                        "limit_train": settings.limit_train,
+                        "limit_test": settings.num_test,
+                        "validation": settings.validation,
+                        "progress": False,
+                        **schedule,
+                        **overrides,
+                        "out": str(out / f"{arm.name}-{_label(strides)}"),
+                    }
                 )
-                for strides in inits
-            ]
+            )
+            for strides in inits
+        ]
     summary = _summarise(settings, arms, inits, results, time.perf_counter() - started)
     summary["family"] = {
         "name": family.name,
