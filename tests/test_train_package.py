@@ -77,3 +77,17 @@ def test_the_torch_trainer_works_on_its_own() -> None:
     assert trainer.macs((32, 32)) > 0
     assert 0.0 <= trainer.accuracy(dataset.x_test, dataset.y_test, 4) <= 1.0
     assert trainer.context == distributed.SINGLE
+
+
+def test_the_training_docs_list_every_option() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    rows = {line.split("`")[1].split()[0] for line in docs.splitlines() if line.startswith("| `--")}
+    flags = {
+        flag
+        for action in build_parser()._actions
+        for flag in action.option_strings
+        if flag not in ("-h", "--help", "--no-pool-first")
+    }
+    assert flags - rows == set()

@@ -34,7 +34,9 @@ The design
   *validation* accuracy, and its MACs set the budget of the budgeted DiffStride arm. The test
   set is read once per run, at its end.
 * Runs are resumable: a run whose ``OUT/<name>/metrics.json`` exists is read back, not rerun
-  (and must have been made with the same settings, else the study stops and says so).
+  (and must have been made with the same settings, else the study stops and says so); a run
+  that was interrupted goes on from the checkpoint of its last finished epoch
+  (``train --resume``), which must have been written with the same settings too.
 
 Outputs: ``OUT/<run>/metrics.json`` (and ``strides.png``) per run, ``OUT/summary.json``,
 ``OUT/table.md`` (per arm: runs, test accuracy mean +- sd, worst, best, MACs per image,
@@ -442,7 +444,10 @@ def _run(config: train.Config) -> dict[str, Any]:
         print(f"--- {path.parent.name}: done before, read back", flush=True)
         return metrics
     print(f"\n=== {path.parent.name} ===", flush=True)
-    return train.run(config)
+    try:
+        return train.run(config)
+    except train.ConfigError as error:  # a checkpoint of other settings, say
+        raise StudyError(f"{path.parent.name}: {error}") from error
 
 
 def _schedule(name: str | None) -> dict[str, Any]:
@@ -543,6 +548,7 @@ def run_study(
                         "limit_test": settings.num_test,
                         "validation": settings.validation,
                         "progress": False,
+                        "resume": True,  # an interrupted run goes on from its checkpoint
                         **schedule,
                         **overrides,
                         "out": str(out / f"{arm.name}-{_label(strides)}"),

@@ -170,6 +170,13 @@ class Config:
         metavar="DIR",
         changes_run=False,
     )
+    resume: bool = option(
+        False,
+        "continue the run from OUT/checkpoint.npz, written after every epoch (start afresh "
+        "if there is none); the options must be the checkpoint's, --epochs may grow with a "
+        "constant learning rate. A job torchrun restarts resumes by itself",
+        changes_run=False,
+    )
     limit_train: int | None = option(
         None, "keep N training images (a subset drawn with --seed)", metavar="N"
     )
@@ -238,7 +245,7 @@ class Config:
                 raise ValueError(
                     f"{item.name} must be one of {choices}; received {item.name}={value!r}"
                 )
-        for name in ("pool_first", "progress"):
+        for name in ("pool_first", "progress", "resume"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool; received {name}={value!r}")

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import diffstride.keras
 from diffstride.examples import data, distributed
+from diffstride.examples.train.checkpoint import CheckpointError
 from diffstride.examples.train.config import OWN_MODELS, RESNET_STRIDES, Config, config_errors
 from diffstride.examples.train.trainers import pooling, total_steps
 from diffstride.keras import MacsReference, diffstride_layers, macs_penalty, macs_reference
@@ -169,6 +170,34 @@ class KerasTrainer:
 
     def macs(self, input_size: tuple[int, int]) -> int:
         return diffstride.keras.macs(self.model)
+
+    def state(self) -> dict[str, Any]:
+        """Every variable of the model (strides, batch statistics and seed generators
+        included) and of both optimizers (their step counts drive the schedule)."""
+        return {
+            name: [np.asarray(keras.ops.convert_to_numpy(v)) for v in group]
+            for name, group in self._groups()
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`'s values."""
+        for name, group in self._groups():
+            values = state[name]
+            shapes = [tuple(v.shape) for v in group]
+            if [tuple(np.shape(v)) for v in values] != shapes:
+                raise CheckpointError(
+                    f"the checkpoint's {name} variables do not fit this model: shapes "
+                    f"{[tuple(np.shape(v)) for v in values]} stored, {shapes} here"
+                )
+            for variable, value in zip(group, values, strict=True):
+                variable.assign(value)
+
+    def _groups(self) -> list[tuple[str, list[Any]]]:
+        return [
+            ("model", list(self.model.variables)),
+            ("optimizer", list(self.optimizer.variables)),
+            ("stride_optimizer", list(self.stride_optimizer.variables) if self.stride_vars else []),
+        ]
 
 
 def _nhwc(x: np.ndarray) -> np.ndarray:

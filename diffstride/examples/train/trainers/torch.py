@@ -136,6 +136,48 @@ class TorchTrainer:
     def macs(self, input_size: tuple[int, int]) -> int:
         return macs(self.model, self.example)
 
+    def state(self) -> dict[str, Any]:
+        """Weights (strides included), optimizer, schedule and torch's random state, as
+        numpy arrays and plain values (rank 0's: every rank holds the same)."""
+        return {
+            "model": _to_numpy(self.model.state_dict()),
+            "optimizer": _to_numpy(self.optimizer.state_dict()),
+            "scheduler": None if self.scheduler is None else _to_numpy(self.scheduler.state_dict()),
+            "random": torch.get_rng_state().numpy(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`'s values."""
+        self.model.load_state_dict(_to_torch(state["model"]))
+        self.optimizer.load_state_dict(_to_torch(state["optimizer"]))
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(_to_torch(state["scheduler"]))
+        torch.set_rng_state(_to_torch(state["random"]))
+        if self.estimate is not None:  # probe at the restored strides, not the initial ones
+            self.estimate.remove()
+            self.estimate = MacsEstimator(self.model, self.example)
+
+
+def _to_numpy(tree: Any) -> Any:
+    """``tree`` with every tensor a numpy array (a checkpoint holds no tensor)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu().numpy()
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_numpy(v) for v in tree)
+    return tree
+
+
+def _to_torch(tree: Any) -> Any:
+    if isinstance(tree, np.ndarray):
+        return torch.from_numpy(np.array(tree))  # a writable copy
+    if isinstance(tree, dict):
+        return {k: _to_torch(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_torch(v) for v in tree)
+    return tree
+
 
 def backbone(model: str, channels: int, num_classes: int) -> Any:
     """A torchvision or timm model (random weights) for ``channels``-channel images: timm
