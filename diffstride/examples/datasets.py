@@ -40,7 +40,7 @@ import os
 import pickle
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +100,8 @@ CLUTTERED_PATCH_SIZE = 8
 CLUTTERED_TEST = 10000
 """How many test items become cluttered canvases when ``num_test`` is not given (all 10000).
 
-Read at each call, so a program may lower it for a fast smoke run (the study's ``--quick``
-does): :func:`load` has no argument for it, and the training command calls :func:`load`."""
+Read at each call; a run that wants fewer passes ``limit_test`` to :func:`load` (the training
+command's ``--limit-test``)."""
 
 CLUTTERED_TEST_SEED = 0
 """The seed of the test canvases, the same for every training seed."""
@@ -683,6 +683,8 @@ def load(
     data_dir: str | os.PathLike[str] | None = None,
     limit_train: int | None = None,
     seed: int = 0,
+    *,
+    limit_test: int | None = None,
 ) -> Dataset:
     """Load a data set by name: one of :data:`DATASETS`, ready to train on.
 
@@ -697,10 +699,14 @@ def load(
         Keep at most this many training examples; None keeps all. For the file data sets the
         kept examples are the first ``limit_train`` of a permutation seeded by ``seed``, kept in
         file order, so a small subset covers every class. For ``"synthetic"`` it is the number
-        of training images generated (their examples are independent draws anyway). The test
-        split is not limited (the cluttered set's test canvases: :data:`CLUTTERED_TEST`).
+        of training images generated (their examples are independent draws anyway).
     seed
         The seed of the synthetic data and of the choice of kept examples.
+    limit_test
+        Keep at most this many test examples; None keeps all (the cluttered sets build
+        :data:`CLUTTERED_TEST` canvases, ``"synthetic"`` 1024 images). For the file data sets
+        the kept examples are a fixed subset that does not depend on ``seed``, so every run is
+        measured on the same images; the generated sets build this many.
 
     Returns
     -------
@@ -716,17 +722,21 @@ def load(
         If the files are not found; ``str(error)`` says where to get them.
     """
     check_limit(limit_train)
+    if limit_test is not None:
+        check_count("limit_test", limit_test)
     if name == "synthetic":
         if data_dir is not None:
             raise ValueError(f"the synthetic data set reads no files; received data_dir={data_dir}")
-        return synthetic(num_train=limit_train or 4096, seed=seed)
-    loaders = {
-        "fashion-mnist": fashion_mnist,
-        "cluttered-fashion-mnist": cluttered_fashion_mnist,
-        "cluttered-shapes": cluttered_shapes,
-        "mnist": mnist,
-        "cifar10": cifar10,
-    }
+        return synthetic(num_train=limit_train or 4096, num_test=limit_test or 1024, seed=seed)
+    if name in ("cluttered-fashion-mnist", "cluttered-shapes"):
+        build = cluttered_fashion_mnist if name == "cluttered-fashion-mnist" else cluttered_shapes
+        return build(data_dir, limit_train=limit_train, seed=seed, num_test=limit_test)
+    loaders = {"fashion-mnist": fashion_mnist, "mnist": mnist, "cifar10": cifar10}
     if name not in loaders:
         raise ValueError(f"name must be one of {', '.join(DATASETS)}; received name={name!r}")
-    return loaders[name](data_dir, limit_train=limit_train, seed=seed)
+    dataset = loaders[name](data_dir, limit_train=limit_train, seed=seed)
+    if limit_test is None:
+        return dataset
+    # A fixed seed: the same test images whatever the run's seed.
+    x_test, y_test = subset(dataset.x_test, dataset.y_test, limit_test, CLUTTERED_TEST_SEED)
+    return replace(dataset, x_test=x_test, y_test=y_test)

@@ -49,8 +49,7 @@ RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
 def _dataset() -> tuple[str, int | None]:
     """The data set the demo can run on here, and its training images."""
     try:  # the files can be there, partly, or not at all
-        with datasets.cluttered_test_count(2):
-            datasets.load("cluttered-fashion-mnist", limit_train=2)
+        datasets.load("cluttered-fashion-mnist", limit_train=2, limit_test=2)
     except data.MissingDataError:
         return "cluttered-shapes", TRAIN_IMAGES
     return "cluttered-fashion-mnist", TRAIN_IMAGES
@@ -63,25 +62,25 @@ def run_demo(
     out = Path(out)
     dataset, limit_train = _dataset()
     results: dict[str, dict[str, Any]] = {}
-    with datasets.cluttered_test_count(TEST_IMAGES):
-        for label, options in RUNS:
-            if options["pooling"] == "diffstride":
-                options = {**options, "macs_budget": _first(results)["final"]["macs"] / 1e6}
-            print(f"\n=== {label} ===", flush=True)
-            config = train.Config(
-                framework=framework,
-                dataset=dataset,
-                strides=POOR_START,
-                epochs=epochs,
-                batch_size=32,
-                lr=2e-3,
-                lr_schedule="cosine",
-                limit_train=limit_train,
-                out=str(out / label.split(",")[0].replace(" ", "-")),
-                progress=progress,
-                **options,
-            )
-            results[label] = train.run(config)
+    for label, options in RUNS:
+        if options["pooling"] == "diffstride":
+            options = {**options, "macs_budget": _first(results)["final"]["macs"] / 1e6}
+        print(f"\n=== {label} ===", flush=True)
+        config = train.Config(
+            framework=framework,
+            dataset=dataset,
+            strides=POOR_START,
+            epochs=epochs,
+            batch_size=32,
+            lr=2e-3,
+            lr_schedule="cosine",
+            limit_train=limit_train,
+            limit_test=TEST_IMAGES,
+            out=str(out / label.split(",")[0].replace(" ", "-")),
+            progress=progress,
+            **options,
+        )
+        results[label] = train.run(config)
     return results
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "check_identical",
     "from_env",
     "init_torch",
+    "restart_count",
     "shard",
     "shutdown",
 ]
@@ -64,6 +65,14 @@ def from_env(environ: dict[str, str] | None = None) -> Context:
     if not 0 <= context.rank < world_size:
         raise ValueError(f"RANK must be in [0, WORLD_SIZE); received {context}")
     return context
+
+
+def restart_count(environ: dict[str, str] | None = None) -> int:
+    """How many times ``torchrun`` has restarted this job (``TORCHELASTIC_RESTART_COUNT``; 0
+    on the first start and outside ``torchrun``): a restarted job resumes from its
+    checkpoint."""
+    env = os.environ if environ is None else environ
+    return int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
 def shard(x: np.ndarray, y: np.ndarray, context: Context) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,9 @@ The design
   *validation* accuracy, and its MACs set the budget of the budgeted DiffStride arm. The test
   set is read once per run, at its end.
 * Runs are resumable: a run whose ``OUT/<name>/metrics.json`` exists is read back, not rerun
-  (and must have been made with the same settings, else the study stops and says so).
+  (and must have been made with the same settings, else the study stops and says so); a run
+  that was interrupted goes on from the checkpoint of its last finished epoch
+  (``train --resume``), which must have been written with the same settings too.
 
 Outputs: ``OUT/<run>/metrics.json`` (and ``strides.png``) per run, ``OUT/summary.json``,
 ``OUT/table.md`` (per arm: runs, test accuracy mean +- sd, worst, best, MACs per image,
@@ -57,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from diffstride.examples import data, datasets, train
+from diffstride.examples.train.config import run_changing
 
 __all__ = [
     "ARMS",
@@ -248,7 +251,7 @@ class Settings:
     seed
         The seed of every run (data subset, canvases, hold-out, weights).
     num_test
-        Test canvases per run (see ``datasets.CLUTTERED_TEST``).
+        Test canvases per run (``train.Config.limit_test``).
     lr_schedule
         Passed to ``train.Config.lr_schedule`` where the training command has that field
         (None: leave its default). With a constant learning rate the accuracy at the last
@@ -355,8 +358,9 @@ def draw_strides(
 def _converted_backbone(model: str, size: int) -> tuple[Any, Any]:
     import torch
 
-    backbone = train._torch_backbone(model, 1, 10)
-    return backbone, torch.zeros(1, 1, size, size)
+    from diffstride.examples.train.trainers.torch import backbone
+
+    return backbone(model, 1, 10), torch.zeros(1, 1, size, size)
 
 
 def draw_converted_strides(
@@ -402,10 +406,10 @@ def _label(strides: Sequence[float]) -> str:
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A config as JSON stores it, without the keys that do not change a run's result: the
-    output options, DiffStride's mask options where no DiffStride layer is built, and the
-    layer order where nothing pools."""
-    plain = json.loads(json.dumps(config))
-    unused = {"out", "progress"}
+    output options (``changes_run=False`` in ``train.Config``), DiffStride's mask options where
+    no DiffStride layer is built, and the layer order where nothing pools."""
+    plain = run_changing(json.loads(json.dumps(config)))
+    unused = set()
     if plain.get("pooling") != "diffstride":
         unused |= {"ramp", "smoothness_factor"}
     if plain.get("pooling") == "strided":
@@ -423,11 +427,13 @@ def _config_defaults() -> dict[str, Any]:
 def _run(config: train.Config) -> dict[str, Any]:
     """``train.run(config)``, or the metrics a previous run left in ``config.out``."""
     path = Path(config.out) / "metrics.json"
-    strides = None if config.strides is None else list(config.strides)
-    wanted = _comparable({**vars(config), "strides": strides})
+    wanted = _comparable(config.as_json())
     if path.is_file():
         metrics = json.loads(path.read_text())
         stored = {**_config_defaults(), **_comparable(metrics["config"])}
+        if "limit_test" not in metrics["config"] and "dataset" in metrics:
+            # Stored before the field existed: it read the test images its metrics count.
+            stored["limit_test"] = metrics["dataset"]["test"]
         differ = sorted(k for k in wanted.keys() & stored.keys() if wanted[k] != stored[k])
         if differ:
             raise StudyError(
@@ -438,7 +444,10 @@ def _run(config: train.Config) -> dict[str, Any]:
         print(f"--- {path.parent.name}: done before, read back", flush=True)
         return metrics
     print(f"\n=== {path.parent.name} ===", flush=True)
-    return train.run(config)
+    try:
+        return train.run(config)
+    except train.ConfigError as error:  # a checkpoint of other settings, say
+        raise StudyError(f"{path.parent.name}: {error}") from error
 
 
 def _schedule(name: str | None) -> dict[str, Any]:
@@ -517,36 +526,37 @@ def run_study(
             family.model, settings.inits, settings.draw_seed, max_macs=family.max_draw_macs
         )
     results: dict[str, list[dict[str, Any]]] = {}
-    with datasets.cluttered_test_count(settings.num_test):
-        for arm in arms:
-            overrides = dict(arm.config)
-            if arm.budget_from is not None:
-                best = _best_by_validation(results[arm.budget_from])
-                overrides["macs_budget"] = best["final"]["macs"] / 1e6
-            results[arm.name] = [
-                _run(
-                    train.Config(
-                        **{
-                            "framework": framework,
-                            "dataset": DATASET,
-                            "data_dir": data_dir,
-                            "model": family.model,
-                            "strides": strides,
-                            "epochs": settings.epochs,
-                            "batch_size": settings.batch_size,
-                            "lr": settings.lr,
-                            "seed": settings.seed,
-                            "limit_train": settings.limit_train,
-                            "validation": settings.validation,
-                            "progress": False,
-                            **schedule,
-                            **overrides,
-                            "out": str(out / f"{arm.name}-{_label(strides)}"),
-                        }
-                    )
+    for arm in arms:
+        overrides = dict(arm.config)
+        if arm.budget_from is not None:
+            best = _best_by_validation(results[arm.budget_from])
+            overrides["macs_budget"] = best["final"]["macs"] / 1e6
+        results[arm.name] = [
+            _run(
+                train.Config(
+                    **{
+                        "framework": framework,
+                        "dataset": DATASET,
+                        "data_dir": data_dir,
+                        "model": family.model,
+                        "strides": strides,
+                        "epochs": settings.epochs,
+                        "batch_size": settings.batch_size,
+                        "lr": settings.lr,
+                        "seed": settings.seed,
+                        "limit_train": settings.limit_train,
+                        "limit_test": settings.num_test,
+                        "validation": settings.validation,
+                        "progress": False,
+                        "resume": True,  # an interrupted run goes on from its checkpoint
+                        **schedule,
+                        **overrides,
+                        "out": str(out / f"{arm.name}-{_label(strides)}"),
+                    }
                 )
-                for strides in inits
-            ]
+            )
+            for strides in inits
+        ]
     summary = _summarise(settings, arms, inits, results, time.perf_counter() - started)
     summary["family"] = {
         "name": family.name,
