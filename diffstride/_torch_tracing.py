@@ -117,6 +117,15 @@ def _backend() -> Any:
     return _api.get_backend("torch")
 
 
+def value_key(tensor: Any) -> tuple[int, int, int] | None:
+    """What changes whenever a parameter's values may have: its identity, its storage and its
+    version counter (``_version``, which every in-place write bumps; checked on torch 2.14.1).
+    None for anything else (a fake, meta or functorch-wrapped tensor under a transform)."""
+    if type(tensor) is not nn.Parameter or tensor.is_meta or is_fake(tensor):
+        return None
+    return (id(tensor), tensor.data_ptr(), tensor._version)
+
+
 class TracedLayer:
     """What a torch DiffStride layer does under a tracer. It keeps its ``strides`` parameter
     where ``nn.Module`` does not see it (``torch.export`` swaps the registered one for a fake
@@ -126,6 +135,7 @@ class TracedLayer:
 
     _parameters: dict[str, Any]
     _crops: dict[tuple[int, ...], tuple[int, ...]]
+    _crop_keys: dict[tuple[tuple[int, ...], bool], tuple[int, int, int]]
     strides: torch.Tensor
     options: Any
 
@@ -133,10 +143,11 @@ class TracedLayer:
         super().__setattr__(name, value)
         if name == "strides":
             self._remember_strides()
-            self.__dict__.get("_crops", {}).clear()
+            self._forget_crops()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_crops", {})  # a layer pickled before it kept crops
+        state.setdefault("_crop_keys", {})
         super().__setstate__(state)
 
     def _remember_strides(self) -> None:
@@ -180,10 +191,25 @@ class TracedLayer:
             return _backend().untraced(torch.clone)(self.strides)
         return self.strides
 
-    def _record_crop(self, sizes: Sequence[Any], y: torch.Tensor) -> None:
-        """Remember an eager call's crop, the one ``fullgraph=True`` will use."""
+    def _record_crop(self, sizes: Sequence[Any], x: torch.Tensor, y: torch.Tensor) -> None:
+        """Remember an eager call's crop: the one ``fullgraph=True`` will use, and the one
+        the next eager call reuses without reading the strides if they have not changed."""
         axes = self.options.axes(len(y.shape))
         self._crops[tuple(sizes)] = tuple(int(y.shape[axis]) for axis in axes)
+        key = value_key(self.strides)
+        if key is not None:
+            self._crop_keys[(tuple(sizes), x.dtype == torch.float64)] = key
+
+    def _unchanged_crop(self, sizes: Sequence[Any], x: torch.Tensor) -> tuple[int, ...] | None:
+        """The crop recorded for ``sizes`` (in ``x``'s precision) if the strides are the
+        same tensor with no write since: the host read it took need not be made again."""
+        key = value_key(self.strides)
+        recorded = self._crop_keys.get((tuple(sizes), x.dtype == torch.float64))
+        return self._crops.get(tuple(sizes)) if key is not None and key == recorded else None
+
+    def _forget_crops(self) -> None:
+        self.__dict__.get("_crops", {}).clear()
+        self.__dict__.get("_crop_keys", {}).clear()
 
     def _compiled_crop(self, sizes: tuple[Any, ...]) -> tuple[int, ...]:
         """The crop of the last eager call on inputs of spatial ``sizes``, read while dynamo

@@ -101,8 +101,8 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
         self.strides = nn.Parameter(
             torch.tensor(self.initial_value, dtype=torch.float32), requires_grad=bool(trainable)
         )
-        #: Input spatial sizes -> the crop of the last eager call (for ``fullgraph=True``).
-        self._crops: dict[tuple[int, ...], tuple[int, ...]] = {}
+        # The crop of the last eager call per input size, and the strides it was read from.
+        self._crops, self._crop_keys = {}, {}
 
     def reset_parameters(self) -> None:
         """Set the strides back to their initial value, in place (``nn.Module``'s convention:
@@ -110,7 +110,7 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
         with torch.no_grad():
             initial = torch.tensor(self.initial_value, dtype=torch.float32)
             self.strides.copy_(initial.to(self.strides.device, self.strides.dtype))
-        self._crops.clear()
+        self._forget_crops()
 
     def _stride_values(self) -> Any:
         if self.strides.is_meta:
@@ -127,7 +127,7 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
             self._check_stored_strides(state_dict[key].detach().cpu().float().numpy(), key)
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._remember_strides()  # load_state_dict(assign=True) replaces the parameter
-        self._crops.clear()
+        self._forget_crops()
 
     def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         sizes = self._checked_sizes(x, _BACKEND)
@@ -136,19 +136,21 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
         output_size, compiling = self._traced_output_size(x, sizes, output_size)
         project = self.training and output_size is None
         strides = self._strides_for_call(project and compiling)
+        # Strides unchanged since the last eager call on this size: its crop, no host read.
+        crop = None if output_size is not None or compiling else self._unchanged_crop(sizes, x)
         y = _api.diffstride_on(
             _BACKEND,
             x,
             strides,
             self.options,
-            output_size=output_size,
+            output_size=output_size if crop is None else crop,
             sizes=sizes,
             # Below the bound is clipped (an optimizer step may leave it); loads check all.
-            check_values="finite" if output_size is None else False,
+            check_values="finite" if output_size is None and crop is None else False,
             name=self._stride_name(),
         )
-        if output_size is None and not compiling:
-            self._record_crop(sizes, y)
+        if output_size is None and crop is None and not compiling:
+            self._record_crop(sizes, x, y)
         if project:
             _BACKEND.untraced(_DiffStride._project_in_place)(self, sizes)
         return y

@@ -67,3 +67,52 @@ def test_a_numpy_function_call_enters_each_module_of_the_path_once() -> None:
     entries, functions = _trace(lambda: diffstride(x, 2.5))
     assert {name: entries[name] for name in PATH} == dict.fromkeys(PATH, 1)
     assert functions["thresholds"] == 1
+
+
+def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the torch adapter's reads of values into Python (``concrete``)."""
+    import diffstride
+
+    cls = type(diffstride.get_backend("torch"))
+    original, count = cls.concrete, [0]
+
+    def concrete(self: object, x: object) -> object:
+        count[0] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(cls, "concrete", concrete)
+    return count
+
+
+def test_repeat_torch_calls_read_nothing_while_the_strides_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The crop is read from the strides once; a repeat call on the same size reads nothing
+    until they change (an in-place write, an optimizer step, a projection, a new size)."""
+    import torch
+
+    from diffstride.torch import DiffStride
+
+    layer = DiffStride((2.0, 2.0)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    reads = _counting_reads(monkeypatch)
+    first = layer(x)
+    assert reads[0] == 1
+    for _ in range(3):
+        torch.testing.assert_close(layer(x), first)
+    assert reads[0] == 1
+    with torch.no_grad():
+        layer.strides.fill_(3.0)  # same crop size class, new values: read again
+    assert layer(x).shape[2:] == layer.output_size((32, 32))
+    assert reads[0] == 3  # the call, and output_size itself
+    layer(x)
+    assert reads[0] == 3
+    layer(torch.randn(2, 3, 24, 24))  # another size
+    assert reads[0] == 4
+    layer(x.double())  # another precision decides its own crop
+    assert reads[0] == 5
+    layer.train()
+    layer(x)  # the strides are unchanged: no read; its projection writes them in place...
+    assert reads[0] == 5
+    layer(x)  # ...so the next call reads them again: once per training step
+    assert reads[0] == 6
