@@ -148,9 +148,8 @@ class Backend:
         A :class:`Tuning`: the GEMM layouts, the FFT path's channels-first view and the
         sizes up to which ``method="auto"`` takes the GEMMs. Performance only.
 
-    Testing hooks (the conformance suite)
-    -------------------------------------
-    from_numpy(array), test_inputs(array), vjp(fn, primals, cotangent)
+    The conformance suite's testing hooks (``from_numpy``, ``test_inputs``, ``vjp``) are
+    not part of this class: see ``diffstride_conformance.TestingHooks``.
     """
 
     name: ClassVar[str]
@@ -218,24 +217,6 @@ class Backend:
 
     def untraced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn
-
-    # Testing hooks, used by diffstride_conformance.
-    def from_numpy(self, array: np.ndarray) -> Any:
-        """A framework array equal to ``array`` (dtype kept where the framework has it)."""
-        return self.namespace().asarray(array)
-
-    def test_inputs(self, array: np.ndarray) -> list[Any]:
-        """The layouts the suite feeds as ``x`` (a chunked framework returns several
-        chunkings of the same values); default: ``[from_numpy(array)]``."""
-        return [self.from_numpy(array)]
-
-    def vjp(
-        self, fn: Callable[..., Any], primals: list[Any], cotangent: np.ndarray
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``(fn(*primals), [gradient of sum(fn(*primals) * cotangent) per primal])``, all
-        numpy arrays: ``primals`` are framework arrays (from :meth:`from_numpy`), ``cotangent``
-        a numpy array of the output's shape. Only called where ``differentiable``."""
-        raise NotImplementedError(f"backend {self.name!r} has no autodiff")
 
     def __repr__(self) -> str:
         return f"<diffstride backend {self.name!r}>"

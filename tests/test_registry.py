@@ -265,3 +265,7 @@ def test_docs_list_every_member_of_the_contract() -> None:
     assert _documented_members("## The contract: `diffstride.Backend`") == members
     tuning = {field.name for field in dataclasses.fields(diffstride.Tuning)}
     assert _documented_members("The fields of `diffstride.Tuning`:") == tuning
+    from diffstride_conformance import TestingHooks
+
+    hooks = {name for name in vars(TestingHooks) if not name.startswith("_")}
+    assert _documented_members("The conformance suite also calls three") == hooks

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from diffstride import available_backends, get_backend
+from diffstride_conformance.hooks import TestingHooks, WithHooks
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -41,6 +42,7 @@ __all__ = [
     "CHECKS",
     "METHODS",
     "RAMPS",
+    "TestingHooks",
     "backends_under_test",
     "checks_for",
     "parametrize_with_checks",
@@ -130,7 +132,7 @@ class _LazyBackend:
         self.name = name
 
     def __getattr__(self, attr: str) -> Any:
-        return getattr(get_backend(self.name), attr)
+        return getattr(WithHooks(get_backend(self.name)), attr)
 
     def __repr__(self) -> str:
         return f"backend({self.name!r})"

@@ -17,6 +17,7 @@ gradients, which sum many terms. Comparisons with the numpy reference scale with
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ from hypothesis import strategies as st
 import diffstride
 from diffstride import numpy as reference
 from diffstride_conformance import golden, oracle
+from diffstride_conformance.hooks import WithHooks
 
 __all__ = ["CHECKS", "checks_for"]
 
@@ -77,9 +79,21 @@ def _has_float64(backend: Any) -> bool:
 
 def _adapter(backend: Any) -> diffstride.Backend:
     """The adapter itself (the suite's lazy stand-in loads it by name)."""
+    if isinstance(backend, WithHooks):
+        return backend.adapter
     return (
         backend if isinstance(backend, diffstride.Backend) else diffstride.get_backend(backend.name)
     )
+
+
+def _hooked(check: Callable[..., None]) -> Callable[..., None]:
+    """``check`` given the adapter with its testing hooks (defaults where it has none)."""
+
+    @functools.wraps(check)
+    def run(backend: Any, *args: Any, **kwargs: Any) -> None:
+        check(WithHooks(_adapter(backend)), *args, **kwargs)
+
+    return run
 
 
 def diffstride_on(backend: Any, x: Any, strides: Any, **kwargs: Any) -> Any:
@@ -103,6 +117,7 @@ def _diffstride_with_grads(
 # --- golden data of the original ------------------------------------------------------------
 
 
+@_hooked
 def check_golden_outputs(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
     """Outputs equal the original's on every golden case."""
     _original_ramp_only(ramp)
@@ -117,6 +132,7 @@ def check_golden_outputs(backend: Any, method: str = "auto", ramp: str = "outsid
         assert_close(backend.concrete(y), case["y"], OUTPUT_RTOL, f"{case['id']} output")
 
 
+@_hooked
 def check_golden_gradients(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
     """Input and stride gradients equal the original's on every golden case."""
     _original_ramp_only(ramp)
@@ -134,6 +150,7 @@ def check_golden_gradients(backend: Any, method: str = "auto", ramp: str = "outs
         assert_close(grad_s, case["grad_strides"], STRIDE_GRAD_RTOL, f"{case['id']} grad_strides")
 
 
+@_hooked
 def check_golden_spectral_pooling(
     backend: Any, method: str = "auto", ramp: str = "outside"
 ) -> None:
@@ -159,6 +176,7 @@ def spectral_pooling_cases_with_kwargs() -> list[tuple[dict[str, Any], dict[str,
     ]
 
 
+@_hooked
 def check_numpy_vjp_matches_golden(
     backend: Any, method: str = "auto", ramp: str = "outside"
 ) -> None:
@@ -262,6 +280,7 @@ def _test_inputs(backend: Any, array: np.ndarray) -> list[Any]:
     return inputs
 
 
+@_hooked
 def check_matches_numpy_reference(
     backend: Any, method: str = "auto", ramp: str = "outside"
 ) -> None:
@@ -288,6 +307,7 @@ def _configs(draw: Any) -> tuple[Any, ...]:
     return (shape, strides, smoothness, cropping, data_format, (None, None), "float32")
 
 
+@_hooked
 def check_random_configurations(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
     """Hypothesis-drawn ranks (1 to 3 spatial axes), sizes (odd/even, tiny, non-square),
     strides and R agree with the reference, and the output shape equals
@@ -305,6 +325,7 @@ def check_random_configurations(backend: Any, method: str = "auto", ramp: str = 
     run()
 
 
+@_hooked
 def check_spectral_pooling_matches_reference(
     backend: Any, method: str = "auto", ramp: str = "outside"
 ) -> None:
@@ -352,6 +373,7 @@ def _strides_for(rank: int) -> tuple[float, ...]:
     return (2.0, 1.5, 1.7)[-rank:]
 
 
+@_hooked
 def check_channels_last_is_a_transpose(
     backend: Any, method: str = "auto", ramp: str = "outside"
 ) -> None:
@@ -372,6 +394,7 @@ def check_channels_last_is_a_transpose(
         assert_close(backend.concrete(last), expected, OUTPUT_RTOL, f"rank {rank} NHWC")
 
 
+@_hooked
 def check_empty_batch(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
     """An empty batch gives an empty result of the right shape, for every rank."""
     for rank, shape in RANK_SHAPES.items():
@@ -410,6 +433,7 @@ BAD_CALLS: list[tuple[str, Any, dict[str, Any], type[Exception], str]] = [
 ]
 
 
+@_hooked
 def check_bad_input_is_rejected(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
     """Bad arguments raise ValueError/TypeError naming the argument and the value."""
     for _label, shape, kwargs, error, fragment in BAD_CALLS:
@@ -425,6 +449,7 @@ def check_bad_input_is_rejected(backend: Any, method: str = "auto", ramp: str = 
             diffstride_on(backend, x, (2.0, 2.0), method=method, ramp=ramp)
 
 
+@_hooked
 def check_dtype_is_kept(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
     """float32 and float64 inputs give outputs of the same dtype, for every rank (float32
     only where the backend has no float64)."""
@@ -444,6 +469,7 @@ def check_dtype_is_kept(backend: Any, method: str = "auto", ramp: str = "outside
 HALF_RTOL = {"float16": 5e-3, "bfloat16": 4e-2}
 
 
+@_hooked
 def check_half_precision(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
     """float16 and bfloat16 inputs (where the namespace has them) run in float32 and come
     back in their own dtype, close to the float32 result on the same (rounded) values, for
@@ -483,6 +509,7 @@ def check_half_precision(backend: Any, method: str = "auto", ramp: str = "outsid
 # --- the reference itself ------------------------------------------------------------------
 
 
+@_hooked
 def check_numpy_vjp_matches_finite_differences(
     backend: Any, method: str = "auto", ramp: str = "outside"
 ) -> None:
@@ -545,6 +572,7 @@ def check_numpy_vjp_matches_finite_differences(
             )
 
 
+@_hooked
 def check_numpy_vjp_matches_oracle(
     backend: Any, method: str = "auto", ramp: str = "outside"
 ) -> None:
