@@ -136,7 +136,6 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
         output_size, compiling = self._traced_output_size(x, sizes, output_size)
         project = self.training and output_size is None
         strides = self._strides_for_call(project and compiling)
-        # Strides unchanged since the last eager call on this size: its crop, no host read.
         crop = None if output_size is not None or compiling else self._unchanged_crop(sizes, x)
         y = _api.diffstride_on(
             _BACKEND,
