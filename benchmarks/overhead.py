@@ -84,6 +84,7 @@ TF_READS = (
     "no Python hook sees (the library's own read shows in the library column)"
 )
 TORCH_READS = "Tensor item/tolist/numpy/__array__/__float__/__bool__... + stray _local_scalar_dense"
+READS_NOTES = {"torch": TORCH_READS, "tf": TF_READS, "jax": JAX_READS}
 
 
 @dataclass
@@ -102,6 +103,33 @@ class OpCount:
     reads_library: int
     reads_framework: int | None
     reads_note: str
+
+
+def _op_count(
+    framework: str,
+    shape: tuple[int, ...],
+    method: str,
+    ramp: str,
+    fwd: collections.Counter[str],
+    total: collections.Counter[str],
+    reads_library: int,
+    reads_framework: int | None,
+) -> OpCount:
+    """The row of one framework's counts: totals, top ops, unit and reads note derived."""
+    return OpCount(
+        framework,
+        UNITS[framework],
+        shape,
+        method,
+        ramp,
+        fwd=fwd.total(),
+        fwdbwd=total.total(),
+        top=_top(total),
+        ops=dict(total),
+        reads_library=reads_library,
+        reads_framework=reads_framework,
+        reads_note=READS_NOTES[framework],
+    )
 
 
 @dataclass
@@ -200,20 +228,7 @@ def torch_op_counts(shape: tuple[int, ...], method: str, ramp: str) -> OpCount:
     with torch_tally() as bwd:
         torch.autograd.grad(y, [x, strides], cotangent)
     total = fwd.ops + bwd.ops
-    return OpCount(
-        "torch",
-        UNITS["torch"],
-        shape,
-        method,
-        ramp,
-        fwd=fwd.ops.total(),
-        fwdbwd=total.total(),
-        top=_top(total),
-        ops=dict(total),
-        reads_library=lib[0],
-        reads_framework=fwd.reads,
-        reads_note=TORCH_READS,
-    )
+    return _op_count("torch", shape, method, ramp, fwd.ops, total, lib[0], fwd.reads)
 
 
 def torch_calls(method: str, ramp: str) -> dict[tuple[str, ...], Callable[[], Any]]:
@@ -301,20 +316,8 @@ def tf_op_counts(shape: tuple[int, ...], method: str, ramp: str) -> OpCount:
     total = _graph_counts(tf.function(step).get_concrete_function(spec, out_spec).graph)
     with library_reads("tf") as lib, tf_numpy_reads() as numpy_reads:
         call(x)
-    return OpCount(
-        "tf",
-        UNITS["tf"],
-        shape,
-        method,
-        ramp,
-        fwd=fwd.total(),
-        fwdbwd=total.total(),
-        top=_top(total),
-        ops=dict(total),
-        reads_library=lib[0],
-        reads_framework=None if numpy_reads is None else numpy_reads[0],
-        reads_note=TF_READS,
-    )
+    framework_reads = None if numpy_reads is None else numpy_reads[0]
+    return _op_count("tf", shape, method, ramp, fwd, total, lib[0], framework_reads)
 
 
 def tf_calls(method: str, ramp: str) -> dict[tuple[str, ...], Callable[[], Any]]:
@@ -393,20 +396,7 @@ def jax_op_counts(shape: tuple[int, ...], method: str, ramp: str) -> OpCount:
     dj.diffstride(x, strides, method=method, ramp=ramp)
     with library_reads("jax") as lib:
         jax.block_until_ready(dj.diffstride(x, strides, method=method, ramp=ramp))
-    return OpCount(
-        "jax",
-        UNITS["jax"],
-        shape,
-        method,
-        ramp,
-        fwd=fwd.total(),
-        fwdbwd=total.total(),
-        top=_top(total),
-        ops=dict(total),
-        reads_library=lib[0],
-        reads_framework=None,
-        reads_note=JAX_READS,
-    )
+    return _op_count("jax", shape, method, ramp, fwd, total, lib[0], None)
 
 
 def jax_calls(method: str, ramp: str) -> dict[tuple[str, ...], Callable[[], Any]]:
@@ -673,9 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(args.frameworks)
     print(header(env))
     report: dict[str, Any] = {"op_counts": [], "reads_notes": [], "call_times": []}
-    notes = {"torch": TORCH_READS, "tf": TF_READS, "jax": JAX_READS}
     for fw in args.frameworks:
-        report["reads_notes"].append(f"{fw}, {notes[fw]}")
+        report["reads_notes"].append(f"{fw}, {READS_NOTES[fw]}")
         for shape in SHAPES:
             for method in METHODS:
                 for ramp in RAMPS:

@@ -91,12 +91,9 @@ def device_of(x: Array) -> Any:
         return None
 
 
-_device = device_of
-
-
 def _scalar(value: float, like: Array, *, xp: Namespace) -> Array:
     """A 0-d array of ``like``'s dtype and device (scalars in ``where`` are not portable)."""
-    return xp.asarray(value, dtype=like.dtype, device=_device(like))
+    return xp.asarray(value, dtype=like.dtype, device=device_of(like))
 
 
 def _as_float(value: Size, like: Array, *, xp: Namespace) -> Array:
@@ -107,7 +104,7 @@ def _as_float(value: Size, like: Array, *, xp: Namespace) -> Array:
 
 
 def _arange(stop: Size, like: Array, *, xp: Namespace) -> Array:
-    return xp.arange(stop, dtype=like.dtype, device=_device(like))
+    return xp.arange(stop, dtype=like.dtype, device=device_of(like))
 
 
 def top_row_distances(height: Size, like: Array, *, xp: Namespace) -> Array:
@@ -535,7 +532,7 @@ def _uncrop(
     ndim = len(spectrum.shape)
     shape = list(spectrum.shape)
     shape[axis] = size - top - bottom
-    zeros = xp.zeros(tuple(shape), dtype=spectrum.dtype, device=_device(spectrum))
+    zeros = xp.zeros(tuple(shape), dtype=spectrum.dtype, device=device_of(spectrum))
     return xp.concat(
         [
             spectrum[_key(ndim, axis, slice(None, top))],

@@ -27,8 +27,7 @@ from typing import Any
 import array_api_compat.numpy as np_xp
 import numpy as np
 
-from diffstride._agnostic import Window, window_distances
-from diffstride._agnostic import device_of as _device
+from diffstride._agnostic import Window, device_of, window_distances
 from diffstride._backend import check_matmul_layouts
 
 __all__ = ["apply_separable"]
@@ -215,7 +214,7 @@ def apply_separable(
 
 
 def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:
-    return xp.asarray(array, dtype=like.dtype, device=_device(like))
+    return xp.asarray(array, dtype=like.dtype, device=device_of(like))
 
 
 def _stacked_gemms(

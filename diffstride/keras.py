@@ -115,17 +115,25 @@ class StrideConstraint(keras.constraints.Constraint):
         return {"lower_limit": self.lower_limit, "upper_limit": self.upper_limit}
 
 
+def _eager_value(variable: Any) -> np.ndarray | None:
+    """A variable's value as numpy where a call can read it now; None inside a trace."""
+    try:
+        return keras.ops.convert_to_numpy(variable)
+    except Exception:  # a tracer or a graph tensor
+        return None
+
+
 def _concrete_value(variable: Any) -> np.ndarray | None:
     """A variable's value as numpy, or None where it has none to read: inside a traced
     step (a tracer or a graph tensor) or detached by the Keras jax trainer."""
+    value = _eager_value(variable)
+    if value is not None:
+        return value
+    raw = getattr(variable, "_value", None)  # traced: it may still hold its last value
     try:
-        return keras.ops.convert_to_numpy(variable)
-    except Exception:  # traced; the variable may still hold its last concrete value
-        raw = getattr(variable, "_value", None)
-        try:
-            return None if raw is None else np.asarray(raw)
-        except Exception:  # a tracer or a symbolic tensor
-            return None
+        return None if raw is None else np.asarray(raw)
+    except Exception:  # a tracer or a symbolic tensor
+        return None
 
 
 class _DiffStride(DiffStrideMixin, keras.layers.Layer):
@@ -194,8 +202,9 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
 
     def load_own_variables(self, store: Any) -> None:
         super().load_own_variables(store)
-        self._check_stored_strides(np.asarray(self._stride_values()), self._stride_name())
-        self._refresh_fixed_crops(self._stride_values(), always=True)
+        values = np.asarray(self._stride_values())
+        self._check_stored_strides(values, self._stride_name())
+        self._refresh_fixed_crops(values, always=True)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         backend = _adapter()
@@ -257,10 +266,7 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
         """The crop on a static-shape backend: from the strides in an eager call (which
         refreshes the host copy; a step compiled before keeps its crop until
         :func:`update_crops`), from the host copy in a compiled step."""
-        try:
-            values = keras.ops.convert_to_numpy(self.strides)
-        except Exception:  # traced
-            values = None
+        values = _eager_value(self.strides)
         if values is not None and self._refresh_fixed_crops(values, sizes):
             self._crops_moved_eagerly = True
         return self._fixed_crop(sizes)
