@@ -46,9 +46,13 @@ __all__ = [
     "Window",
     "bottom_row_distances",
     "crop",
+    "crop_and_mask",
     "device_of",
     "effective_strides",
+    "fused_constants",
+    "fused_vjp",
     "kept_counts",
+    "mask_jacobians",
     "masked_crop",
     "masked_crop_vjp",
     "projected_parameter",
@@ -436,12 +440,27 @@ def masked_crop(
     (``None``: fixed spectral pooling, no mask), ``irfftn`` to ``window.output_size``.
     Returns the output and the cropped spectrum, which the VJP needs for the masks.
     """
-    axes = tuple(axes)
-    spectrum = crop(xp.fft.rfftn(x, axes=axes), window, axes, sizes, xp=xp)
-    masked = spectrum
+    mask = None
     if masks is not None:
         mask = _outer(masks, axes=axes, ndim=len(x.shape), xp=xp)
-        masked = spectrum * xp.astype(mask, _complex_dtype(mask.dtype, xp=xp))
+        mask = xp.astype(mask, _complex_dtype(mask.dtype, xp=xp))
+    return crop_and_mask(x, mask, window, sizes=sizes, axes=axes, xp=xp)
+
+
+def crop_and_mask(
+    x: Array,
+    mask: Array | None,
+    window: Window,
+    *,
+    sizes: Sizes,
+    axes: Sequence[int],
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """:func:`masked_crop` given the whole mask on the kept bins, complex and shaped to
+    broadcast against the spectrum (``None``: no mask)."""
+    axes = tuple(axes)
+    spectrum = crop(xp.fft.rfftn(x, axes=axes), window, axes, sizes, xp=xp)
+    masked = spectrum if mask is None else spectrum * mask
     return xp.fft.irfftn(masked, s=tuple(window.output_size), axes=axes), spectrum
 
 
@@ -450,6 +469,43 @@ def _product(values: Sequence[int]) -> int:
     for value in values:
         result *= int(value)
     return result
+
+
+def _column_weights(
+    window: Window, sizes: Sequence[int], *, like: Array, xp: Namespace
+) -> tuple[Array, Array]:
+    """Per kept column: the adjoint of ``irfftn`` to the output size (``c / prod(output)``,
+    ``c = 1`` on the DC and Nyquist columns, 2 elsewhere), and that times the adjoint of
+    ``rfftn`` of the input (``prod(sizes)``, the interior columns halved)."""
+    columns = _arange(window.cols, like, xp=xp)
+    one, two, half = (_scalar(v, like, xp=xp) for v in (1.0, 2.0, 0.5))
+    dc = columns == 0
+    out_weight = xp.where(dc | (2 * columns == window.output_size[-1]), one, two) / float(
+        _product(window.output_size)
+    )
+    in_weight = xp.where(dc | (2 * columns == sizes[-1]), one, half) * float(_product(sizes))
+    return out_weight, out_weight * in_weight
+
+
+def _per_bin(spectrum: Array, grad_masked: Array, axes: Sequence[int], *, xp: Namespace) -> Array:
+    """``Re(conj(spectrum) * grad_masked)`` summed over the batch axes: one value per kept
+    bin, the spatial axes in order."""
+    ndim = len(spectrum.shape)
+    batch_axes = tuple(a for a in range(ndim) if a not in axes)
+    return xp.sum(xp.real(xp.conj(spectrum) * grad_masked), axis=batch_axes)
+
+
+def _adjoint_crop_transform(
+    grad_masked: Array, window: Window, sizes: Sequence[int], axes: Sequence[int], *, xp: Namespace
+) -> Array:
+    """The adjoint of the crop and the ``rfftn`` applied to a scaled spectrum gradient: one
+    ``ifft`` per height axis (each on the kept bins of the axes not yet restored, after
+    padding that axis with zeros) and one ``irfft``, which pads the columns itself.
+    Rebinding one name frees each stage early."""
+    for axis, size, block in zip(axes, sizes, window.blocks, strict=False):
+        grad_masked = _uncrop(grad_masked, block, size, axis, xp=xp)
+        grad_masked = xp.fft.ifft(grad_masked, axis=axis)
+    return xp.fft.irfft(grad_masked, n=sizes[-1], axis=axes[-1])
 
 
 def masked_crop_vjp(
@@ -487,19 +543,10 @@ def masked_crop_vjp(
     needs = tuple(needs) if needs is not None else (True,) * (rank + 1)
     grad_masked = xp.fft.rfftn(cotangent, axes=tuple(axes))
     real = masks[0] if masks is not None else xp.real(spectrum[(0,) * ndim])
-    columns = _arange(window.cols, real, xp=xp)
-    one, two, half = (_scalar(v, real, xp=xp) for v in (1.0, 2.0, 0.5))
-    dc = columns == 0
-    out_weight = xp.where(dc | (2 * columns == window.output_size[-1]), one, two) / float(
-        _product(window.output_size)
-    )
+    out_weight, col_scale = _column_weights(window, sizes, like=real, xp=xp)
     grads: list[Array | None] = [None] * (rank + 1)
     if masks is not None and any(needs[1:]):
-        batch_axes = tuple(a for a in range(ndim) if a not in axes)
-        # Re(conj(a) b) as two real products: no conjugated copy of the spectrum.
-        per_bin = xp.sum(xp.real(spectrum) * xp.real(grad_masked), axis=batch_axes)
-        per_bin += xp.sum(xp.imag(spectrum) * xp.imag(grad_masked), axis=batch_axes)
-        per_bin *= out_weight
+        per_bin = _per_bin(spectrum, grad_masked, axes, xp=xp) * out_weight
         for axis in range(rank):
             if needs[axis + 1]:
                 others = [m if i != axis else _scalar(1.0, m, xp=xp) for i, m in enumerate(masks)]
@@ -507,21 +554,89 @@ def masked_crop_vjp(
                 reduced = tuple(i for i in range(rank) if i != axis)
                 grads[axis + 1] = xp.sum(weighted, axis=reduced) if reduced else weighted
     if needs[0]:
-        in_weight = xp.where(dc | (2 * columns == sizes[-1]), one, half) * float(_product(sizes))
-        col_scale = out_weight * in_weight
         if masks is None:
             ones = (1,) * (ndim - 1 - axes[-1])
             scale = xp.reshape(col_scale, (-1, *ones))
         else:
             scale = _outer([*masks[:-1], masks[-1] * col_scale], axes=axes, ndim=ndim, xp=xp)
         grad_masked *= xp.astype(scale, spectrum.dtype)  # in place where arrays allow it
-        # 1-D inverses: each height axis' transform runs on the kept bins of the axes after
-        # it, and irfft pads the columns itself. Rebinding one name frees each stage early.
-        for axis, size, block in zip(axes, sizes, window.blocks, strict=False):
-            grad_masked = _uncrop(grad_masked, block, size, axis, xp=xp)
-            grad_masked = xp.fft.ifft(grad_masked, axis=axis)
-        grads[0] = xp.fft.irfft(grad_masked, n=sizes[-1], axis=axes[-1])
+        grads[0] = _adjoint_crop_transform(grad_masked, window, sizes, axes, xp=xp)
     return tuple(grads)
+
+
+def fused_constants(
+    masks: Sequence[Array],
+    jacobians: Sequence[Array],
+    window: Window,
+    sizes: Sequence[int],
+    *,
+    axes: Sequence[int],
+    ndim: int,
+    shared: bool,
+    xp: Namespace,
+) -> tuple[Array, Array, Array]:
+    """What :func:`fused_vjp` needs besides the spectrum, from the masks and their
+    :func:`mask_jacobians` (arrays that depend on the strides' values only, so a caller
+    that knows those values builds them once, off the accelerator):
+
+    * the complex mask on the kept bins, shaped for the spectrum (:func:`crop_and_mask`);
+    * the complex scale of the input gradient: the mask times the column weights of the
+      adjoint transforms;
+    * the strides' weights, shape ``(1 or k, *kept bins)``: the gradient of stride ``p`` is
+      the sum over the kept bins of these weights times ``Re(conj(spectrum) * rfftn(dy))``
+      summed over the batch. For axis ``a``, the product of the other axes' masks and
+      ``a``'s Jacobian, with the output's column weights; a shared stride sums its axes.
+    """
+    ndim_axes = [a % ndim for a in axes]
+    rank = len(masks)
+    out_weight, col_scale = _column_weights(window, sizes, like=masks[0], xp=xp)
+    complex_dtype = _complex_dtype(masks[0].dtype, xp=xp)
+    mask = xp.astype(_outer(masks, axes=ndim_axes, ndim=ndim, xp=xp), complex_dtype)
+    scaled = [*masks[:-1], masks[-1] * col_scale]
+    input_scale = xp.astype(_outer(scaled, axes=ndim_axes, ndim=ndim, xp=xp), complex_dtype)
+    weights = []
+    for axis in range(rank):
+        factors = [jacobians[i] if i == axis else masks[i] for i in range(rank)]
+        factors[-1] = factors[-1] * out_weight
+        weights.append(_outer(factors, axes=list(range(rank)), ndim=rank, xp=xp))
+    if shared:
+        total = weights[0]
+        for weight in weights[1:]:
+            total = total + weight
+        weights = [total]
+    return mask, input_scale, xp.stack(weights)
+
+
+def fused_vjp(
+    cotangent: Array,
+    spectrum: Array,
+    input_scale: Array,
+    stride_weights: Array | None,
+    window: Window,
+    *,
+    sizes: Sequence[int],
+    axes: Sequence[int],
+    need_x: bool = True,
+    xp: Namespace,
+) -> tuple[Array | None, Array | None]:
+    """``(grad_x, grad_strides)`` of :func:`crop_and_mask` with the mask of
+    :func:`fused_constants`: the strides' gradient is one contraction of the spectrum's
+    gradient with ``stride_weights`` (``None``: not wanted), the input's the adjoint
+    transforms of it scaled by ``input_scale`` (see :func:`masked_crop_vjp`)."""
+    ndim = len(cotangent.shape)
+    axes = [a % ndim for a in axes]
+    grad_masked = xp.fft.rfftn(cotangent, axes=tuple(axes))
+    grad_strides = None
+    if stride_weights is not None:
+        per_bin = _per_bin(spectrum, grad_masked, axes, xp=xp)
+        count = stride_weights.shape[0]
+        grad_strides = xp.matmul(
+            xp.reshape(stride_weights, (count, -1)), xp.reshape(per_bin, (-1,))
+        )
+    grad_x = None
+    if need_x:
+        grad_x = _adjoint_crop_transform(grad_masked * input_scale, window, sizes, axes, xp=xp)
+    return grad_x, grad_strides
 
 
 def _uncrop(
@@ -543,6 +658,54 @@ def _uncrop(
     )
 
 
+def mask_jacobians(
+    strides: Array,
+    thresholds: Sequence[Array],
+    window: Window,
+    sizes: Sizes,
+    *,
+    smoothness_factor: float,
+    lower_limit_stride: float | None,
+    upper_limit_stride: float | None,
+    inside: bool = False,
+    dtype: Any = None,
+    xp: Namespace,
+) -> tuple[Array, ...]:
+    """Per axis, the derivative of the mask on the kept bins by the stride that axis uses:
+    a vector ``J`` such that that stride's gradient is ``sum(grad_mask * J)``.
+
+    The ramp passes ``1 / R`` where its value lies in ``[0, 1]`` (both bounds included, as
+    ``clip_by_value``); the threshold ``max(N / S, 2) / 2`` passes ``-N / (2 S^2)`` where
+    ``N / S >= 2`` (ties to ``N / S``, as ``tf.maximum``); the limits' clip passes where the
+    projected stride lies within them; the straight-through projection passes unchanged.
+    ``R = 0`` has no stride gradient. Computed in ``dtype`` (default: the thresholds')."""
+    dtype = thresholds[0].dtype if dtype is None else dtype
+    unclipped = _unclipped_strides(
+        strides,
+        sizes,
+        smoothness_factor=smoothness_factor,
+        stop_gradient=lambda v: v,
+        inside=inside,
+        xp=xp,
+    )
+    low, high = _bounds(lower_limit_stride, upper_limit_stride, strides.dtype, xp=xp)
+    distances = window_distances(sizes, window, like=thresholds[0], xp=xp)
+    jacobians = []
+    for axis, stride in enumerate(unclipped):
+        if smoothness_factor == 0:
+            jacobians.append(xp.zeros(distances[axis].shape, dtype=dtype))
+            continue
+        value = _ramp_value(thresholds[axis], distances[axis], smoothness_factor, inside)
+        in_ramp = xp.astype((value >= 0) & (value <= 1), dtype)
+        effective = xp.astype(_where_clip(stride, low, high, xp=xp), dtype)
+        n = _as_float(sizes[axis], effective, xp=xp)
+        slope = xp.where(n / effective >= 2.0, -n / (effective * effective) / 2.0, 0.0 * n)
+        within = (stride >= low) & (stride <= high)
+        factor = xp.where(within, slope / smoothness_factor, _scalar(0.0, effective, xp=xp))
+        jacobians.append(in_ramp * factor)
+    return tuple(jacobians)
+
+
 def stride_vjp(
     grad_masks: Sequence[Array],
     strides: Array,
@@ -556,41 +719,21 @@ def stride_vjp(
     inside: bool = False,
     xp: Namespace,
 ) -> Array:
-    """The chain rule from the masks' gradients to the strides' (same shape as ``strides``).
-
-    Per axis: the ramp passes ``1 / R`` where its value lies in ``[0, 1]`` (both bounds
-    included, as ``clip_by_value``); the threshold ``max(N / S, 2) / 2`` passes
-    ``-N / (2 S^2)`` where ``N / S >= 2`` (ties to ``N / S``, as ``tf.maximum``); the limits'
-    clip passes where the projected stride lies within them; the straight-through projection
-    passes unchanged. A shared stride sums its axes. ``R = 0`` has no stride gradient.
-    """
-    rank = len(sizes)
-    dtype = grad_masks[0].dtype
-    unclipped = _unclipped_strides(
+    """The chain rule from the masks' gradients to the strides' (same shape as ``strides``),
+    through :func:`mask_jacobians`; a shared stride sums its axes."""
+    jacobians = mask_jacobians(
         strides,
+        thresholds,
+        window,
         sizes,
         smoothness_factor=smoothness_factor,
-        stop_gradient=lambda v: v,
+        lower_limit_stride=lower_limit_stride,
+        upper_limit_stride=upper_limit_stride,
         inside=inside,
+        dtype=grad_masks[0].dtype,
         xp=xp,
     )
-    low, high = _bounds(lower_limit_stride, upper_limit_stride, strides.dtype, xp=xp)
-    distances = window_distances(sizes, window, like=thresholds[0], xp=xp)
-    zero = _scalar(0.0, grad_masks[0], xp=xp)
-    per_axis = []
-    for axis in range(rank):
-        if smoothness_factor == 0:
-            per_axis.append(zero)
-            continue
-        value = _ramp_value(thresholds[axis], distances[axis], smoothness_factor, inside)
-        in_ramp = xp.astype((value >= 0) & (value <= 1), dtype)
-        grad_t = xp.sum(grad_masks[axis] * in_ramp) / smoothness_factor
-        stride = unclipped[axis]
-        within = (stride >= low) & (stride <= high)
-        effective = xp.astype(_where_clip(stride, low, high, xp=xp), dtype)
-        n = _as_float(sizes[axis], effective, xp=xp)
-        slope = xp.where(n / effective >= 2.0, -n / (effective * effective) / 2.0, 0.0 * n)
-        per_axis.append(xp.where(within, grad_t * slope, zero))
+    per_axis = [xp.sum(g * j) for g, j in zip(grad_masks, jacobians, strict=True)]
     if strides.shape[0] == 1:
         total = per_axis[0]
         for grad in per_axis[1:]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from diffstride import _agnostic, _crop, _paths, _sizes, _tracing
+from diffstride import _agnostic, _crop, _paths, _plan, _sizes, _tracing
 from diffstride._backend import Backend
 from diffstride._options import Options, with_options
 from diffstride._registry import backend_for, get_backend
@@ -72,9 +72,11 @@ def prepare(
     sizes: tuple[Any, ...] | None = None,
     check_values: bool | str = True,
     name: str = "strides",
+    host_strides: Sequence[float] | None = None,
 ) -> Prepared:
     """Check the input (unless the caller passes the ``sizes`` it checked), compute the
-    thresholds once, and decide the crop."""
+    thresholds once, and decide the crop (from ``host_strides`` where the caller has the
+    values: nothing is read then)."""
     xp = backend.namespace()
     if sizes is None:
         sizes = check_input(x, options.data_format, backend)
@@ -83,11 +85,8 @@ def prepare(
     effective = _agnostic.effective_strides(
         stride_array,
         sizes,
-        smoothness_factor=options.smoothness_factor,
-        lower_limit_stride=options.lower_limit_stride,
-        upper_limit_stride=options.upper_limit_stride,
         stop_gradient=backend.stop_gradient,
-        inside=options.inside,
+        **options.stride_rule,
         xp=xp,
     )
     thresholds = _agnostic.thresholds(effective, sizes, xp=xp)
@@ -100,6 +99,7 @@ def prepare(
         output_size,
         check_values=check_values,
         name=name,
+        host_strides=host_strides,
     )
     return Prepared(sizes, axes, stride_array, thresholds, window)
 
@@ -114,15 +114,22 @@ def diffstride_on(
     sizes: tuple[Any, ...] | None = None,
     check_values: bool | str = True,
     name: str = "strides",
+    host_strides: Sequence[float] | None = None,
 ) -> Any:
     """DiffStride on an explicit backend with validated ``options``; see :func:`diffstride`.
-    A layer passes the ``sizes`` it has checked, ``name`` for its errors, and how its stored
-    strides are checked where they can be read (``_crop.check_read_strides``)."""
+    A layer passes the ``sizes`` it has checked, ``name`` for its errors, how its stored
+    strides are checked where they can be read (``_crop.check_read_strides``), and their
+    values where it holds a host copy that is known to be current (nothing is read then)."""
     options = Options() if options is None else options
     if sizes is None:
         sizes = check_input(x, options.data_format, backend)
 
     def run(full: Any) -> Any:
+        planned = _planned(
+            backend, full, strides, options, output_size, sizes, check_values, name, host_strides
+        )
+        if planned is not None:
+            return planned
         prepared = prepare(
             backend,
             full,
@@ -132,6 +139,7 @@ def diffstride_on(
             sizes=sizes,
             check_values=check_values,
             name=name,
+            host_strides=host_strides,
         )
         return _paths.compute(
             backend,
@@ -146,6 +154,46 @@ def diffstride_on(
         )
 
     return _at_full_precision(backend, x, run)
+
+
+def _planned(
+    backend: Backend,
+    x: Any,
+    strides: Any,
+    options: Options,
+    output_size: Sequence[int] | None,
+    sizes: tuple[Any, ...],
+    check_values: bool | str,
+    name: str,
+    host_strides: Sequence[float] | None,
+) -> Any | None:
+    """The output by the host plan (``_plan``), or ``None`` where the call cannot take it:
+    symbolic sizes, an empty input, a tracer, strides whose values cannot be read, or a
+    backend without a ``custom_vjp`` that takes a ``reference``."""
+    if not all(isinstance(n, int) and n > 0 for n in x.shape) or backend.tracing():
+        return None
+    if not _plan.supports(backend):
+        return None
+    xp = backend.namespace()
+    stride_array = None
+    if backend.owns(strides):
+        stride_array = _as_strides(strides, x, len(sizes), backend, xp, name)
+        values = backend.concrete(strides) if host_strides is None else host_strides
+        if values is None:
+            return None
+        _crop.check_read_strides(values, len(sizes), check_values, name)
+    else:
+        values = check_stride_values(strides, rank=len(sizes), name=name)
+    return _paths.compute_planned(
+        backend,
+        x,
+        stride_array,
+        tuple(float(v) for v in values),
+        options,
+        output_size=output_size,
+        sizes=sizes,
+        axes=options.axes(len(x.shape)),
+    )
 
 
 def _at_full_precision(backend: Backend, x: Any, run: Any) -> Any:

@@ -192,18 +192,26 @@ class Backend:
         return if_true() if bool(predicate) else if_false()
 
     def custom_vjp(
-        self, forward: Callable[..., tuple[Any, Any]], backward: Callable[..., tuple[Any, ...]]
+        self,
+        forward: Callable[..., tuple[Any, Any]],
+        backward: Callable[..., tuple[Any, ...]],
+        *,
+        reference: Callable[..., Any] | None = None,
     ) -> Callable[..., Any] | None:
         """``f(*primals) = forward(*primals)[0]`` whose gradient is ``backward(residual,
         primals, cotangent, needs)``; ``None`` where not supported.
 
-        The primals are the input ``x`` and, for DiffStride, one mask vector per spatial axis
-        (they carry the strides' gradient); fixed pooling passes ``x`` alone. ``forward``
-        returns ``(out, residual)``, the residual a framework array to keep for the backward
-        pass. ``backward`` returns one gradient per primal, in order; ``needs`` is a tuple of
-        bools, one per primal (all ``True`` for a framework without the notion), and a primal
-        not needed may get ``None``. ``f`` is built once per configuration and reused."""
-        del forward, backward
+        The primals are the input ``x`` and, for DiffStride, either one mask vector per
+        spatial axis (they carry the strides' gradient) or the strides followed by three
+        constant arrays of the host plan (see ``_plan``); fixed pooling passes ``x`` alone.
+        ``forward`` returns ``(out, residual)``, the residual a framework array to keep for
+        the backward pass. ``backward`` returns one gradient per primal, in order; ``needs``
+        is a tuple of bools, one per primal (all ``True`` for a framework without the
+        notion), and a primal not needed may get ``None``. ``reference(*primals)`` computes
+        ``f`` with differentiable operations throughout (``None``: ``forward`` does): a
+        framework that differentiates the backward pass again (torch ``create_graph=True``)
+        differentiates it instead. ``f`` is built once per configuration and reused."""
+        del forward, backward, reference
         return None
 
     def tracing(self) -> bool:

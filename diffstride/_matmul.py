@@ -30,7 +30,7 @@ import numpy as np
 from diffstride._agnostic import Window, device_of, window_distances
 from diffstride._backend import check_matmul_layouts
 
-__all__ = ["apply_separable"]
+__all__ = ["apply_matrices", "apply_separable", "planned_matrices"]
 
 Pair = tuple[Any, Any]  # real and imaginary parts
 
@@ -183,12 +183,7 @@ def apply_separable(
       channels_last input): torch folds a matrix-times-stack product through transposed
       copies of the stack.
     """
-    check_matmul_layouts(layouts, "apply_separable's caller", "layouts")
-    ndim = len(x.shape)
-    axes = [a % ndim for a in axes]
-    channels_first = axes[-1] == ndim - 1
-    stacked = layouts[0 if channels_first else 1] == "stacked"
-    steps = _steps(len(axes), channels_first, stacked)
+    steps, _ = _layout(x, axes, layouts)
     if masks is None and not window.is_static(sizes):
         # Symbolic sizes (TensorFlow graph) have no cached matrices: a unit mask instead.
         masks = [d * 0 + 1 for d in window_distances(sizes, window, like=x, xp=xp)]
@@ -209,8 +204,56 @@ def apply_separable(
         matrices = [
             _matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], xp) for s in steps
         ]
+    return apply_matrices(x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp)
+
+
+def _layout(
+    x: Any, axes: Sequence[int], layouts: tuple[str, str]
+) -> tuple[tuple[_Step, ...], bool]:
+    """The GEMM steps for ``x``'s layout, and whether they use the stacked layout."""
+    check_matmul_layouts(layouts, "apply_separable's caller", "layouts")
+    ndim = len(x.shape)
+    channels_first = axes[-1] % ndim == ndim - 1
+    stacked = layouts[0 if channels_first else 1] == "stacked"
+    return _steps(len(axes), channels_first, stacked), stacked
+
+
+def apply_matrices(
+    x: Any,
+    matrices: Sequence[Any],
+    window: Window,
+    *,
+    sizes: Sequence[Any],
+    axes: Sequence[int],
+    layouts: tuple[str, str],
+    xp: Any,
+) -> Any:
+    """The GEMMs with the steps' real matrices already built (:func:`planned_matrices`)."""
+    steps, stacked = _layout(x, axes, layouts)
+    axes = [a % len(x.shape) for a in axes]
     apply = _stacked_gemms if stacked else _permuted_gemms
-    return apply(x, matrices, steps, axes, sizes, tuple(window.output_size), xp)
+    return apply(x, list(matrices), steps, axes, sizes, tuple(window.output_size), xp)
+
+
+def planned_matrices(
+    x: Any,
+    window: Window,
+    masks: Sequence[np.ndarray],
+    *,
+    sizes: tuple[int, ...],
+    axes: Sequence[int],
+    layouts: tuple[str, str],
+) -> list[np.ndarray]:
+    """Each step's real matrix for concrete masks, built in float64 numpy."""
+    steps, _ = _layout(x, axes, layouts)
+    factors = _cached_factors(sizes, window)
+    maps = [
+        _masked_product(left, np.asarray(mask, dtype=np.float64), right, np_xp)
+        for (left, right), mask in zip(factors, masks, strict=True)
+    ]
+    return [
+        _matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], np_xp) for s in steps
+    ]
 
 
 def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:

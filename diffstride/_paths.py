@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from diffstride import _agnostic, _matmul
+from diffstride import _agnostic, _matmul, _plan
 from diffstride._backend import Backend
+from diffstride._options import Options
 
-__all__ = ["chooses_gemms", "compute"]
+__all__ = ["chooses_gemms", "compute", "compute_planned"]
 
 
 def compute(
@@ -92,13 +93,11 @@ def _fft(
 ) -> Any:
     """The FFT formulation, with the core's hand-written VJP where the backend can register
     one and the sizes are static; else through the framework's autodiff."""
-    ndim = len(x.shape)
-    if backend.tuning.fft_channels_first and axes[-1] % ndim != ndim - 1:
-        xp = backend.namespace()
-        order = (*(a for a in range(ndim) if a not in axes), *axes)
-        inner = tuple(range(ndim - len(axes), ndim))
-        y = _fft(backend, xp.permute_dims(x, order), masks, window, sizes=sizes, axes=inner)
-        return xp.permute_dims(y, tuple(order.index(a) for a in range(ndim)))
+    permuted = _on_channels_first_view(
+        backend, x, axes, lambda v, inner: _fft(backend, v, masks, window, sizes=sizes, axes=inner)
+    )
+    if permuted is not None:
+        return permuted
     fused = None
     if window.is_static(sizes):
         fused = _fused(backend, window, tuple(sizes), tuple(axes), masks is not None)
@@ -106,6 +105,21 @@ def _fft(
         xp = backend.namespace()
         return _agnostic.masked_crop(x, masks, window, sizes=sizes, axes=axes, xp=xp)[0]
     return fused(x) if masks is None else fused(x, *masks)
+
+
+def _on_channels_first_view(
+    backend: Backend, x: Any, axes: tuple[int, ...], run: Any
+) -> Any | None:
+    """``run(view, inner_axes)`` on a view with the spatial axes innermost, permuted back,
+    where the backend wants its transforms there (``Tuning.fft_channels_first``) and they
+    are not; else ``None``."""
+    ndim = len(x.shape)
+    if not backend.tuning.fft_channels_first or axes[-1] % ndim == ndim - 1:
+        return None
+    xp = backend.namespace()
+    order = (*(a for a in range(ndim) if a not in axes), *axes)
+    y = run(xp.permute_dims(x, order), tuple(range(ndim - len(axes), ndim)))
+    return xp.permute_dims(y, tuple(order.index(a) for a in range(ndim)))
 
 
 @lru_cache(maxsize=512)
@@ -143,3 +157,101 @@ def _fused(
         return grads[: len(primals)]
 
     return backend.custom_vjp(forward, backward)
+
+
+def compute_planned(
+    backend: Backend,
+    x: Any,
+    strides: Any | None,
+    values: tuple[float, ...],
+    options: Options,
+    *,
+    output_size: Sequence[int] | None,
+    sizes: tuple[int, ...],
+    axes: tuple[int, ...],
+) -> Any:
+    """The computation by the host plan of the stride ``values`` (``strides``: the array
+    they carry the gradient to; ``None``: constants): the transforms, the crop and one
+    multiply, or the GEMMs of matrices built off the device; either way with
+    :func:`_agnostic.fused_vjp` as the gradient (the same map, so the same VJP)."""
+    gemms = bool(chooses_gemms(backend, options.method, sizes, learnable=True))
+
+    def run(x: Any, axes: tuple[int, ...]) -> Any:
+        window, constants = _plan.device_arrays(
+            backend, x, values, options, output_size, sizes, axes, gemms=gemms
+        )
+        fused = _fused_planned(backend, window, sizes, axes, options, strides is not None, gemms)
+        return fused(x, *constants) if strides is None else fused(x, strides, *constants)
+
+    permuted = None if gemms else _on_channels_first_view(backend, x, axes, run)
+    return run(x, axes) if permuted is None else permuted
+
+
+@lru_cache(maxsize=512)
+def _fused_planned(
+    backend: Backend,
+    window: _agnostic.Window,
+    sizes: tuple[int, ...],
+    axes: tuple[int, ...],
+    options: Options,
+    learnable: bool,
+    gemms: bool,
+) -> Any:
+    """``f(x, [strides,] mask, input_scale, stride_weights, [*matrices])`` with
+    :func:`_agnostic.fused_vjp` as its VJP, built once per configuration. The FFT forward
+    keeps the cropped spectrum for the backward; the GEMM forward keeps ``x``, whose
+    spectrum the backward computes only where the strides want a gradient. Its
+    ``reference`` (for a framework that differentiates the backward again) computes the
+    mask from the strides on the device."""
+    xp = backend.namespace()
+    first = 2 if learnable else 1  # where the constants start
+
+    def forward(x: Any, *rest: Any) -> tuple[Any, Any]:
+        if gemms:
+            layouts = backend.tuning.matmul_layouts
+            matrices = rest[first + 2 :]
+            y = _matmul.apply_matrices(
+                x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp
+            )
+            return y, x
+        return _agnostic.crop_and_mask(x, rest[first - 1], window, sizes=sizes, axes=axes, xp=xp)
+
+    def backward(
+        residual: Any, primals: tuple[Any, ...], cotangent: Any, needs: tuple[bool, ...]
+    ) -> tuple[Any, ...]:
+        input_scale, stride_weights = primals[first + 1 : first + 3]
+        wants_strides = learnable and needs[1]
+        spectrum = residual
+        if gemms and wants_strides:
+            spectrum = _agnostic.crop(xp.fft.rfftn(residual, axes=axes), window, axes, sizes, xp=xp)
+        grad_x, grad_strides = _agnostic.fused_vjp(
+            cotangent,
+            spectrum,
+            input_scale,
+            stride_weights if wants_strides else None,
+            window,
+            sizes=sizes,
+            axes=axes,
+            need_x=needs[0],
+            xp=xp,
+        )
+        grads = (grad_x, grad_strides) if learnable else (grad_x,)
+        return grads + (None,) * (len(primals) - len(grads))
+
+    def reference(x: Any, *rest: Any) -> Any:
+        if not learnable:
+            return _agnostic.crop_and_mask(x, rest[0], window, sizes=sizes, axes=axes, xp=xp)[0]
+        effective = _agnostic.effective_strides(
+            rest[0],
+            sizes,
+            stop_gradient=backend.stop_gradient,
+            **options.stride_rule,
+            xp=xp,
+        )
+        thresholds = _agnostic.thresholds(effective, sizes, xp=xp)
+        masks = _agnostic.window_masks(
+            thresholds, window, sizes, options.smoothness_factor, inside=options.inside, xp=xp
+        )
+        return _agnostic.masked_crop(x, masks, window, sizes=sizes, axes=axes, xp=xp)[0]
+
+    return backend.custom_vjp(forward, backward, reference=reference)

@@ -183,13 +183,29 @@ class TracedLayer:
             output_size = self._compiled_crop(tuple(sizes))
         return output_size, compiling
 
-    def _strides_for_call(self, copy_outside_graph: bool) -> torch.Tensor:
-        """The strides, or a copy made outside the compiled graph where the projection
-        follows: a graph may save the parameter itself for its backward, and the in-place
-        projection would then fail autograd's version check (inductor did)."""
-        if copy_outside_graph:
+    def _strides_for_call(self, projected_after: bool) -> torch.Tensor:
+        """The strides, or a copy (made outside any compiled graph) where the in-place
+        projection follows the call: the call's backward may have saved the parameter
+        itself (a compiled graph, the fused VJP), and autograd's version check would then
+        fail."""
+        if projected_after:
             return _backend().untraced(torch.clone)(self.strides)
         return self.strides
+
+    def _host_strides(self) -> tuple[float, ...] | None:
+        """The strides' values, read once per write to them (the version key), so that a
+        repeat call with unchanged strides reads nothing; ``None`` where no key can be kept
+        (a fake, meta or functorch-wrapped parameter)."""
+        key = value_key(self.strides)
+        if key is None:
+            return None
+        copy = self.__dict__.get("_host_copy")
+        if copy is None or copy[0] != key:
+            values = _backend().concrete(self.strides)
+            if values is None:
+                return None
+            copy = self.__dict__["_host_copy"] = (key, tuple(float(v) for v in values.reshape(-1)))
+        return copy[1]
 
     def _record_crop(self, sizes: Sequence[Any], x: torch.Tensor, y: torch.Tensor) -> None:
         """Remember an eager call's crop: the one ``fullgraph=True`` will use, and the one

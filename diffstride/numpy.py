@@ -95,10 +95,7 @@ def diffstride_vjp(
         prepared.thresholds,
         window,
         sizes,
-        smoothness_factor=config.smoothness_factor,
-        lower_limit_stride=config.lower_limit_stride,
-        upper_limit_stride=config.upper_limit_stride,
-        inside=config.inside,
+        **config.stride_rule,
         xp=np_xp,
     )
     strides_dtype = strides.dtype if isinstance(strides, np.ndarray) else x.dtype

@@ -135,18 +135,18 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
             return self._exported(x, sizes, output_size)
         output_size, compiling = self._traced_output_size(x, sizes, output_size)
         project = self.training and output_size is None
-        strides = self._strides_for_call(project and compiling)
         crop = None if output_size is not None or compiling else self._unchanged_crop(sizes, x)
         y = _api.diffstride_on(
             _BACKEND,
             x,
-            strides,
+            self._strides_for_call(project),
             self.options,
             output_size=output_size if crop is None else crop,
             sizes=sizes,
             # Below the bound is clipped (an optimizer step may leave it); loads check all.
             check_values="finite" if output_size is None and crop is None else False,
             name=self._stride_name(),
+            host_strides=None if compiling else self._host_strides(),
         )
         if output_size is None and crop is None and not compiling:
             self._record_crop(sizes, x, y)

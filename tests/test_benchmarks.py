@@ -124,19 +124,49 @@ def test_overhead_table() -> None:
         assert {(row[0], row[1]) for row in steps} == {(m, r) for m in methods for r in ramps}
 
 
-#: Aten ops of one eager call of diffstride.torch.diffstride and its backward on the FFT path
-#: (2x4x32x32, strides 2): the count measured when this bound was set, plus 10%.
-TORCH_FFT_OPS_BOUND = {"outside": 209, "inside": 178}
+#: Aten ops of one eager call of diffstride.torch.diffstride and its backward (2x4x32x32,
+#: strides 2): the target. A repeat call (unchanged strides) uploads nothing; a call with new
+#: strides (a training step) uploads the host plan's arrays, one op each.
+TORCH_OPS_BOUND = {"repeat": {"fft": 40, "matmul": 40}, "new strides": {"fft": 40, "matmul": 44}}
 
 
 @pytest.mark.parametrize("shape", [(2, 4, 32, 32), (1, 1, 8, 8)], ids=["2x4x32x32", "1x1x8x8"])
 @pytest.mark.parametrize("ramp", ["outside", "inside"])
-def test_torch_fft_op_count_bounded(
-    benchmark_module: Callable[[str], ModuleType], ramp: str, shape: tuple[int, ...]
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+def test_torch_op_count_bounded(
+    benchmark_module: Callable[[str], ModuleType], method: str, ramp: str, shape: tuple[int, ...]
 ) -> None:
     pytest.importorskip("torch")
-    counts = benchmark_module("overhead").torch_op_counts(shape, "fft", ramp)
-    assert counts.ops.get("aten._fft_r2c", 0) >= 1  # the counter sees the call's work
-    assert counts.fwd < counts.fwdbwd <= TORCH_FFT_OPS_BOUND[ramp], counts.top
-    assert counts.reads_library <= 1  # one read of the strides and thresholds together
+    counts = benchmark_module("overhead").torch_op_counts(shape, method, ramp)
+    work = "aten._fft_r2c" if method == "fft" else "aten.mm"
+    assert counts.ops.get(work, 0) >= 1  # the counter sees the call's work
+    assert counts.fwd < counts.fwdbwd <= TORCH_OPS_BOUND["repeat"][method], counts.top
+    assert counts.reads_library <= 1  # one read of the strides
     assert counts.reads_framework <= 1
+
+
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+def test_torch_op_count_with_new_strides_bounded(
+    benchmark_module: Callable[[str], ModuleType], method: str
+) -> None:
+    """A training step's call: the strides changed since the last call."""
+    torch = pytest.importorskip("torch")
+    from diffstride import torch as dt
+
+    tally = benchmark_module("overhead").torch_tally
+    x = torch.randn(2, 4, 32, 32, requires_grad=True)
+    strides = torch.tensor([2.0, 2.0], requires_grad=True)
+    dt.diffstride(x, strides, method=method)
+    with torch.no_grad():
+        strides.add_(0.01)
+    with tally() as forward:
+        y = dt.diffstride(x, strides, method=method)
+    with tally() as backward:
+        grads = torch.autograd.grad(y, [x, strides], torch.ones_like(y))
+    total = (forward.ops + backward.ops).total()
+    assert total <= TORCH_OPS_BOUND["new strides"][method], forward.ops + backward.ops
+    assert forward.reads <= 1
+    expected = torch.autograd.grad(
+        dt.diffstride(x, strides.detach().requires_grad_(), method="fft").sum(), [x]
+    )
+    torch.testing.assert_close(grads[0], expected[0], rtol=1e-4, atol=1e-5)

@@ -1,9 +1,12 @@
 """One DiffStride call goes down the call path once: each module of it is entered once.
 
-The call path is ``_api`` (the call), ``_crop`` (the crop decision), ``_tracing`` (the
+The general path is ``_api`` (the call), ``_crop`` (the crop decision), ``_tracing`` (the
 tracer workaround), ``_sizes`` (the count in numpy) and ``_paths`` (the computation); the
-thresholds are computed once and the input's shape is checked once. A regression here (a
-module that calls back up, a second shape check) would show as a second entry.
+thresholds are computed once and the input's shape is checked once. Where the backend
+registers a custom VJP and the strides can be read (torch eager), the call takes the host
+plan: ``_api``, ``_crop`` (the read values' check), ``_paths`` and ``_plan``, which decides
+in numpy once per stride values. A regression here (a module that calls back up, a second
+shape check) would show as a second entry.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 
 PATH = ("_api", "_crop", "_tracing", "_sizes", "_paths")
+PLANNED_PATH = ("_api", "_crop", "_paths", "_plan")
 
 
 def _trace(call: Any) -> tuple[collections.Counter, collections.Counter]:
@@ -50,14 +54,20 @@ def test_a_torch_layer_call_enters_each_module_of_the_path_once() -> None:
     torch = pytest.importorskip("torch")
     from diffstride.torch import DiffStride
 
-    layer = DiffStride((2.0, 1.5))
+    layer = DiffStride((2.0, 1.5)).eval()
     x = torch.randn(2, 3, 32, 32)
     layer(x)  # warm the caches (the fused VJP is built once per configuration)
+    with torch.no_grad():
+        layer.strides.add_(0.25)  # new values: a new plan
     entries, functions = _trace(lambda: layer(x))
-    assert {name: entries[name] for name in PATH} == dict.fromkeys(PATH, 1)
-    assert functions["thresholds"] == 1
+    assert {name: entries[name] for name in PLANNED_PATH} == dict.fromkeys(PLANNED_PATH, 1)
+    assert entries["_tracing"] == 0
+    assert functions["thresholds"] == 1  # in numpy, once
     assert functions["check_input"] == 1
     assert functions["check_spatial_sizes"] == 1
+    entries, functions = _trace(lambda: layer(x))  # unchanged strides: the plan is kept
+    assert {name: entries[name] for name in PLANNED_PATH} == dict.fromkeys(PLANNED_PATH, 1)
+    assert functions["thresholds"] == 0
 
 
 def test_a_numpy_function_call_enters_each_module_of_the_path_once() -> None:
@@ -87,11 +97,11 @@ def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_repeat_torch_calls_read_nothing_while_the_strides_stay(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The crop is read from the strides once; a repeat call on the same size reads nothing
-    until they change (an in-place write, an optimizer step, a projection, a new size)."""
+    """The strides are read once; a repeat call reads nothing until they change (an
+    in-place write, an optimizer step, a projection), whatever the input's size and dtype."""
     import torch
 
-    from diffstride.torch import DiffStride
+    from diffstride.torch import DiffStride, diffstride
 
     layer = DiffStride((2.0, 2.0)).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -107,12 +117,12 @@ def test_repeat_torch_calls_read_nothing_while_the_strides_stay(
     assert reads[0] == 3  # the call, and output_size itself
     layer(x)
     assert reads[0] == 3
-    layer(torch.randn(2, 3, 24, 24))  # another size
-    assert reads[0] == 4
-    layer(x.double())  # another precision decides its own crop
-    assert reads[0] == 5
+    other = torch.randn(2, 3, 24, 24, dtype=torch.float64)
+    y = layer(other)  # another size and precision: decided from the host copy
+    assert reads[0] == 3
+    torch.testing.assert_close(y, diffstride(other, (3.0, 3.0)))
     layer.train()
     layer(x)  # the strides are unchanged: no read; its projection writes them in place...
-    assert reads[0] == 5
+    assert reads[0] == 3
     layer(x)  # ...so the next call reads them again: once per training step
-    assert reads[0] == 6
+    assert reads[0] == 4

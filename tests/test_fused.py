@@ -96,6 +96,95 @@ def test_vjp_is_exact_and_portable(
         np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("shared", [False, True], ids=["per-axis", "shared"])
+@pytest.mark.parametrize("namespace", ["numpy", "array_api_strict"])
+def test_fused_vjp_is_the_masks_vjp_and_the_chain_rule(
+    data_format: str, shared: bool, namespace: str, rank: int
+) -> None:
+    """The host plan's VJP (one contraction for the strides) equals the masks' VJP followed
+    by the chain rule through the masks' Jacobians, and runs on plain Array API."""
+    if namespace == "numpy":
+        import array_api_compat.numpy as xp
+    else:
+        xp = pytest.importorskip("array_api_strict")
+    import array_api_compat.numpy as np_xp
+
+    x, cotangent, window, masks, sizes = _case(data_format, True, rank)
+    axes = _axes(data_format, rank)
+    jacobians = tuple(RNG.standard_normal(m.shape) for m in masks)
+    _y, (grad_x, *grad_masks) = _run(np_xp, x, cotangent, window, masks, sizes, axes)
+    per_axis = [float(np.sum(g * j)) for g, j in zip(grad_masks, jacobians, strict=True)]
+    expected_strides = [sum(per_axis)] if shared else per_axis
+
+    mask, input_scale, weights = (
+        xp.asarray(c)
+        for c in _agnostic.fused_constants(
+            masks, jacobians, window, sizes, axes=axes, ndim=x.ndim, shared=shared, xp=np_xp
+        )
+    )
+    y, spectrum = _agnostic.crop_and_mask(
+        xp.asarray(x), mask, window, sizes=sizes, axes=axes, xp=xp
+    )
+    np.testing.assert_allclose(np.asarray(y), _y, rtol=1e-12, atol=1e-12)
+    got_x, got_strides = _agnostic.fused_vjp(
+        xp.asarray(cotangent), spectrum, input_scale, weights, window, sizes=sizes, axes=axes, xp=xp
+    )
+    np.testing.assert_allclose(np.asarray(got_x), grad_x, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(got_strides), expected_strides, rtol=1e-10)
+    only_x = _agnostic.fused_vjp(
+        xp.asarray(cotangent), spectrum, input_scale, None, window, sizes=sizes, axes=axes, xp=xp
+    )
+    assert only_x[1] is None
+    assert (
+        _agnostic.fused_vjp(
+            xp.asarray(cotangent),
+            spectrum,
+            input_scale,
+            weights,
+            window,
+            sizes=sizes,
+            axes=axes,
+            need_x=False,
+            xp=xp,
+        )[0]
+        is None
+    )
+
+
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+@pytest.mark.parametrize("options", [{}, {"ramp": "inside"}, {"shared_stride": True}])
+def test_torch_host_plan_equals_the_device_path(method: str, options: dict) -> None:
+    """An eager torch call (strides readable: the host plan) and the same call where the
+    strides cannot be read (vmap over a batch of one stride vector: the device path) give
+    the same output and gradients."""
+    torch = pytest.importorskip("torch")
+    from diffstride.torch import diffstride
+
+    shared = options.pop("shared_stride", False)
+    x = torch.randn(2, 3, 20, 18, dtype=torch.float64, requires_grad=True)
+    strides = torch.tensor([2.3] if shared else [2.3, 1.7], dtype=torch.float64)
+    strides.requires_grad_(True)
+    cotangent = torch.randn_like(diffstride(x, strides, method=method, **options))
+    size = tuple(cotangent.shape[2:])
+
+    def device_path(a, s):
+        one = torch.func.vmap(
+            lambda s_: diffstride(a, s_, method=method, output_size=size, **options)
+        )
+        return one(s[None])[0]
+
+    for call in (lambda a, s: diffstride(a, s, method=method, **options), device_path):
+        y = call(x, strides)
+        grads = torch.autograd.grad(y, [x, strides], cotangent)
+        if call is not device_path:
+            expected = (y, *grads)
+        else:
+            for got, want in zip((y, *grads), expected, strict=True):
+                torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
 def test_vjp_skips_what_is_not_needed() -> None:
     import array_api_compat.numpy as xp
 

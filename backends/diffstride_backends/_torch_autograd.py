@@ -13,12 +13,14 @@ import torch
 
 
 class Rules:
-    """The forward and backward callables that one :class:`FusedVJP` application uses."""
+    """The callables that one :class:`FusedVJP` application uses: ``reference`` computes the
+    output with differentiable operations (``None``: ``forward`` does)."""
 
-    __slots__ = ("backward", "forward")
+    __slots__ = ("backward", "forward", "reference")
 
-    def __init__(self, forward: Any, backward: Any) -> None:
+    def __init__(self, forward: Any, backward: Any, reference: Any = None) -> None:
         self.forward, self.backward = forward, backward
+        self.reference = reference or (lambda *primals: forward(*primals)[0])
 
 
 class FusedVJP(torch.autograd.Function):
@@ -32,7 +34,10 @@ class FusedVJP(torch.autograd.Function):
 
     @staticmethod
     def forward(rules: Rules, *primals: Any) -> Any:
-        return rules.forward(*primals)
+        out, residual = rules.forward(*primals)
+        if any(residual is primal for primal in primals):
+            residual = residual.view_as(residual)  # autograd saves no input returned as is
+        return out, residual
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -49,7 +54,7 @@ class FusedVJP(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
             wanted = [p for p, need in zip(primals, needs, strict=True) if need]
             with torch.enable_grad():
-                out = ctx.rules.forward(*primals)[0]
+                out = ctx.rules.reference(*primals)
             grads = iter(torch.autograd.grad(out, wanted, cotangent, create_graph=True))
             return (None, *(next(grads) if need else None for need in needs))
         return (None, *ctx.rules.backward(residual, tuple(primals), cotangent, needs))

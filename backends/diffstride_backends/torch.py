@@ -4,11 +4,11 @@ channels_last: ``torch.fft.rfftn`` takes any ``dim``, but on CPU each transform 
 are not innermost copies them innermost and back, so the FFT path runs on a channels-first view
 (``fft_channels_first``): one copy, at the first transform (docs/benchmarks.md).
 
-``custom_vjp`` registers the core's hand-written VJP of the FFT path as an
-``autograd.Function`` (see ``_agnostic.masked_crop_vjp``): it is faster than autograd's own
-backward of the slices and ``rfftn`` (docs/benchmarks.md).
-Under ``create_graph=True`` the backward instead differentiates the plain forward with
-autograd, so higher-order gradients stay exact. The ``autograd.Function`` lives in
+``custom_vjp`` registers the core's hand-written VJPs as an ``autograd.Function`` (see
+``_agnostic.masked_crop_vjp`` and, for the host plan of an eager call, ``fused_vjp``): one
+node in autograd's graph in place of the dozens its own backward of the mask, slices and
+``rfftn`` would replay. Under ``create_graph=True`` the backward instead differentiates the
+core's ``reference`` forward with autograd, so higher-order gradients stay exact. The ``autograd.Function`` lives in
 ``_torch_autograd``, defined at import so that ``torch.compile`` can trace it.
 
 ``tracing()`` tells the core when dynamo is tracing: it then skips the stride-value check,
@@ -111,12 +111,13 @@ class TorchBackend(Backend):
         self._deferred.discard(fn)
         return wrapped
 
-    def custom_vjp(self, forward: Any, backward: Any) -> Any:
+    def custom_vjp(self, forward: Any, backward: Any, *, reference: Any = None) -> Any:
         """``forward(*primals) -> (out, residual)`` with the gradient ``backward(residual,
-        primals, cotangent, needs) -> grads`` (``needs``: which primals want one)."""
+        primals, cotangent, needs) -> grads`` (``needs``: which primals want one);
+        ``reference`` is differentiated instead under ``create_graph=True``."""
         from diffstride_backends._torch_autograd import FusedVJP, Rules
 
-        rules = Rules(forward, backward)
+        rules = Rules(forward, backward, reference)
         return lambda *primals: FusedVJP.apply(rules, *primals)[0]
 
     # Testing hooks, used by diffstride_conformance.
@@ -145,6 +146,8 @@ def _host_values(x: Any) -> np.ndarray | None:
     import torch
     from torch._C import _functorch
 
+    if x.device.type == "meta":
+        return None
     while _functorch.is_functorch_wrapped_tensor(x):
         if _functorch.is_batchedtensor(x):
             return None
