@@ -7,6 +7,7 @@ cannot trace a class definition, and built inside the traced call it broke the g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,6 +24,31 @@ class Rules:
         self.reference = reference or (lambda *primals: forward(*primals)[0])
 
 
+def _forward(rules: Rules, primals: tuple[Any, ...]) -> tuple[Any, Any]:
+    out, residual = rules.forward(*primals)
+    if any(residual is primal for primal in primals):
+        residual = residual.view_as(residual)  # autograd saves no input returned as is
+    return out, residual
+
+
+def _setup(ctx: Any, rules: Rules, primals: Sequence[Any], residual: Any) -> None:
+    ctx.rules = rules
+    ctx.mark_non_differentiable(residual)
+    ctx.save_for_backward(residual, *primals)
+
+
+def _backward(ctx: Any, cotangent: Any) -> tuple[Any, ...]:
+    residual, *primals = ctx.saved_tensors
+    needs = tuple(ctx.needs_input_grad[1:])
+    if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
+        wanted = [p for p, need in zip(primals, needs, strict=True) if need]
+        with torch.enable_grad():
+            out = ctx.rules.reference(*primals)
+        grads = iter(torch.autograd.grad(out, wanted, cotangent, create_graph=True))
+        return (None, *(next(grads) if need else None for need in needs))
+    return (None, *ctx.rules.backward(residual, tuple(primals), cotangent, needs))
+
+
 class FusedVJP(torch.autograd.Function):
     """``rules.forward(*primals) -> (out, residual)`` with ``rules.backward`` as its VJP.
 
@@ -34,27 +60,34 @@ class FusedVJP(torch.autograd.Function):
 
     @staticmethod
     def forward(rules: Rules, *primals: Any) -> Any:
-        out, residual = rules.forward(*primals)
-        if any(residual is primal for primal in primals):
-            residual = residual.view_as(residual)  # autograd saves no input returned as is
-        return out, residual
+        return _forward(rules, primals)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        rules, *primals = inputs
-        _, residual = output
-        ctx.rules = rules
-        ctx.mark_non_differentiable(residual)
-        ctx.save_for_backward(residual, *primals)
+        _setup(ctx, inputs[0], inputs[1:], output[1])
 
     @staticmethod
     def backward(ctx: Any, cotangent: Any, _residual_cotangent: Any) -> Any:
-        residual, *primals = ctx.saved_tensors
-        needs = tuple(ctx.needs_input_grad[1:])
-        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
-            wanted = [p for p, need in zip(primals, needs, strict=True) if need]
-            with torch.enable_grad():
-                out = ctx.rules.reference(*primals)
-            grads = iter(torch.autograd.grad(out, wanted, cotangent, create_graph=True))
-            return (None, *(next(grads) if need else None for need in needs))
-        return (None, *ctx.rules.backward(residual, tuple(primals), cotangent, needs))
+        return _backward(ctx, cotangent)
+
+
+class EagerFusedVJP(torch.autograd.Function):
+    """:class:`FusedVJP` in the older style (``forward`` takes ``ctx``), which
+    ``torch.func`` refuses but ``apply`` runs without binding its arguments by signature,
+    a fixed cost of every call (tens of microseconds): used where no transform is active."""
+
+    @staticmethod
+    def forward(ctx: Any, rules: Rules, *primals: Any) -> Any:
+        out, residual = _forward(rules, primals)
+        _setup(ctx, rules, primals, residual)
+        return out, residual
+
+    @staticmethod
+    def backward(ctx: Any, cotangent: Any, _residual_cotangent: Any) -> Any:
+        return _backward(ctx, cotangent)
+
+
+def transforming() -> bool:
+    """Whether a ``torch.func`` transform is active (``peek_interpreter_stack``, private;
+    checked on torch 2.14.1)."""
+    return torch._C._functorch.peek_interpreter_stack() is not None

@@ -8,8 +8,9 @@ are not innermost copies them innermost and back, so the FFT path runs on a chan
 ``_agnostic.masked_crop_vjp`` and, for the host plan of an eager call, ``fused_vjp``): one
 node in autograd's graph in place of the dozens its own backward of the mask, slices and
 ``rfftn`` would replay. Under ``create_graph=True`` the backward instead differentiates the
-core's ``reference`` forward with autograd, so higher-order gradients stay exact. The ``autograd.Function`` lives in
-``_torch_autograd``, defined at import so that ``torch.compile`` can trace it.
+core's ``reference`` forward with autograd, so higher-order gradients stay exact. The
+``autograd.Function`` lives in ``_torch_autograd``, defined at import so that
+``torch.compile`` can trace it.
 
 ``tracing()`` tells the core when dynamo is tracing: it then skips the stride-value check,
 which would read the device and split the graph (as under ``jax.jit``, where nothing can be
@@ -115,10 +116,15 @@ class TorchBackend(Backend):
         """``forward(*primals) -> (out, residual)`` with the gradient ``backward(residual,
         primals, cotangent, needs) -> grads`` (``needs``: which primals want one);
         ``reference`` is differentiated instead under ``create_graph=True``."""
-        from diffstride_backends._torch_autograd import FusedVJP, Rules
+        from diffstride_backends._torch_autograd import EagerFusedVJP, FusedVJP, Rules, transforming
 
         rules = Rules(forward, backward, reference)
-        return lambda *primals: FusedVJP.apply(rules, *primals)[0]
+
+        def fused(*primals: Any) -> Any:
+            function = FusedVJP if transforming() else EagerFusedVJP
+            return function.apply(rules, *primals)[0]
+
+        return fused
 
     # Testing hooks, used by diffstride_conformance.
     def from_numpy(self, array: np.ndarray) -> Any:
