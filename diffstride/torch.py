@@ -136,7 +136,7 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
         output_size, compiling = self._traced_output_size(x, sizes, output_size)
         project = self.training and output_size is None
         strides = self._strides_for_call(project and compiling)
-        crop = None if output_size is not None or compiling else self._unchanged_crop(sizes, x)
+        crop = None if output_size is not None or compiling else self._eager_crop(sizes, x)
         y = _api.diffstride_on(
             _BACKEND,
             x,
@@ -148,8 +148,6 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
             check_values="finite" if output_size is None and crop is None else False,
             name=self._stride_name(),
         )
-        if output_size is None and crop is None and not compiling:
-            self._record_crop(sizes, x, y)
         if project:
             _BACKEND.untraced(_DiffStride._project_in_place)(self, sizes)
         return y
