@@ -19,7 +19,7 @@ import numpy as np
 from diffstride import _agnostic, _sizes
 from diffstride._backend import Backend
 from diffstride._crop import check_read_strides
-from diffstride._options import Options
+from diffstride._options import Options, with_options
 from diffstride._validation import (
     check_data_format,
     check_input,
@@ -34,6 +34,7 @@ __all__ = [
     "FixedCrops",
     "FixedSpectralPoolingMixin",
     "SpatialPoolingMixin",
+    "diffstride_init",
     "per_rank",
 ]
 
@@ -90,6 +91,14 @@ class DiffStrideMixin(_LayoutMixin):
     kind: ClassVar[str] = "DiffStride"
     #: Where a trace cannot read the strides: their host copy and the crops it gives.
     fixed_crops: FixedCrops
+
+    def _start(self, trainable: bool, options: dict[str, Any]) -> None:
+        """The framework's own ``__init__``, before the arguments are checked; it takes the
+        keywords that are the framework's out of ``options``."""
+
+    def _make_strides(self, trainable: bool) -> None:
+        """The layer's strides, from ``self.initial_value``, after the arguments are checked."""
+        self.trainable = trainable
 
     def _init_diffstride(self, strides: Any, shared_stride: bool, options: dict[str, Any]) -> None:
         self.options = Options.from_kwargs(options, where=type(self).__name__)
@@ -336,6 +345,31 @@ def _int_pair(value: Any, name: str) -> tuple[int, int]:
     ):
         raise ValueError(f"{name} must be an int >= 1 or a pair of them; received {name}={value!r}")
     return (values[0], values[1])
+
+
+def diffstride_init(*, strides: Any = (2.0, 2.0), **defaults: Any) -> Callable[..., None]:
+    """A front-end's DiffStride ``__init__``, written once: ``(self, strides=strides, *,
+    trainable=True, shared_stride=False, <the options>)``, the options with their defaults
+    (``defaults`` overrides some: Flax is channels_last; Keras takes ``data_format=None`` as
+    its configured layout) in the signature ``help()`` shows. It runs the layer's
+    ``_start(trainable, options)`` (the framework's own ``__init__``), checks the arguments,
+    then ``_make_strides(trainable)``."""
+
+    def __init__(  # noqa: N807 (it becomes the layer's __init__)
+        self,
+        strides: Any = strides,
+        *,
+        trainable: bool = True,
+        shared_stride: bool = False,
+        **options: Any,
+    ) -> None:
+        for name, value in defaults.items():
+            options.setdefault(name, value)
+        self._start(bool(trainable), options)
+        self._init_diffstride(strides, shared_stride, options)
+        self._make_strides(bool(trainable))
+
+    return with_options(__init__, defaults=defaults)
 
 
 def per_rank(

@@ -18,7 +18,7 @@ import array_api_compat.numpy as np_xp
 import numpy as np
 
 from diffstride import _agnostic, _api, _sizes
-from diffstride._layers import DiffStrideMixin
+from diffstride._layers import DiffStrideMixin, diffstride_init
 from diffstride._options import Options, document_options, with_options
 from diffstride._registry import get_backend
 from diffstride._validation import check_data_format, check_input, check_stride_values
@@ -150,17 +150,10 @@ class DiffStride(DiffStrideMixin):
     ((1, 2, 24, 24), (2,))
     """
 
-    @with_options
-    def __init__(
-        self,
-        strides: Any = (2.0, 2.0),
-        *,
-        trainable: bool = True,
-        shared_stride: bool = False,
-        **options: Any,
-    ) -> None:
-        self._init_diffstride(strides, shared_stride, options)
-        self.trainable = bool(trainable)
+    __init__ = diffstride_init()
+
+    def _make_strides(self, trainable: bool) -> None:
+        self.trainable = trainable
         self.strides = np.asarray(self.initial_value, dtype=np.float32)
 
     def _stride_values(self) -> np.ndarray:
