@@ -81,14 +81,7 @@ def prepare(
     axes = options.axes(len(x.shape))
     stride_array = _as_strides(strides, x, len(sizes), backend, xp, name)
     effective = _agnostic.effective_strides(
-        stride_array,
-        sizes,
-        smoothness_factor=options.smoothness_factor,
-        lower_limit_stride=options.lower_limit_stride,
-        upper_limit_stride=options.upper_limit_stride,
-        stop_gradient=backend.stop_gradient,
-        inside=options.inside,
-        xp=xp,
+        stride_array, sizes, stop_gradient=backend.stop_gradient, xp=xp, **options.mask_keywords
     )
     thresholds = _agnostic.thresholds(effective, sizes, xp=xp)
     window = _crop.decide(

@@ -79,6 +79,17 @@ class Options:
     def limits(self) -> tuple[float | None, float | None]:
         return self.lower_limit_stride, self.upper_limit_stride
 
+    @property
+    def mask_keywords(self) -> dict[str, Any]:
+        """The settings the core's stride functions take (``_agnostic.effective_strides``,
+        ``stride_vjp``): the ramp's width, the stride limits, where the ramp lies."""
+        return {
+            "smoothness_factor": self.smoothness_factor,
+            "lower_limit_stride": self.lower_limit_stride,
+            "upper_limit_stride": self.upper_limit_stride,
+            "inside": self.inside,
+        }
+
     def axes(self, ndim: int) -> tuple[int, ...]:
         """The spatial axes of an ``ndim`` input in this layout."""
         return spatial_axes(self.data_format, ndim)

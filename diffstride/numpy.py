@@ -95,11 +95,8 @@ def diffstride_vjp(
         prepared.thresholds,
         window,
         sizes,
-        smoothness_factor=config.smoothness_factor,
-        lower_limit_stride=config.lower_limit_stride,
-        upper_limit_stride=config.upper_limit_stride,
-        inside=config.inside,
         xp=np_xp,
+        **config.mask_keywords,
     )
     strides_dtype = strides.dtype if isinstance(strides, np.ndarray) else x.dtype
     return grad_x.astype(x.dtype), np.asarray(grad_strides, dtype=strides_dtype)
