@@ -523,7 +523,7 @@ class UpdateCrops(keras.callbacks.Callback):
             self._update()
 
 
-#: Bring your own network (issue 22): it builds on the layers above, so it loads on first use
+#: Bring your own network: it builds on the layers above, so it loads on first use
 #: (a module ``__getattr__``), and importing either module first works.
 _CONVERT_NAMES = frozenset(
     {"MacsReference", "convert", "macs", "macs_estimate", "macs_penalty", "macs_reference"}
