@@ -83,11 +83,7 @@ def prepare(
     axes = options.axes(len(x.shape))
     stride_array = _as_strides(strides, x, len(sizes), backend, xp, name)
     effective = _agnostic.effective_strides(
-        stride_array,
-        sizes,
-        stop_gradient=backend.stop_gradient,
-        **options.stride_rule,
-        xp=xp,
+        stride_array, sizes, stop_gradient=backend.stop_gradient, xp=xp, **options.mask_keywords
     )
     thresholds = _agnostic.thresholds(effective, sizes, xp=xp)
     window = _crop.decide(
@@ -181,7 +177,8 @@ def _planned(
         values = backend.concrete(strides) if host_strides is None else host_strides
         if values is None:
             return None
-        _crop.check_read_strides(values, len(sizes), check_values, name)
+        if check_values:
+            _crop.check_read_strides(values, len(sizes), check_values, name)
     else:
         values = check_stride_values(strides, rank=len(sizes), name=name)
     return _paths.compute_planned(

@@ -102,7 +102,7 @@ def decide(
             np.asarray(host_strides, dtype="float64" if strides.dtype == xp.float64 else "float32"),
             sizes,
             cropping=True,
-            **options.stride_rule,
+            **options.mask_keywords,
         )
     if _static(sizes):
         read = _tracing.outside_tracer(backend, read_window)

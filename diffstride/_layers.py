@@ -19,7 +19,7 @@ import numpy as np
 from diffstride import _agnostic, _sizes
 from diffstride._backend import Backend
 from diffstride._crop import check_read_strides
-from diffstride._options import Options
+from diffstride._options import Options, with_options
 from diffstride._validation import (
     check_data_format,
     check_input,
@@ -34,6 +34,7 @@ __all__ = [
     "FixedCrops",
     "FixedSpectralPoolingMixin",
     "SpatialPoolingMixin",
+    "diffstride_init",
     "per_rank",
 ]
 
@@ -90,6 +91,14 @@ class DiffStrideMixin(_LayoutMixin):
     kind: ClassVar[str] = "DiffStride"
     #: Where a trace cannot read the strides: their host copy and the crops it gives.
     fixed_crops: FixedCrops
+
+    def _start(self, trainable: bool, options: dict[str, Any]) -> None:
+        """The framework's own ``__init__``, before the arguments are checked; it takes the
+        keywords that are the framework's out of ``options``."""
+
+    def _make_strides(self, trainable: bool) -> None:
+        """The layer's strides, from ``self.initial_value``, after the arguments are checked."""
+        self.trainable = trainable
 
     def _init_diffstride(self, strides: Any, shared_stride: bool, options: dict[str, Any]) -> None:
         self.options = Options.from_kwargs(options, where=type(self).__name__)
@@ -148,13 +157,15 @@ class DiffStrideMixin(_LayoutMixin):
         the next call clips them, as the forward pass does: they are clipped here too."""
         return self._output_size_with(input_size, self.current_strides())
 
-    def _fixed_crop(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
-        """The crop of ``sizes`` from the host copy of the strides (``self.fixed_crops``),
-        recorded in place: under a trace, replacing the copy would change the graph."""
+    def _fixed_crop(self, sizes: tuple[int, ...], precision: str = "float32") -> tuple[int, ...]:
+        """The crop of ``sizes`` (for inputs of ``precision``) from the host copy of the
+        strides (``self.fixed_crops``), recorded in place: under a trace, replacing the copy
+        would change the graph."""
         fixed = self.fixed_crops
-        crop = fixed.crops.get(sizes)
+        table = fixed.table(precision)
+        crop = table.get(sizes)
         if crop is None:
-            crop = fixed.crops[sizes] = self._output_size_with(sizes, fixed.strides)
+            crop = table[sizes] = self._output_size_with(sizes, fixed.strides, precision)
         return crop
 
     def _refresh_fixed_crops(
@@ -224,17 +235,34 @@ class DiffStrideMixin(_LayoutMixin):
 
 
 class FixedCrops:
-    """The crops of a layer whose calls cannot always read its strides (a trace that hides
-    them: Keras on jax, Flax NNX): a host copy of the strides, compared and hashed (a jit
-    cache may key on it), and the crop of each input size seen, derived from it. The crops
-    are a cache, not part of the key: a crop is a function of the copy, so a trace compiled
-    for one copy stays right for it."""
+    """The crops of a layer whose calls cannot always read its strides: a host copy of the
+    strides, compared and hashed (a jit cache may key on it), and the crop of each input size
+    seen, derived from it. The crops are a cache, not part of the key: a crop is a function
+    of the copy, so a trace compiled for one copy stays right for it.
 
-    __slots__ = ("crops", "strides")
+    Keras on jax and Flax NNX refresh the copy where a crop moves (a trace hides the
+    strides). torch reads its parameter again only where it changed since the copy: ``key``
+    is the parameter's identity and version counter at the read (``_torch_tracing.value_key``;
+    None: the copy is not known to hold the parameter's values), so a repeat call reads
+    nothing and ``strides`` are the parameter's values while the key holds. ``dtype`` is the
+    precision the copy holds them in (the parameter's: float32, or float64); ``crops`` are
+    decided for float32 inputs, ``crops64`` for float64 ones (torch decides in the input's
+    precision)."""
 
-    def __init__(self, strides: Any, crops: dict | None = None) -> None:
-        self.strides = tuple(float(v) for v in np.asarray(strides, dtype=np.float32).reshape(-1))
+    __slots__ = ("crops", "crops64", "key", "strides")
+
+    def __init__(
+        self, strides: Any, crops: dict | None = None, *, key: Any = None, dtype: str = "float32"
+    ) -> None:
+        values = np.asarray(strides, dtype=np.float64 if dtype == "float64" else np.float32)
+        self.strides = tuple(float(v) for v in values.reshape(-1))
         self.crops: dict[tuple[int, ...], tuple[int, ...]] = dict(crops or {})
+        self.crops64: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.key = key
+
+    def table(self, precision: str) -> dict[tuple[int, ...], tuple[int, ...]]:
+        """The crops decided for inputs of ``precision``."""
+        return self.crops64 if precision == "float64" else self.crops
 
     def __eq__(self, other: object) -> bool:
         return type(other) is FixedCrops and other.strides == self.strides
@@ -317,6 +345,31 @@ def _int_pair(value: Any, name: str) -> tuple[int, int]:
     ):
         raise ValueError(f"{name} must be an int >= 1 or a pair of them; received {name}={value!r}")
     return (values[0], values[1])
+
+
+def diffstride_init(*, strides: Any = (2.0, 2.0), **defaults: Any) -> Callable[..., None]:
+    """A front-end's DiffStride ``__init__``, written once: ``(self, strides=strides, *,
+    trainable=True, shared_stride=False, <the options>)``, the options with their defaults
+    (``defaults`` overrides some: Flax is channels_last; Keras takes ``data_format=None`` as
+    its configured layout) in the signature ``help()`` shows. It runs the layer's
+    ``_start(trainable, options)`` (the framework's own ``__init__``), checks the arguments,
+    then ``_make_strides(trainable)``."""
+
+    def __init__(  # noqa: N807 (it becomes the layer's __init__)
+        self,
+        strides: Any = strides,
+        *,
+        trainable: bool = True,
+        shared_stride: bool = False,
+        **options: Any,
+    ) -> None:
+        for name, value in defaults.items():
+            options.setdefault(name, value)
+        self._start(bool(trainable), options)
+        self._init_diffstride(strides, shared_stride, options)
+        self._make_strides(bool(trainable))
+
+    return with_options(__init__, defaults=defaults)
 
 
 def per_rank(

@@ -80,9 +80,9 @@ class Options:
         return self.lower_limit_stride, self.upper_limit_stride
 
     @property
-    def stride_rule(self) -> dict[str, Any]:
-        """The keywords of the core's functions from the strides to the masks
-        (``_agnostic.effective_strides``, ``mask_jacobians``, ``stride_vjp``)."""
+    def mask_keywords(self) -> dict[str, Any]:
+        """The settings the core's stride functions take (``_agnostic.effective_strides``,
+        ``stride_vjp``): the ramp's width, the stride limits, where the ramp lies."""
         return {
             "smoothness_factor": self.smoothness_factor,
             "lower_limit_stride": self.lower_limit_stride,

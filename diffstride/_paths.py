@@ -245,7 +245,7 @@ def _fused_planned(
             rest[0],
             sizes,
             stop_gradient=backend.stop_gradient,
-            **options.stride_rule,
+            **options.mask_keywords,
             xp=xp,
         )
         thresholds = _agnostic.thresholds(effective, sizes, xp=xp)

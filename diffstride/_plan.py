@@ -60,7 +60,7 @@ def _thresholds(
         strides,
         sizes,
         stop_gradient=np.asarray,  # no gradient in numpy
-        **options.stride_rule,
+        **options.mask_keywords,
         xp=np_xp,
     )
     thresholds = _agnostic.thresholds(effective, sizes, xp=np_xp)
@@ -93,7 +93,7 @@ def host_plan(
             thresholds,
             window,
             sizes,
-            **options.stride_rule,
+            **options.mask_keywords,
             xp=np_xp,
         )
     return Plan((values, sizes, options, window, dtype), window, tuple(masks), jacobians)

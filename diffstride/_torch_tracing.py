@@ -25,11 +25,13 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from diffstride import _api
+from diffstride import _api, _tracing
 from diffstride._crop import check_read_strides
+from diffstride._layers import FixedCrops
 
 __all__ = [
     "TracedLayer",
@@ -107,14 +109,19 @@ def fail_while_tracing(message: str) -> None:
 
 
 @assume_constant_result
-def constant_crop(layer: Any, sizes: tuple[int, ...], float64: bool) -> tuple[int, ...]:
+def constant_crop(layer: Any, sizes: tuple[int, ...], precision: str) -> tuple[int, ...]:
     """``layer``'s crop, a constant of the exported graph: ``torch.export(strict=True)``
     (dynamo) runs this outside its trace, on the real module; elsewhere it is a plain call."""
-    return layer._crop_now(sizes, float64)
+    return layer._crop_now(sizes, precision)
 
 
 def _backend() -> Any:
     return _api.get_backend("torch")
+
+
+def _precision(x: torch.Tensor) -> str:
+    """The precision a crop is decided in: float64 inputs in float64, others in float32."""
+    return "float64" if x.dtype == torch.float64 else "float32"
 
 
 def value_key(tensor: Any) -> tuple[int, int, int] | None:
@@ -127,15 +134,18 @@ def value_key(tensor: Any) -> tuple[int, int, int] | None:
 
 
 class TracedLayer:
-    """What a torch DiffStride layer does under a tracer. It keeps its ``strides`` parameter
-    where ``nn.Module`` does not see it (``torch.export`` swaps the registered one for a fake
-    tensor while it traces, and the crop is decided from the values of the real one); it
-    records the forward pass an exporter sees; under ``torch.compile(fullgraph=True)`` it
-    takes the crop of its last eager call."""
+    """What a torch DiffStride layer does under a tracer, and where its crop comes from.
+    It keeps its ``strides`` parameter where ``nn.Module`` does not see it (``torch.export``
+    swaps the registered one for a fake tensor while it traces, and the crop is decided from
+    the values of the real one); it records the forward pass an exporter sees. Its crops
+    follow the fixed-crop policy of Keras on jax and Flax (``_layers.FixedCrops``): an eager
+    call takes its crop from ``fixed_crops``, the host copy of the strides, which it reads
+    again only where the parameter changed since (``value_key``); under
+    ``torch.compile(fullgraph=True)`` the crops of that copy are the graph's constants."""
 
     _parameters: dict[str, Any]
-    _crops: dict[tuple[int, ...], tuple[int, ...]]
-    _crop_keys: dict[tuple[tuple[int, ...], bool], tuple[int, int, int]]
+    fixed_crops: FixedCrops
+    initial_value: list[float]
     strides: torch.Tensor
     options: Any
 
@@ -146,8 +156,15 @@ class TracedLayer:
             self._forget_crops()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("_crops", {})  # a layer pickled before it kept crops
-        state.setdefault("_crop_keys", {})
+        """A copy (``deepcopy``, pickle) keeps the crops, not the key: its parameter is
+        another tensor. A layer pickled before the host copy kept ``_crops``."""
+        state.pop("_crops", None)
+        state.pop("_crop_keys", None)
+        fixed = state.get("fixed_crops")
+        state["fixed_crops"] = FixedCrops(() if fixed is None else fixed.strides)
+        if fixed is not None:
+            state["fixed_crops"].crops.update(fixed.crops)
+            state["fixed_crops"].crops64.update(fixed.crops64)
         super().__setstate__(state)
 
     def _remember_strides(self) -> None:
@@ -175,12 +192,12 @@ class TracedLayer:
     ) -> tuple[Any, bool]:
         """The ``output_size`` a tracer imposes (on the meta device, the layer as built;
         under ``fullgraph=True``, where reading the strides would be an error, the crop of
-        the last eager call), and whether ``torch.compile`` is tracing."""
+        the host copy an eager call made), and whether ``torch.compile`` is tracing."""
         if output_size is None and x.device.type == "meta":
             output_size = self.output_size(tuple(sizes))  # type: ignore[attr-defined]
         compiling = torch.compiler.is_compiling()
         if output_size is None and compiling and one_graph():
-            output_size = self._compiled_crop(tuple(sizes))
+            output_size = self._compiled_crop(tuple(sizes), _precision(x))
         return output_size, compiling
 
     def _strides_for_call(self, projected_after: bool) -> torch.Tensor:
@@ -188,49 +205,36 @@ class TracedLayer:
         projection follows the call: the call's backward may have saved the parameter
         itself (a compiled graph, the fused VJP), and autograd's version check would then
         fail."""
-        if projected_after:
-            return _backend().untraced(torch.clone)(self.strides)
-        return self.strides
+        if not projected_after:
+            return self.strides
+        return _tracing.outside_tracer(_backend(), torch.clone)(self.strides)
 
-    def _host_strides(self) -> tuple[float, ...] | None:
-        """The strides' values, read once per write to them (the version key), so that a
-        repeat call with unchanged strides reads nothing; ``None`` where no key can be kept
-        (a fake, meta or functorch-wrapped parameter)."""
+    def _eager_crop(self, sizes: tuple[int, ...], x: torch.Tensor) -> tuple[int, ...] | None:
+        """An eager call's crop, from the host copy of the strides (``fixed_crops``). The
+        copy is read again (one host read, checked finite) only where the parameter is
+        another tensor or was written since (``value_key``): a repeat call reads nothing,
+        a training step (which projects in place) once. None where the values cannot be
+        read (``vmap`` batches them): the call then decides as a function call does."""
         key = value_key(self.strides)
-        if key is None:
-            return None
-        copy = self.__dict__.get("_host_copy")
-        if copy is None or copy[0] != key:
+        if key is None or key != self.fixed_crops.key:
             values = _backend().concrete(self.strides)
             if values is None:
                 return None
-            copy = self.__dict__["_host_copy"] = (key, tuple(float(v) for v in values.reshape(-1)))
-        return copy[1]
-
-    def _record_crop(self, sizes: Sequence[Any], x: torch.Tensor, y: torch.Tensor) -> None:
-        """Remember an eager call's crop: the one ``fullgraph=True`` will use, and the one
-        the next eager call reuses without reading the strides if they have not changed."""
-        axes = self.options.axes(len(y.shape))
-        self._crops[tuple(sizes)] = tuple(int(y.shape[axis]) for axis in axes)
-        key = value_key(self.strides)
-        if key is not None:
-            self._crop_keys[(tuple(sizes), x.dtype == torch.float64)] = key
-
-    def _unchanged_crop(self, sizes: Sequence[Any], x: torch.Tensor) -> tuple[int, ...] | None:
-        """The crop recorded for ``sizes`` (in ``x``'s precision) if the strides are the
-        same tensor with no write since: the host read it took need not be made again."""
-        key = value_key(self.strides)
-        recorded = self._crop_keys.get((tuple(sizes), x.dtype == torch.float64))
-        return self._crops.get(tuple(sizes)) if key is not None and key == recorded else None
+            check_read_strides(values, len(sizes), "finite", self._stride_name())
+            dtype = "float64" if values.dtype == np.float64 else "float32"
+            self.fixed_crops = FixedCrops(values, key=key, dtype=dtype)
+        return self._fixed_crop(sizes, _precision(x))  # type: ignore[attr-defined]
 
     def _forget_crops(self) -> None:
-        self.__dict__.get("_crops", {}).clear()
-        self.__dict__.get("_crop_keys", {}).clear()
+        """No copy of the strides (they were replaced, loaded or reset): the next eager
+        call reads them, and ``fullgraph=True`` has no crop until then."""
+        self.fixed_crops = FixedCrops(self.initial_value)
 
-    def _compiled_crop(self, sizes: tuple[Any, ...]) -> tuple[int, ...]:
-        """The crop of the last eager call on inputs of spatial ``sizes``, read while dynamo
+    def _compiled_crop(self, sizes: tuple[Any, ...], precision: str) -> tuple[int, ...]:
+        """The crop of the host copy for inputs of spatial ``sizes``, read while dynamo
         traces (a constant it guards on: a new eager crop recompiles); else an error."""
-        crop = self._crops.get(sizes) if all(isinstance(n, int) for n in sizes) else None
+        crops = self.fixed_crops.table(precision)
+        crop = crops.get(sizes) if all(isinstance(n, int) for n in sizes) else None
         if crop is None:
             fail_while_tracing(
                 f"{type(self).__name__} has no crop for inputs of spatial sizes {sizes} "
@@ -254,7 +258,7 @@ class TracedLayer:
                     f"fixed in the graph); received an input of shape {tuple(x.shape)}. Mark "
                     "only the batch dimension dynamic, or pass a static output_size"
                 )
-            output_size = constant_crop(self, tuple(sizes), x.dtype == torch.float64)
+            output_size = constant_crop(self, tuple(sizes), _precision(x))
         return _api.diffstride_on(
             _backend(),
             x,
@@ -266,13 +270,13 @@ class TracedLayer:
             name=self._stride_name(),
         )
 
-    def _crop_now(self, sizes: tuple[int, ...], float64: bool) -> tuple[int, ...]:
+    def _crop_now(self, sizes: tuple[int, ...], precision: str) -> tuple[int, ...]:
         """The output size eager computes now (in the input's precision), from the live
         parameter's values (checked finite; clipped to the limits as the forward pass)."""
         live = self._live_strides()
         values = read_outside_trace(live, _backend().concrete).reshape(-1)
         check_read_strides(values, len(sizes), "finite", self._stride_name())
-        return self._output_size_with(sizes, values, "float64" if float64 else "float32")
+        return self._output_size_with(sizes, values, precision)  # type: ignore[attr-defined]
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         """``.to()``, ``.cuda()``, ``.double()``... may replace the parameter object."""

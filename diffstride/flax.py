@@ -30,8 +30,13 @@ from flax import nnx
 
 from diffstride import _api
 from diffstride._crop import check_read_strides
-from diffstride._layers import DiffStrideMixin, FixedCrops, FixedSpectralPoolingMixin
-from diffstride._options import document_options, with_options
+from diffstride._layers import (
+    DiffStrideMixin,
+    FixedCrops,
+    FixedSpectralPoolingMixin,
+    diffstride_init,
+)
+from diffstride._options import document_options
 
 __all__ = ["DiffStride", "FixedSpectralPooling", "diffstride_layers", "update_crops"]
 
@@ -98,17 +103,10 @@ class DiffStride(DiffStrideMixin, nnx.Module):
     (4, 16, 16, 3)
     """
 
-    def __init__(
-        self,
-        strides: Any = (2.0, 2.0),
-        *,
-        trainable: bool = True,
-        shared_stride: bool = False,
-        **options: Any,
-    ) -> None:
-        options.setdefault("data_format", "channels_last")
-        self._init_diffstride(strides, shared_stride, options)
-        self.trainable = bool(trainable)
+    __init__ = diffstride_init(data_format="channels_last")  # Flax's layout
+
+    def _make_strides(self, trainable: bool) -> None:
+        self.trainable = trainable
         self.strides = nnx.Param(jnp.asarray(self.initial_value, dtype=jnp.float32))
         # Static: a jitted call derives its crop from this copy, never from traced strides.
         self.fixed_crops = FixedCrops(self.initial_value)
@@ -186,8 +184,6 @@ class DiffStride(DiffStrideMixin, nnx.Module):
         return f"{type(self).__name__}({self._extra_repr()})"
 
 
-# The options in the signature and the docs, with Flax's layout as the default.
-with_options(DiffStride.__init__, defaults={"data_format": "channels_last"})
 DiffStride.__doc__ = document_options(DiffStride.__doc__ or "")
 
 

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffstride import _api
-from diffstride._layers import DiffStrideMixin
-from diffstride._options import document_options, with_options
+from diffstride._layers import DiffStrideMixin, diffstride_init
+from diffstride._options import document_options
 
 __all__ = ["DiffStride", "diffstride", "spectral_pooling"]
 
@@ -63,17 +63,7 @@ class DiffStride(DiffStrideMixin):
     (1, 1, 24)
     """
 
-    @with_options
-    def __init__(
-        self,
-        strides: Any = (2.0, 2.0),
-        *,
-        trainable: bool = True,
-        shared_stride: bool = False,
-        **options: Any,
-    ) -> None:
-        self._init_diffstride(strides, shared_stride, options)
-        self.trainable = bool(trainable)
+    __init__ = diffstride_init()
 
     def init(self) -> dict[str, Any]:
         """Fresh parameters ``{"strides": float32 array}`` (one entry per axis, or one)."""

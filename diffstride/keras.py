@@ -34,10 +34,10 @@ from diffstride._layers import (
     FixedCrops,
     FixedSpectralPoolingMixin,
     SpatialPoolingMixin,
+    diffstride_init,
     per_rank,
 )
 from diffstride._options import NAMES as OPTION_NAMES
-from diffstride._options import with_options
 
 if TYPE_CHECKING:  # loaded on first use, by the module __getattr__ at the end
     from diffstride._keras_convert import (
@@ -160,20 +160,18 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
     {example}
     """
 
-    def __init__(
-        self,
-        strides: Any = 2.0,
-        *,
-        trainable: bool = True,
-        shared_stride: bool = False,
-        **options: Any,
-    ) -> None:
+    # ``data_format=None``: Keras's configured layout.
+    __init__ = diffstride_init(strides=2.0, data_format=None)
+
+    def _start(self, trainable: bool, options: dict[str, Any]) -> None:
+        """``keras.layers.Layer``'s own keywords (``name``, ``dtype``...) go to it."""
         _adapter()
         layer_kwargs = {k: options.pop(k) for k in list(options) if k not in OPTION_NAMES}
-        if options.get("data_format") is None:
-            options["data_format"] = keras.config.image_data_format()
-        super().__init__(trainable=trainable, **layer_kwargs)
-        self._init_diffstride(strides, shared_stride, options)
+        options["data_format"] = _default_format(options.get("data_format"))
+        keras.layers.Layer.__init__(self, trainable=trainable, **layer_kwargs)
+
+    def _make_strides(self, trainable: bool) -> None:
+        """The weight is made in ``build``; the host copy of its values now."""
         self.fixed_crops = FixedCrops(self.initial_value)
         self._crops_moved_eagerly = False
         self._checked_nodes = 0
@@ -295,9 +293,6 @@ class _DiffStride(DiffStrideMixin, keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._config()}
-
-
-_DiffStride.__init__ = with_options(_DiffStride.__init__, defaults={"data_format": None})
 
 
 class _FixedSpectralPooling(FixedSpectralPoolingMixin, keras.layers.Layer):
@@ -528,7 +523,7 @@ class UpdateCrops(keras.callbacks.Callback):
             self._update()
 
 
-#: Bring your own network (issue 22): it builds on the layers above, so it loads on first use
+#: Bring your own network: it builds on the layers above, so it loads on first use
 #: (a module ``__getattr__``), and importing either module first works.
 _CONVERT_NAMES = frozenset(
     {"MacsReference", "convert", "macs", "macs_estimate", "macs_penalty", "macs_reference"}

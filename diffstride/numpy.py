@@ -18,7 +18,7 @@ import array_api_compat.numpy as np_xp
 import numpy as np
 
 from diffstride import _agnostic, _api, _sizes
-from diffstride._layers import DiffStrideMixin
+from diffstride._layers import DiffStrideMixin, diffstride_init
 from diffstride._options import Options, document_options, with_options
 from diffstride._registry import get_backend
 from diffstride._validation import check_data_format, check_input, check_stride_values
@@ -95,8 +95,8 @@ def diffstride_vjp(
         prepared.thresholds,
         window,
         sizes,
-        **config.stride_rule,
         xp=np_xp,
+        **config.mask_keywords,
     )
     strides_dtype = strides.dtype if isinstance(strides, np.ndarray) else x.dtype
     return grad_x.astype(x.dtype), np.asarray(grad_strides, dtype=strides_dtype)
@@ -147,17 +147,10 @@ class DiffStride(DiffStrideMixin):
     ((1, 2, 24, 24), (2,))
     """
 
-    @with_options
-    def __init__(
-        self,
-        strides: Any = (2.0, 2.0),
-        *,
-        trainable: bool = True,
-        shared_stride: bool = False,
-        **options: Any,
-    ) -> None:
-        self._init_diffstride(strides, shared_stride, options)
-        self.trainable = bool(trainable)
+    __init__ = diffstride_init()
+
+    def _make_strides(self, trainable: bool) -> None:
+        self.trainable = trainable
         self.strides = np.asarray(self.initial_value, dtype=np.float32)
 
     def _stride_values(self) -> np.ndarray:

@@ -6,9 +6,11 @@
 that code written for the TensorFlow backend keeps working.
 """
 
+# ruff: noqa: F401 (the Keras names are imported to be re-exported; __all__ derives them)
 from __future__ import annotations
 
 from diffstride import _api
+from diffstride import keras as _keras
 from diffstride.keras import (
     DiffStride,
     DiffStride1D,
@@ -27,24 +29,7 @@ from diffstride.keras import (
     update_crops,
 )
 
-__all__ = [
-    "DiffStride",
-    "DiffStride1D",
-    "DiffStride2D",
-    "DiffStride3D",
-    "FixedSpectralPooling",
-    "FixedSpectralPooling1D",
-    "FixedSpectralPooling2D",
-    "FixedSpectralPooling3D",
-    "SpatialPooling",
-    "StrideConstraint",
-    "StrideHistory",
-    "UpdateCrops",
-    "complexity_penalty",
-    "diffstride",
-    "diffstride_layers",
-    "spectral_pooling",
-    "update_crops",
-]
+#: All of :mod:`diffstride.keras` but what converts models (added later, on Keras only).
+__all__ = sorted({*_keras.__all__} - _keras._CONVERT_NAMES | {"diffstride", "spectral_pooling"})
 
 diffstride, spectral_pooling = _api.bind("tensorflow")

@@ -30,9 +30,9 @@ from diffstride._layers import (
     DiffStrideMixin,
     FixedSpectralPoolingMixin,
     SpatialPoolingMixin,
+    diffstride_init,
     per_rank,
 )
-from diffstride._options import with_options
 from diffstride._torch_convert import DiffStrided, convert, downsampling_points
 from diffstride._torch_macs import MacsEstimator, macs, macs_estimate, macs_penalty
 
@@ -87,22 +87,16 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
     {example}
     """
 
-    @with_options
-    def __init__(
-        self,
-        strides: Any = 2.0,
-        *,
-        trainable: bool = True,
-        shared_stride: bool = False,
-        **options: Any,
-    ) -> None:
+    __init__ = diffstride_init(strides=2.0)
+
+    def _start(self, trainable: bool, options: dict[str, Any]) -> None:
         nn.Module.__init__(self)
-        self._init_diffstride(strides, shared_stride, options)
+
+    def _make_strides(self, trainable: bool) -> None:
+        # Setting it starts the host copy of the strides (``fixed_crops``), unread.
         self.strides = nn.Parameter(
-            torch.tensor(self.initial_value, dtype=torch.float32), requires_grad=bool(trainable)
+            torch.tensor(self.initial_value, dtype=torch.float32), requires_grad=trainable
         )
-        # The crop of the last eager call per input size, and the strides it was read from.
-        self._crops, self._crop_keys = {}, {}
 
     def reset_parameters(self) -> None:
         """Set the strides back to their initial value, in place (``nn.Module``'s convention:
@@ -135,7 +129,7 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
             return self._exported(x, sizes, output_size)
         output_size, compiling = self._traced_output_size(x, sizes, output_size)
         project = self.training and output_size is None
-        crop = None if output_size is not None or compiling else self._unchanged_crop(sizes, x)
+        crop = None if output_size is not None or compiling else self._eager_crop(sizes, x)
         y = _api.diffstride_on(
             _BACKEND,
             x,
@@ -146,10 +140,8 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
             # Below the bound is clipped (an optimizer step may leave it); loads check all.
             check_values="finite" if output_size is None and crop is None else False,
             name=self._stride_name(),
-            host_strides=None if compiling else self._host_strides(),
+            host_strides=None if crop is None else self.fixed_crops.strides,
         )
-        if output_size is None and crop is None and not compiling:
-            self._record_crop(sizes, x, y)
         if project:
             _BACKEND.untraced(_DiffStride._project_in_place)(self, sizes)
         return y

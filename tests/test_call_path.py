@@ -4,9 +4,9 @@ The general path is ``_api`` (the call), ``_crop`` (the crop decision), ``_traci
 tracer workaround), ``_sizes`` (the count in numpy) and ``_paths`` (the computation); the
 thresholds are computed once and the input's shape is checked once. Where the backend
 registers a custom VJP and the strides can be read (torch eager), the call takes the host
-plan: ``_api``, ``_crop`` (the read values' check), ``_paths`` and ``_plan``, which decides
-in numpy once per stride values. A regression here (a module that calls back up, a second
-shape check) would show as a second entry.
+plan: ``_api``, ``_paths`` and ``_plan``, which decides in numpy once per stride values
+(and ``_crop`` where values read are checked). A regression here (a module that calls back
+up, a second shape check) would show as a second entry.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 PATH = ("_api", "_crop", "_tracing", "_sizes", "_paths")
-PLANNED_PATH = ("_api", "_crop", "_paths", "_plan")
+PLANNED_PATH = ("_api", "_paths", "_plan")
 
 
 def _trace(call: Any) -> tuple[collections.Counter, collections.Counter]:
@@ -62,12 +62,35 @@ def test_a_torch_layer_call_enters_each_module_of_the_path_once() -> None:
     entries, functions = _trace(lambda: layer(x))
     assert {name: entries[name] for name in PLANNED_PATH} == dict.fromkeys(PLANNED_PATH, 1)
     assert entries["_tracing"] == 0
-    assert functions["thresholds"] == 1  # in numpy, once
+    assert entries["_crop"] == 1  # the read values' check
+    assert functions["thresholds"] == 2  # in numpy: the host copy's crop, the call's plan
     assert functions["check_input"] == 1
     assert functions["check_spatial_sizes"] == 1
     entries, functions = _trace(lambda: layer(x))  # unchanged strides: the plan is kept
     assert {name: entries[name] for name in PLANNED_PATH} == dict.fromkeys(PLANNED_PATH, 1)
+    assert entries["_crop"] == 0
     assert functions["thresholds"] == 0
+
+
+def test_a_torch_training_call_reads_its_host_copy_then_goes_down_the_path_once() -> None:
+    """A training call projects the strides in place, so the next one reads them again: the
+    layer refreshes its host copy (``fixed_crops``, the crop counted in numpy from it) before
+    the call, which then goes down the path as a repeat call does, with that crop."""
+    torch = pytest.importorskip("torch")
+    from diffstride.torch import DiffStride
+
+    layer = DiffStride((2.0, 1.5))
+    x = torch.randn(2, 3, 32, 32)
+    layer(x)
+    entries, functions = _trace(lambda: layer(x))
+    assert {name: entries[name] for name in ("_api", "_tracing", "_paths", "_plan")} == {
+        "_api": 1,
+        "_tracing": 1,
+        "_paths": 1,
+        "_plan": 1,
+    }
+    assert functions["thresholds"] == 1  # the copy's crop; same values: the plan is kept
+    assert layer.fixed_crops.strides == pytest.approx(layer.current_strides())
 
 
 def test_a_numpy_function_call_enters_each_module_of_the_path_once() -> None:

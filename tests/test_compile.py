@@ -249,3 +249,33 @@ def test_dynamic_shapes_match_eager(method: str) -> None:
             _outputs_and_grads(compiled, x, [layer.strides]),
             _outputs_and_grads(layer, x, [layer.strides]),
         )
+
+
+def test_tracing_asks_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tracing()`` is a predicate. A wrapper that ``untraced`` could not build (TensorFlow
+    imported, dynamo not: importing it then segfaulted) is built at the next eager request
+    for one once dynamo is imported, never by ``tracing()``."""
+    import sys
+    import types
+
+    backend = type(diffstride.get_backend("torch"))()
+
+    def step() -> int:
+        return 1
+
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+        patch.delitem(sys.modules, "torch._dynamo")
+        assert backend.untraced(step) is step  # not built: it would import dynamo
+        assert backend.tracing() is False
+    before = {name: copy.copy(value) for name, value in vars(backend).items()}
+    assert backend.tracing() is False
+    assert vars(backend) == before
+    seen = []
+    torch.compile(lambda a: seen.append(backend.tracing()) or a, backend="eager")(torch.ones(1))
+    assert seen == [True]
+    assert vars(backend) == before
+    wrapped = backend.untraced(step)  # an eager request: the wrappers are built now
+    assert wrapped is not step
+    assert wrapped() == 1
+    assert backend.untraced(step) is wrapped

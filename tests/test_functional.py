@@ -417,3 +417,17 @@ def test_tf_auto_chooses_the_path_at_run_time_for_symbolic_sizes() -> None:
         np.testing.assert_allclose(
             grad.numpy(), tape.gradient(eager_loss, strides).numpy(), rtol=1e-3
         )
+
+
+def test_tf_exports_the_keras_layers_under_their_old_home() -> None:
+    """``diffstride.tf`` is all of ``diffstride.keras`` but what converts models, and its
+    own functions; the same objects."""
+    pytest.importorskip("tensorflow")
+    import diffstride.keras
+    import diffstride.tf
+
+    convert = {"MacsReference", "convert", "macs", "macs_estimate", "macs_penalty"}
+    expected = set(diffstride.keras.__all__) - convert - {"macs_reference"}
+    assert set(diffstride.tf.__all__) == expected | {"diffstride", "spectral_pooling"}
+    for name in expected:
+        assert getattr(diffstride.tf, name) is getattr(diffstride.keras, name)

@@ -390,3 +390,38 @@ def test_a_global_mean_right_after_the_layer_gives_the_strides_no_gradient() -> 
     layer.zero_grad()
     layer(torch.randn(4, 3, 32, 32)).square().mean().backward()
     assert layer.strides.grad.abs().max() > 1e-6
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "strides", "data_format"),
+    [
+        ("numpy", "DiffStride", (2.0, 2.0), "channels_first"),
+        ("jax", "DiffStride", (2.0, 2.0), "channels_first"),
+        ("flax", "DiffStride", (2.0, 2.0), "channels_last"),
+        ("torch", "DiffStride1d", 2.0, "channels_first"),
+        ("keras", "DiffStride3D", 2.0, None),
+    ],
+)
+def test_every_front_end_takes_one_layer_signature(
+    module: str, name: str, strides: Any, data_format: str | None
+) -> None:
+    """One ``__init__`` definition (``_layers.diffstride_init``): the same arguments in each
+    front-end, with its own default strides and layout, as ``help()`` shows them."""
+    import importlib
+    import inspect
+
+    from diffstride import Options
+
+    pytest.importorskip({"numpy": "numpy", "flax": "flax"}.get(module, module))
+    layer = getattr(importlib.import_module(f"diffstride.{module}"), name)
+    params = inspect.signature(layer.__init__).parameters
+    options = {name: getattr(Options(), name) for name in Options().as_dict()}
+    expected = {"strides": strides, "trainable": True, "shared_stride": False, **options}
+    expected["data_format"] = data_format
+    assert list(params) == ["self", *expected]
+    assert {name: params[name].default for name in expected} == expected
+    built = layer(strides=3.0 if module in ("torch", "keras") else (3.0, 3.0), ramp="inside")
+    assert built.options.ramp == "inside"
+    assert getattr(built, "trainable", True) is True  # torch: the parameter's requires_grad
+    want = data_format or __import__("keras").config.image_data_format()
+    assert built.data_format == want

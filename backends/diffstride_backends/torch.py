@@ -46,7 +46,7 @@ class TorchBackend(Backend):
 
     def __init__(self) -> None:
         self._untraced: dict[Any, Any] = {}
-        self._deferred: set[Any] = set()
+        self._pending: set[Any] = set()  # asked for where no wrapper could be built
 
     def owns(self, x: Any) -> bool:
         torch = sys.modules.get("torch")
@@ -80,37 +80,36 @@ class TorchBackend(Backend):
 
     def tracing(self) -> bool:
         """Under ``torch.compile``: a value read would break the graph. Nothing compiles
-        before dynamo is imported; once it is, wrappers deferred at import are built at the
-        first call that is not traced."""
+        before dynamo is imported. Asks, changes nothing."""
         if "torch._dynamo" not in sys.modules:
             return False
         import torch
 
-        compiling = torch.compiler.is_compiling()
-        if self._deferred and not compiling:
-            for fn in list(self._deferred):
-                self.untraced(fn)
-        return compiling
+        return torch.compiler.is_compiling()
 
     def untraced(self, fn: Any) -> Any:
         """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs.
 
-        The wrapper is built once per ``fn``, when a front-end is imported: built while
-        tracing, it split the graph again. Building it imports torch's compiler stack, which
-        segfaulted (triton) after ``import tensorflow``; so where TensorFlow is imported and
-        dynamo is not, it is deferred until dynamo is imported (by ``torch.compile``), and
-        ``fn`` runs as it is until then (nothing traces before)."""
+        The wrapper is built once per ``fn``, at its first request outside a trace (a
+        front-end's import makes its own; ``_tracing.outside_tracer`` asks at every eager
+        call): built while tracing, it split the graph again. Building it imports torch's
+        compiler stack, which segfaulted (triton) after ``import tensorflow``; so where
+        TensorFlow is imported and dynamo is not, ``fn`` is returned as it is (nothing
+        traces before dynamo is imported) and the wrapper is built at the first eager
+        request after ``torch.compile`` has imported dynamo (with those of every ``fn`` asked
+        for before)."""
         wrapped = self._untraced.get(fn)
         if wrapped is not None:
             return wrapped
-        if "torch._dynamo" not in sys.modules and "tensorflow" in sys.modules:
-            self._deferred.add(fn)
+        if not _may_build_wrappers():
+            self._pending.add(fn)
             return fn
         import torch
 
-        wrapped = self._untraced[fn] = torch.compiler.disable(fn, reason=_UNTRACED_REASON)
-        self._deferred.discard(fn)
-        return wrapped
+        for each in {fn, *self._pending}:
+            self._untraced[each] = torch.compiler.disable(each, reason=_UNTRACED_REASON)
+        self._pending.clear()
+        return self._untraced[fn]
 
     def custom_vjp(self, forward: Any, backward: Any, *, reference: Any = None) -> Any:
         """``forward(*primals) -> (out, residual)`` with the gradient ``backward(residual,
@@ -141,6 +140,16 @@ class TorchBackend(Backend):
         cotangent = self.from_numpy(cotangent).to(out.dtype)
         grads = torch.autograd.grad(out, leaves, grad_outputs=cotangent, materialize_grads=True)
         return self.concrete(out), [self.concrete(g) for g in grads]
+
+
+def _may_build_wrappers() -> bool:
+    """Whether ``torch.compiler.disable`` may be called now: not while dynamo traces, and
+    not where TensorFlow is imported and dynamo is not (importing it then segfaulted)."""
+    if "torch._dynamo" not in sys.modules:
+        return "tensorflow" not in sys.modules
+    import torch
+
+    return not torch.compiler.is_compiling()
 
 
 def _host_values(x: Any) -> np.ndarray | None:

@@ -255,14 +255,29 @@ def _idx_splits(
     return train, test
 
 
+def _required_folder(data_dir: str | os.PathLike[str] | None, title: str, help_: str) -> Path:
+    """``data_dir`` of a data set that has no default folder."""
+    if data_dir is None:
+        raise MissingDataError(f"{title} has no default folder. {help_}")
+    return Path(data_dir)
+
+
+def _from_folder(
+    name: str, title: str, folder: Path, splits: Any, limit_train: int | None, seed: int
+) -> Dataset:
+    """A 10-class data set read from ``folder``: ``splits`` = (train, test) image and label
+    pairs, the training split cut to ``limit_train`` (see :func:`subset`)."""
+    train, test = splits
+    train = subset(*train, limit_train, seed)
+    description = f"{title} from {folder}: {len(train[0])} train / {len(test[0])} test"
+    return normalised(name, description, 10, train, test)
+
+
 def _idx_dataset(
     name: str, title: str, folder: Path, help_: str, limit_train: int | None, seed: int
 ) -> Dataset:
     """An MNIST-like data set from the four IDX files in ``folder``."""
-    train, test = _idx_splits(title, folder, help_)
-    train = subset(*train, limit_train, seed)
-    description = f"{title} from {folder}: {len(train[0])} train / {len(test[0])} test"
-    return normalised(name, description, 10, train, test)
+    return _from_folder(name, title, folder, _idx_splits(title, folder, help_), limit_train, seed)
 
 
 def fashion_mnist(
@@ -305,31 +320,13 @@ def mnist(
 ) -> Dataset:
     """MNIST (LeCun et al., 1998): 28x28 grayscale handwritten digits, 10 classes.
 
-    The same four file names and format as :func:`fashion_mnist`, but there is no default folder.
-
-    Parameters
-    ----------
-    data_dir
-        The folder of the four IDX files. None raises :class:`MissingDataError`.
-    limit_train
-        Keep only this many training examples (see :func:`load`).
-    seed
-        The seed of the choice of kept examples.
-
-    Returns
-    -------
-    Dataset
-        Images ``(N, 1, 28, 28)``.
-
-    Raises
-    ------
-    MissingDataError
-        If ``data_dir`` is None or a file is missing.
+    The four files, their format, the arguments and the images are those of
+    :func:`fashion_mnist`, but there is no default folder: ``data_dir=None`` raises
+    :class:`MissingDataError`, as a missing file does.
     """
     check_limit(limit_train)
-    if data_dir is None:
-        raise MissingDataError(f"MNIST has no default folder. {_MNIST_HELP}")
-    return _idx_dataset("mnist", "MNIST", Path(data_dir), _MNIST_HELP, limit_train, seed)
+    folder = _required_folder(data_dir, "MNIST", _MNIST_HELP)
+    return _idx_dataset("mnist", "MNIST", folder, _MNIST_HELP, limit_train, seed)
 
 
 # --------------------------------------------------------------------------- CIFAR-10
@@ -393,12 +390,9 @@ def cifar10(
     Parameters
     ----------
     data_dir
-        The folder of the batches, or the folder containing ``cifar-10-batches-py``. None raises
-        :class:`MissingDataError`.
-    limit_train
-        Keep only this many training examples (see :func:`load`); None keeps all 50000.
-    seed
-        The seed of the choice of kept examples.
+        The folder of the batches, or the folder containing ``cifar-10-batches-py``.
+    limit_train, seed
+        As for :func:`fashion_mnist`; ``limit_train=None`` keeps all 50000.
 
     Returns
     -------
@@ -411,17 +405,13 @@ def cifar10(
         If ``data_dir`` is None or a batch is missing.
     """
     check_limit(limit_train)
-    if data_dir is None:
-        raise MissingDataError(f"CIFAR-10 has no default folder. {_CIFAR_HELP}")
-    folder = _cifar_folder(Path(data_dir))
+    folder = _cifar_folder(_required_folder(data_dir, "CIFAR-10", _CIFAR_HELP))
     missing = [name for name in _CIFAR_FILES if not (folder / name).is_file()]
     if missing:
         raise _missing("CIFAR-10", folder, _CIFAR_FILES, missing, _CIFAR_HELP)
     parts = [_read_cifar_batch(folder / name) for name in _CIFAR_FILES]
     train = tuple(np.concatenate(arrays) for arrays in zip(*parts[:-1], strict=True))
-    train = subset(*train, limit_train, seed)
-    description = f"CIFAR-10 from {folder}: {len(train[0])} train / {len(parts[-1][0])} test"
-    return normalised("cifar10", description, 10, train, parts[-1])
+    return _from_folder("cifar10", "CIFAR-10", folder, (train, parts[-1]), limit_train, seed)
 
 
 # --------------------------------------------------------------------------- cluttered

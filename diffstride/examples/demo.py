@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from diffstride.examples import data, datasets, train
+from diffstride.examples.train import report
 
 POOR_START = (2.0, 1.0, 2.0, 3.0, 3.0)
 """The study's worst strided configuration by validation accuracy (docs/study)."""
@@ -107,27 +108,19 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def _plot(results: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, metrics in results.items():
-        epochs = metrics["epochs"]
-        style = "s--" if metrics["config"]["pooling"] == "strided" else "o-"
-        left.plot(
-            [e["epoch"] for e in epochs], [e["macs"] / 1e6 for e in epochs], style, label=label
-        )
-        final = metrics["final"]
-        right.scatter(final["macs"] / 1e6, 100 * final["test_accuracy"], s=60, label=label)
-    left.set(xlabel="epoch", ylabel="MMACs per image", title="compute as the strides move")
-    right.set(xlabel="MMACs per image", ylabel="test accuracy (%)", title="where each run ends")
-    for axis in (left, right):
-        axis.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with report.figure(path, ncols=2) as (_, (left, right)):
+        for label, metrics in results.items():
+            epochs = metrics["epochs"]
+            style = "s--" if metrics["config"]["pooling"] == "strided" else "o-"
+            left.plot(
+                [e["epoch"] for e in epochs], [e["macs"] / 1e6 for e in epochs], style, label=label
+            )
+            final = metrics["final"]
+            right.scatter(final["macs"] / 1e6, 100 * final["test_accuracy"], s=60, label=label)
+        left.set(xlabel="epoch", ylabel="MMACs per image", title="compute as the strides move")
+        right.set(xlabel="MMACs per image", ylabel="test accuracy (%)", title="where each run ends")
+        for axis in (left, right):
+            axis.legend(fontsize="small")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from diffstride.examples import data, datasets, train
+from diffstride.examples.train import report
 from diffstride.examples.train.config import run_changing
 
 __all__ = [
@@ -118,36 +119,43 @@ class Arm:
     budget_from: str | None = None
 
 
+# Arms that the model family and the converted networks both run.
+_SPECTRAL_FIRST = Arm(
+    "spectral-first",
+    "fixed spectral pooling, pool first",
+    {"pooling": "spectral", "pool_first": True},
+)
+_BUDGET_SPECTRAL_FIRST = Arm(
+    "ds-first-budget-sf",
+    "DiffStride, ramp inside, pool first, MACs budget = best spectral-first",
+    {"pooling": "diffstride", "ramp": "inside", "pool_first": True},
+    budget_from="spectral-first",
+)
+
+
+def _ramp_arms(ramp: str, note: str) -> tuple[Arm, Arm]:
+    """DiffStride with ``ramp``: unregularized, and held to the best strided run's MACs."""
+    return (
+        Arm(f"ds-{ramp}", f"DiffStride, ramp {ramp}{note}, lambda 0", _diffstride(ramp)),
+        Arm(
+            f"ds-{ramp}-budget",
+            f"DiffStride, ramp {ramp}, MACs budget = best strided (by validation)",
+            _diffstride(ramp),
+            budget_from="strided",
+        ),
+    )
+
+
+def _diffstride(ramp: str) -> dict[str, Any]:
+    return {"pooling": "diffstride", "ramp": ramp}
+
+
 ARMS: tuple[Arm, ...] = (
     Arm("strided", "strided convolutions", {"pooling": "strided"}),
     Arm("spectral", "fixed spectral pooling", {"pooling": "spectral"}),
-    Arm(
-        "spectral-first",
-        "fixed spectral pooling, pool first",
-        {"pooling": "spectral", "pool_first": True},
-    ),
-    Arm(
-        "ds-inside",
-        "DiffStride, ramp inside, lambda 0",
-        {"pooling": "diffstride", "ramp": "inside"},
-    ),
-    Arm(
-        "ds-inside-budget",
-        "DiffStride, ramp inside, MACs budget = best strided (by validation)",
-        {"pooling": "diffstride", "ramp": "inside"},
-        budget_from="strided",
-    ),
-    Arm(
-        "ds-outside",
-        "DiffStride, ramp outside (the original), lambda 0",
-        {"pooling": "diffstride", "ramp": "outside"},
-    ),
-    Arm(
-        "ds-outside-budget",
-        "DiffStride, ramp outside, MACs budget = best strided (by validation)",
-        {"pooling": "diffstride", "ramp": "outside"},
-        budget_from="strided",
-    ),
+    _SPECTRAL_FIRST,
+    *_ramp_arms("inside", ""),
+    *_ramp_arms("outside", " (the original)"),
     Arm(
         "ds-inside-sgd",
         "DiffStride, ramp inside, original recipe (SGD 0.9, lr 0.1, label smoothing 0.1)",
@@ -165,12 +173,7 @@ ARMS: tuple[Arm, ...] = (
         {"pooling": "diffstride", "ramp": "inside", "pool_first": True},
         budget_from="strided",
     ),
-    Arm(
-        "ds-first-budget-sf",
-        "DiffStride, ramp inside, pool first, MACs budget = best spectral-first",
-        {"pooling": "diffstride", "ramp": "inside", "pool_first": True},
-        budget_from="spectral-first",
-    ),
+    _BUDGET_SPECTRAL_FIRST,
     Arm(
         "ds-inside-warmup",
         "DiffStride, ramp inside, strides frozen for the first epoch",
@@ -186,17 +189,8 @@ ARMS: tuple[Arm, ...] = (
 
 CONVERTED_ARMS: tuple[Arm, ...] = (
     Arm("strided", "the network's strided convolutions and poolings", {"pooling": "strided"}),
-    Arm(
-        "spectral-first",
-        "fixed spectral pooling, pool first",
-        {"pooling": "spectral", "pool_first": True},
-    ),
-    Arm(
-        "ds-first-budget-sf",
-        "DiffStride, ramp inside, pool first, MACs budget = best spectral-first",
-        {"pooling": "diffstride", "ramp": "inside", "pool_first": True},
-        budget_from="spectral-first",
-    ),
+    _SPECTRAL_FIRST,
+    _BUDGET_SPECTRAL_FIRST,
     Arm(
         "ds-first-budget-sf-w10",
         "as ds-first-budget-sf, budget weight 10",
@@ -706,41 +700,34 @@ def _table(summary: dict[str, Any]) -> str:
 
 def _plot(summary: dict[str, Any], path: Path) -> None:
     """Test accuracy against MACs per image: every run a point, one colour per arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for name, arm in summary["arms"].items():
-        macs = [r["macs"] / 1e6 for r in arm["runs"]]
-        accuracy = [100 * r["test_accuracy"] for r in arm["runs"]]
-        ax.scatter(macs, accuracy, label=name, alpha=0.8)
-    best = summary.get("best_strided")
-    if best is not None:
-        ax.scatter(
-            [best["macs"] / 1e6],
-            [100 * best["test_accuracy"]],
-            marker="*",
-            s=250,
-            facecolors="none",
-            edgecolors="black",
-            label="best strided (by validation)",
+    with report.figure(path, figsize=(7, 5)) as (_, ax):
+        for name, arm in summary["arms"].items():
+            macs = [r["macs"] / 1e6 for r in arm["runs"]]
+            accuracy = [100 * r["test_accuracy"] for r in arm["runs"]]
+            ax.scatter(macs, accuracy, label=name, alpha=0.8)
+        best = summary.get("best_strided")
+        if best is not None:
+            ax.scatter(
+                [best["macs"] / 1e6],
+                [100 * best["test_accuracy"]],
+                marker="*",
+                s=250,
+                facecolors="none",
+                edgecolors="black",
+                label="best strided (by validation)",
+            )
+        ax.set_xscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.set(
+            xlabel="MMACs per image (final strides)",
+            ylabel="test accuracy (%)",
+            title=f"{summary['dataset']}: accuracy vs compute",
         )
-    ax.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.set(
-        xlabel="MMACs per image (final strides)",
-        ylabel="test accuracy (%)",
-        title=f"{summary['dataset']}: accuracy vs compute",
-    )
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        ax.legend(fontsize="small")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

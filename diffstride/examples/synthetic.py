@@ -81,17 +81,8 @@ def synthetic_max_stride(size: int) -> float:
     """The total stride per axis above which the synthetic labels are lost: ``size / (2 band)``.
 
     A crop to ``size / S`` pixels keeps per-axis frequencies below ``size / (2 S)``, which holds
-    the class band while ``S < size / (2 band)``: 2.0 for ``size = 32``.
-
-    Parameters
-    ----------
-    size
-        The side of the square images (see :func:`synthetic_band`).
-
-    Returns
-    -------
-    float
-        The stride limit (exclusive).
+    the class band while ``S < size / (2 band)``: 2.0 for ``size = 32`` (exclusive). ``size``
+    is the side of the square images, as for :func:`synthetic_frequencies`.
     """
     return size / (2 * synthetic_band(size))
 

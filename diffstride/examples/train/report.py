@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 from diffstride.examples import data
 from diffstride.examples.train.config import Config
 
-__all__ = ["Record", "format_pair", "metrics", "plot", "summary_table"]
+__all__ = ["Record", "figure", "format_pair", "metrics", "plot", "summary_table"]
 
 #: The per-epoch keys of ``metrics.json``, after ``epoch``.
 EPOCH_KEYS = (
@@ -106,35 +107,45 @@ def format_pair(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 
-def plot(metrics: dict[str, Any], path: Path) -> None:
-    """Stride trajectories (left) and test accuracy and MACs per epoch (right)."""
+@contextlib.contextmanager
+def figure(path: Path, ncols: int = 1, figsize: tuple[float, float] = (11, 4)) -> Iterator[Any]:
+    """``(fig, axes)`` of a figure drawn headless (matplotlib's Agg, imported here: only the
+    plots need it) and saved to ``path`` when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(1, ncols, figsize=figsize)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def plot(metrics: dict[str, Any], path: Path) -> None:
+    """Stride trajectories (left) and test accuracy and MACs per epoch (right)."""
     epochs = [e["epoch"] for e in metrics["epochs"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    trajectories = np.asarray([e["strides"] for e in metrics["epochs"]], dtype=float)
-    for layer in range(trajectories.shape[1] if trajectories.ndim == 3 else 0):
-        line = left.plot(epochs, trajectories[:, layer, 0], label=f"layer {layer} (h)")[0]
-        left.plot(epochs, trajectories[:, layer, 1], "--", color=line.get_color())
-    left.set(
-        xlabel="epoch", ylabel="stride (solid: height, dashed: width)", title="learned strides"
-    )
-    if trajectories.ndim == 3:
-        left.legend(fontsize="small")
-    key = "validation_accuracy" if metrics["config"].get("validation") else "test_accuracy"
-    right.plot(epochs, [e[key] for e in metrics["epochs"]], "o-", color="black")
-    right.set(xlabel="epoch", ylabel=key.replace("_", " "), title="accuracy and compute")
-    twin = right.twinx()
-    twin.plot(epochs, [e["macs"] / 1e6 for e in metrics["epochs"]], "s--", color="tab:red")
-    twin.set_ylabel("MMACs / image", color="tab:red")
-    config = metrics["config"]
-    fig.suptitle(
-        f"{config['framework']} {config['model']} {config['pooling']} "
-        f"lambda={config['lambda_complexity']} on {metrics['dataset']['name']}"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, ncols=2) as (fig, (left, right)):
+        trajectories = np.asarray([e["strides"] for e in metrics["epochs"]], dtype=float)
+        for layer in range(trajectories.shape[1] if trajectories.ndim == 3 else 0):
+            line = left.plot(epochs, trajectories[:, layer, 0], label=f"layer {layer} (h)")[0]
+            left.plot(epochs, trajectories[:, layer, 1], "--", color=line.get_color())
+        left.set(
+            xlabel="epoch", ylabel="stride (solid: height, dashed: width)", title="learned strides"
+        )
+        if trajectories.ndim == 3:
+            left.legend(fontsize="small")
+        key = "validation_accuracy" if metrics["config"].get("validation") else "test_accuracy"
+        right.plot(epochs, [e[key] for e in metrics["epochs"]], "o-", color="black")
+        right.set(xlabel="epoch", ylabel=key.replace("_", " "), title="accuracy and compute")
+        twin = right.twinx()
+        twin.plot(epochs, [e["macs"] / 1e6 for e in metrics["epochs"]], "s--", color="tab:red")
+        twin.set_ylabel("MMACs / image", color="tab:red")
+        config = metrics["config"]
+        fig.suptitle(
+            f"{config['framework']} {config['model']} {config['pooling']} "
+            f"lambda={config['lambda_complexity']} on {metrics['dataset']['name']}"
+        )

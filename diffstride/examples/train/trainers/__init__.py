@@ -13,11 +13,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from diffstride.examples import distributed
+
 if TYPE_CHECKING:
-    from diffstride.examples import data, distributed
+    from diffstride.examples import data
     from diffstride.examples.train.config import Config
 
-__all__ = ["FRAMEWORKS", "TRAINERS", "Trainer", "diffstride_sizes", "pooling", "total_steps"]
+__all__ = [
+    "FRAMEWORKS",
+    "TRAINERS",
+    "Trainer",
+    "TrainerBase",
+    "diffstride_sizes",
+    "pooling",
+    "total_steps",
+]
 
 
 class Trainer(Protocol):
@@ -33,6 +43,24 @@ class Trainer(Protocol):
     def macs(self, input_size: tuple[int, int]) -> int: ...
     def state(self) -> dict[str, Any]: ...
     def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+class TrainerBase:
+    """How every trainer starts: it keeps the run's ``config`` and distributed ``context``,
+    then builds the model and its optimizers for ``dataset`` (:meth:`_build`, the
+    framework's part)."""
+
+    def __init__(
+        self,
+        config: Config,
+        dataset: data.Dataset,
+        context: distributed.Context = distributed.SINGLE,
+    ) -> None:
+        self.config, self.context = config, context
+        self._build(dataset)
+
+    def _build(self, dataset: data.Dataset) -> None:
+        raise NotImplementedError
 
 
 def _torch(config: Config, dataset: data.Dataset, context: distributed.Context) -> Trainer:

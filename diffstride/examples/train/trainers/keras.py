@@ -12,10 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 import diffstride.keras
-from diffstride.examples import data, distributed
+from diffstride.examples import data
 from diffstride.examples.train.checkpoint import CheckpointError
 from diffstride.examples.train.config import OWN_MODELS, RESNET_STRIDES, Config, config_errors
-from diffstride.examples.train.trainers import pooling, total_steps
+from diffstride.examples.train.trainers import TrainerBase, pooling, total_steps
 from diffstride.keras import MacsReference, diffstride_layers, macs_penalty, macs_reference
 from diffstride.models import keras as models
 from diffstride.tf import complexity_penalty
@@ -23,7 +23,7 @@ from diffstride.tf import complexity_penalty
 __all__ = ["KerasTrainer", "converted_model"]
 
 
-class KerasTrainer:
+class KerasTrainer(TrainerBase):
     """Trains ``config``'s model on ``dataset`` in Keras.
 
     With ``distribute="mirrored"`` the model, the optimizers and the step live under
@@ -32,13 +32,8 @@ class KerasTrainer:
     common signature; Keras does not run under ``torchrun``.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        dataset: data.Dataset,
-        context: distributed.Context = distributed.SINGLE,
-    ) -> None:
-        self.config = config
+    def _build(self, dataset: data.Dataset) -> None:
+        config = self.config
         keras.utils.set_random_seed(config.seed)
         mirrored = config.distribute == "mirrored"
         strategy = tf.distribute.MirroredStrategy() if mirrored else tf.distribute.get_strategy()
@@ -49,11 +44,11 @@ class KerasTrainer:
         self.replicas = strategy.num_replicas_in_sync
         self.num_classes = dataset.num_classes
         with strategy.scope():
-            self._build(config, dataset)
+            self._build_model(config, dataset)
         self._distributed_step = tf.function(self._replicated_step, reduce_retracing=True)
         self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
 
-    def _build(self, config: Config, dataset: data.Dataset) -> None:
+    def _build_model(self, config: Config, dataset: data.Dataset) -> None:
         """The model and the optimizers (under the strategy's scope)."""
         channels = dataset.x_train.shape[1]
         input_size = (int(dataset.x_train.shape[2]), int(dataset.x_train.shape[3]))

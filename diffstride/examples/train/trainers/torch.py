@@ -17,27 +17,27 @@ from diffstride.examples.train.config import (
     ConfigError,
     config_errors,
 )
-from diffstride.examples.train.trainers import diffstride_sizes, pooling, total_steps
+from diffstride.examples.train.trainers import (
+    TrainerBase,
+    diffstride_sizes,
+    pooling,
+    total_steps,
+)
 from diffstride.models.torch import resnet18, small_resnet
 from diffstride.torch import MacsEstimator, complexity_penalty, convert, macs
 
 __all__ = ["TorchTrainer", "backbone", "converted_model"]
 
 
-class TorchTrainer:
+class TorchTrainer(TrainerBase):
     """Trains ``config``'s model on ``dataset`` in PyTorch.
 
     Under ``torchrun`` (``context.active``) the model is wrapped in
     ``DistributedDataParallel`` and evaluation is split over the ranks.
     """
 
-    def __init__(
-        self,
-        config: Config,
-        dataset: data.Dataset,
-        context: distributed.Context = distributed.SINGLE,
-    ) -> None:
-        self.config, self.context = config, context
+    def _build(self, dataset: data.Dataset) -> None:
+        config, context = self.config, self.context
         torch.manual_seed(config.seed)
         channels = dataset.x_train.shape[1]
         size = tuple(int(n) for n in dataset.x_train.shape[2:])
