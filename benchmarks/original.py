@@ -41,11 +41,10 @@ from typing import Any
 import numpy as np
 
 # Before diffstride and any framework: puts an uninstalled checkout on the path, quiets TF.
-from _harness import environment, header, interleaved
+from _harness import environment, header, interleaved, layout_inputs
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-LAYOUTS = ("channels_first", "channels_last")
 MODES = ("function", "eager")
 
 
@@ -132,31 +131,25 @@ def main() -> None:
     print(f"# original: {path}; {args.repeats} rounds of {args.block} calls per turn")
     steps: dict[tuple[str, str, str, str], Callable[[], Any]] = {}
     differences: dict[tuple[str, str, str], float] = {}
-    for text in args.shapes.split(","):
-        shape = tuple(int(n) for n in text.split("x"))
-        x_first = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        for layout in LAYOUTS:
-            x = x_first if layout == "channels_first" else np.moveaxis(x_first, 1, 3).copy()
-            data = tf.constant(x)
-            for mode in modes:
-                layers = {
-                    "ours": DiffStride((2.0, 2.0), data_format=layout),
-                    "original": original.DiffStride((2.0, 2.0), data_format=layout),
-                }
-                results = {}
-                for name, layer in layers.items():
-                    layer.build(x.shape)
-                    steps[(text, layout, mode, name)] = training_step(
-                        layer, data, mode == "function"
-                    )
-                    results[name] = steps[(text, layout, mode, name)]()
-                worst = relative_difference(results["ours"], results["original"])
-                if worst > args.tolerance:
-                    raise SystemExit(
-                        f"{text} {layout} {mode}: ours differs from the original by {worst:.2e} "
-                        f"(relative), over --tolerance {args.tolerance:g}"
-                    )
-                differences[(text, layout, mode)] = worst
+    for text, layout, x in layout_inputs(args.shapes):
+        data = tf.constant(x)
+        for mode in modes:
+            layers = {
+                "ours": DiffStride((2.0, 2.0), data_format=layout),
+                "original": original.DiffStride((2.0, 2.0), data_format=layout),
+            }
+            results = {}
+            for name, layer in layers.items():
+                layer.build(x.shape)
+                steps[(text, layout, mode, name)] = training_step(layer, data, mode == "function")
+                results[name] = steps[(text, layout, mode, name)]()
+            worst = relative_difference(results["ours"], results["original"])
+            if worst > args.tolerance:
+                raise SystemExit(
+                    f"{text} {layout} {mode}: ours differs from the original by {worst:.2e} "
+                    f"(relative), over --tolerance {args.tolerance:g}"
+                )
+            differences[(text, layout, mode)] = worst
     samples = interleaved(steps, args.repeats, block=args.block, warmup=2)
     median = {key: statistics.median(times) * 1e3 for key, times in samples.items()}
     print("\n## The Keras DiffStride layer against the authors' (fwd+bwd, strides 2)\n")

@@ -108,8 +108,20 @@ def test_jax_network_step() -> None:
     pytest.importorskip("jax")
     out = run("jax_network.py", "--repeats", "1", "--batch-size", "2", "--size", "8")
     rows = [line.split() for line in out.splitlines() if line.startswith("channels_")]
-    assert {(row[0], row[1]) for row in rows} == each_layout_with("fft", "matmul")
+    assert {(row[0], row[1]) for row in rows} == each_layout_with("fft", "matmul", "auto")
     assert all(float(row[2]) > 0 for row in rows)
+
+
+def test_jax_auto_table() -> None:
+    pytest.importorskip("jax")
+    out = run("jax_auto.py", "--repeats", "1", "--block", "1", "--shapes", "2x4x8x8,1x2x70x8")
+    rows = markdown_rows(out, "## jax DiffStride fwd+bwd")
+    assert {(row[0], row[1]) for row in rows} == {
+        (shape, layout)
+        for shape in ("2x4x8x8", "1x2x70x8")
+        for layout in ("channels_first", "channels_last")
+    }
+    assert {row[5] for row in rows if row[0] == "1x2x70x8"} == {"fft"}  # 70 > 64: the FFTs
 
 
 def test_macs_overhead_table() -> None:
