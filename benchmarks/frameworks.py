@@ -2,6 +2,7 @@
 SGEMM rate beside it.
 
     python benchmarks/frameworks.py [--repeats 15] [--shapes 32x64x32x32,8x64x64x64]
+        [--torch-threads N]
 
 For each input shape (channels_first ``N x C x H x W``) and layout, one fwd+bwd of a
 DiffStride layer at strides (2, 2) (loss ``sum(y * y)``, gradients of the input and the
@@ -117,8 +118,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--block", type=int, default=5, help="timed calls per turn")
     parser.add_argument("--shapes", default="32x64x32x32,8x64x64x64")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()
     import torch
+
+    if args.torch_threads is not None:
+        # With two threads on a machine whose cores other jobs hold, a parallel region waits
+        # for its descheduled worker: the torch step took 240-350 ms instead of 10-15.
+        torch.set_num_threads(args.torch_threads)
 
     print(header(environment(STEPS)))
     print(
