@@ -39,7 +39,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/network.py
 	$(BIN)/python benchmarks/frameworks.py
+	$(BIN)/python benchmarks/original.py  # needs DIFFSTRIDE_ORIGINAL, else skips
 	$(BIN)/python benchmarks/jax_network.py
+	$(BIN)/python benchmarks/jax_auto.py
 	$(BIN)/python benchmarks/macs_overhead.py
 	$(BIN)/python benchmarks/overhead.py --network
 

@@ -5,6 +5,7 @@
   happen before a framework is imported, so a script imports this module first.
 * :func:`environment` describes the machine and the versions (a dict, stored in JSON output);
   :func:`header` prints it on one line, :func:`header_block` one entry a line.
+* :func:`layout_inputs` makes the float32 inputs of a ``--shapes`` list in both layouts.
 * :func:`interleaved` is the timing loop: the variants take turns, round after round, in one
   process, so that slow drifts of the machine (frequency, other jobs, heap growth) reach every
   variant alike and their ratios stay meaningful on a shared machine.
@@ -20,7 +21,7 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +34,23 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 K = TypeVar("K")
 
-__all__ = ["ROOT", "environment", "header", "header_block", "interleaved"]
+__all__ = ["ROOT", "environment", "header", "header_block", "interleaved", "layout_inputs"]
+
+LAYOUTS = ("channels_first", "channels_last")
+
+
+def layout_inputs(shapes: str) -> Iterator[tuple[str, str, Any]]:
+    """``(shape text, layout, x)`` for each of the comma-separated channels_first shapes
+    ``N x C x H x W`` and each layout: the same standard normal float32 values (seed 0), the
+    channels moved last for ``channels_last``."""
+    import numpy as np
+
+    for text in shapes.split(","):
+        shape = tuple(int(n) for n in text.split("x"))
+        x_first = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        for layout in LAYOUTS:
+            x = x_first if layout == "channels_first" else np.moveaxis(x_first, 1, 3).copy()
+            yield text, layout, x
 
 
 def interleaved(

@@ -2,6 +2,7 @@
 SGEMM rate beside it.
 
     python benchmarks/frameworks.py [--repeats 15] [--shapes 32x64x32x32,8x64x64x64]
+        [--torch-threads N]
 
 For each input shape (channels_first ``N x C x H x W``) and layout, one fwd+bwd of a
 DiffStride layer at strides (2, 2) (loss ``sum(y * y)``, gradients of the input and the
@@ -10,7 +11,8 @@ strides), as users run it:
 * torch: ``diffstride.torch.DiffStride`` eager, training mode;
 * Keras: ``diffstride.keras.DiffStride`` in a training call under ``tf.function`` (the crop
   symbolic in the graph, as ``fit`` runs it);
-* jax: ``diffstride.jax.diffstride`` under ``jit`` with a static ``output_size``.
+* jax: ``diffstride.jax.diffstride`` under ``jit(value_and_grad)`` with a static
+  ``output_size`` (the loss returned, so that XLA writes the output as a network reads it).
 
 After warm-up, every framework, shape and layout takes its turn round-robin for
 ``--repeats`` rounds; a turn is one untimed call and then ``--block`` timed calls in a row,
@@ -35,11 +37,9 @@ from typing import Any
 import numpy as np
 
 # Before diffstride and any framework: puts an uninstalled checkout on the path, quiets TF.
-from _harness import environment, header, interleaved
+from _harness import environment, header, interleaved, layout_inputs
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-LAYOUTS = ("channels_first", "channels_last")
 
 
 def sgemm_gflops(matmul: Callable[[Any, Any], Any], make: Callable[[np.ndarray], Any]) -> float:
@@ -102,7 +102,10 @@ def jax_step(x: np.ndarray, layout: str) -> Callable[[], Any]:
         y = ds(a, s, output_size=size, data_format=layout)
         return jnp.sum(y * y)
 
-    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    # value_and_grad, as training reads the loss: XLA then writes the output in the input's
+    # layout, which jax.grad alone lets it skip on the GEMM path (a transpose the next layer
+    # of a network would need).
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
     data, strides = jnp.asarray(x), jnp.asarray([2.0, 2.0], dtype=jnp.float32)
     return lambda: jax.block_until_ready(grad(data, strides))
 
@@ -115,8 +118,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--block", type=int, default=5, help="timed calls per turn")
     parser.add_argument("--shapes", default="32x64x32x32,8x64x64x64")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()
     import torch
+
+    if args.torch_threads is not None:
+        # With two threads on a machine whose cores other jobs hold, a parallel region waits
+        # for its descheduled worker: the torch step took 240-350 ms instead of 10-15.
+        torch.set_num_threads(args.torch_threads)
 
     print(header(environment(STEPS)))
     print(
@@ -124,13 +133,9 @@ def main() -> None:
         f"torch {sgemm_gflops(torch.matmul, torch.from_numpy):.1f} GFLOP/s"
     )
     steps: dict[tuple[str, str, str], Callable[[], Any]] = {}
-    for text in args.shapes.split(","):
-        shape = tuple(int(n) for n in text.split("x"))
-        x_first = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        for layout in LAYOUTS:
-            x = x_first if layout == "channels_first" else np.moveaxis(x_first, 1, 3).copy()
-            for name, build in STEPS.items():
-                steps[(text, layout, name)] = build(x, layout)
+    for text, layout, x in layout_inputs(args.shapes):
+        for name, build in STEPS.items():
+            steps[(text, layout, name)] = build(x, layout)
     # wake: each turn's untimed call wakes this framework's threads; see the module docstring.
     samples = interleaved(steps, args.repeats, block=args.block, warmup=3, wake=True)
     median = {key: statistics.median(times) * 1e3 for key, times in samples.items()}

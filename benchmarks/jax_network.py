@@ -2,17 +2,18 @@
 
     python benchmarks/jax_network.py [--repeats 15] [--batch-size 32] [--size 32]
 
-The network: a 3x3 convolution (16 -> 64 channels), ReLU, DiffStride, a 3x3 convolution
-(64 -> 64), ReLU, DiffStride, a global mean and a dense layer, squared-error loss; a step is
-the gradient of every parameter (the strides included) and an SGD update, all under one
-``jax.jit``, with a static ``output_size``. It runs for ``method="fft"`` and ``"matmul"`` in
-both layouts, the steps interleaved round-robin for ``--repeats`` rounds; the median is
-reported with its ratio to the FFT path's channels_first step.
+The network: a 3x3 convolution (16 -> ``--channels`` channels, 64 by default), ReLU,
+DiffStride, a 3x3 convolution (channels -> channels), ReLU, DiffStride, a global mean and a
+dense layer, squared-error loss; a step is the gradient of every parameter (the strides
+included) and an SGD update, all under one ``jax.jit``, with a static ``output_size``. It runs
+for ``method="fft"``, ``"matmul"`` and ``"auto"`` in both layouts, the steps interleaved
+round-robin for ``--repeats`` rounds; the median is reported with its ratio to the FFT path's
+channels_first step.
 
-Why it exists: one DiffStride layer timed alone (``bench.py``, ``frameworks.py``) depends on
-what ran before it and on which transposes XLA can fuse away; inside a jitted network the
-layer's input was just written by a convolution, as in training. ``method="auto"`` for jax
-was chosen on this step.
+Why it exists: one DiffStride layer timed alone (``bench.py``, ``frameworks.py``,
+``jax_auto.py``) depends on what ran before it and on which transposes XLA can fuse away;
+inside a jitted network the layer's input was just written by a convolution, as in training.
+jax's ``method="auto"`` was chosen on this step and on ``jax_auto.py``'s single layers.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ import numpy as np
 from _harness import environment, header, interleaved
 
 LAYOUTS = ("channels_first", "channels_last")
-METHODS = ("fft", "matmul")
+METHODS = ("fft", "matmul", "auto")
 
 
-def training_step(batch: int, size: int, data_format: str, method: str) -> Callable[[], Any]:
+def training_step(
+    batch: int, size: int, data_format: str, method: str, channels: int = 64
+) -> Callable[[], Any]:
     import jax
     import jax.numpy as jnp
 
@@ -50,11 +53,11 @@ def training_step(batch: int, size: int, data_format: str, method: str) -> Calla
         return jnp.asarray(w if first else np.transpose(w, (2, 3, 1, 0)))
 
     params = {
-        "conv1": kernel(16, 64),
-        "conv2": kernel(64, 64),
+        "conv1": kernel(16, channels),
+        "conv2": kernel(channels, channels),
         "strides1": jnp.asarray([2.0, 2.0]),
         "strides2": jnp.asarray([2.0, 2.0]),
-        "dense": jnp.asarray(rng.standard_normal((64, 10)).astype(np.float32) / 8),
+        "dense": jnp.asarray(rng.standard_normal((channels, 10)).astype(np.float32) / 8),
     }
     x_shape = (batch, 16, size, size) if first else (batch, size, size, 16)
     x = jnp.asarray(rng.standard_normal(x_shape).astype(np.float32))
@@ -88,9 +91,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=64, help="of both convolutions")
     args = parser.parse_args()
     steps = {
-        (layout, method): training_step(args.batch_size, args.size, layout, method)
+        (layout, method): training_step(args.batch_size, args.size, layout, method, args.channels)
         for layout in LAYOUTS
         for method in METHODS
     }
@@ -98,7 +102,10 @@ def main() -> None:
     median = {key: statistics.median(times) * 1e3 for key, times in samples.items()}
     base = median[("channels_first", "fft")]
     print(header(environment(["jax"])))
-    print(f"# batch {args.batch_size}, {args.size}x{args.size}x16, {args.repeats} rounds")
+    print(
+        f"# batch {args.batch_size}, {args.size}x{args.size}x16, {args.channels} channels, "
+        f"{args.repeats} rounds"
+    )
     print(f"{'layout':15} {'method':7} {'step ms':>8} {'/ fft, channels_first':>22}")
     for (layout, method), ms in median.items():
         print(f"{layout:15} {method:7} {ms:8.2f} {ms / base:22.2f}")

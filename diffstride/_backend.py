@@ -71,11 +71,21 @@ class Tuning:
         ``(DiffStride, fixed pooling)``: up to which spatial size ``method="auto"`` takes the
         GEMMs. The default takes the FFTs for DiffStride and the GEMMs for fixed pooling up
         to 32 (measured on 2 CPU cores).
+    auto_matmul_max_volume
+        ``(channels_first, channels_last)``: within the size limit, DiffStride's ``auto``
+        takes the GEMMs only while one sample (channels times spatial sizes) has at most this
+        many elements; ``0``: no bound. For GEMMs whose transposes slow down past a size.
+    auto_matmul_min_channels
+        ``(channels_first, channels_last)``: within the size limit, DiffStride's ``auto``
+        takes the GEMMs only while the channels number at least this times the largest
+        spatial size; ``0``: no bound. For GEMMs that run thin over few channels.
     """
 
     matmul_layouts: tuple[str, str] = ("permuted", "permuted")
     fft_channels_first: bool = False
     auto_matmul_max_sizes: tuple[int, int] = (0, 32)
+    auto_matmul_max_volume: tuple[int, int] = (0, 0)
+    auto_matmul_min_channels: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         check_matmul_layouts(self.matmul_layouts, "Tuning")
@@ -94,6 +104,39 @@ class Tuning:
                 "Tuning.auto_matmul_max_sizes must be a pair of ints >= 0 (DiffStride, fixed "
                 f"pooling); received auto_matmul_max_sizes={sizes!r}"
             )
+        for name, kinds in (("auto_matmul_max_volume", int), ("auto_matmul_min_channels", float)):
+            pair = getattr(self, name)
+            if not (
+                isinstance(pair, tuple)
+                and len(pair) == 2
+                and all(
+                    isinstance(n, (int, kinds)) and not isinstance(n, bool) and n >= 0 for n in pair
+                )
+            ):
+                kind = "ints" if kinds is int else "numbers"
+                raise ValueError(
+                    f"Tuning.{name} must be a pair of {kind} >= 0 (channels_first, "
+                    f"channels_last); received {name}={pair!r}"
+                )
+
+    def gemms_fit(self, shape: tuple[Any, ...], axes: tuple[int, ...]) -> bool:
+        """Whether DiffStride's ``auto`` may take the GEMMs for an input of ``shape``
+        transformed along ``axes`` (the sample's volume and channel bounds of its layout; the
+        size limit is apart). ``True`` where a size is not an int (symbolic)."""
+        ndim = len(shape)
+        spatial = [a % ndim for a in axes]
+        if not all(isinstance(n, int) for n in shape[1:]):
+            return True
+        channels = 1
+        for axis in range(1, ndim):
+            if axis not in spatial:
+                channels *= shape[axis]
+        sizes = [shape[a] for a in spatial]
+        layout = 0 if spatial[-1] == ndim - 1 else 1
+        max_volume = self.auto_matmul_max_volume[layout]
+        if max_volume and channels * int(np.prod(sizes)) > max_volume:
+            return False
+        return channels >= self.auto_matmul_min_channels[layout] * max(sizes, default=0)
 
 
 #: The tuning members an adapter once set directly on its class (still read, deprecated).

@@ -58,7 +58,9 @@ def compute(
     def ffts() -> Any:
         return _fft(backend, x, masks, window, sizes=sizes, axes=axes)
 
-    choice = chooses_gemms(backend, method, sizes, learnable=masks is not None)
+    choice = chooses_gemms(
+        backend, method, sizes, learnable=masks is not None, shape=x.shape, axes=axes
+    )
     if choice is not None:
         return gemms() if choice else ffts()
     limit = backend.tuning.auto_matmul_max_sizes[0 if masks is not None else 1]
@@ -70,14 +72,29 @@ def compute(
 
 
 def chooses_gemms(
-    backend: Backend, method: str, sizes: Sequence[Any], *, learnable: bool
+    backend: Backend,
+    method: str,
+    sizes: Sequence[Any],
+    *,
+    learnable: bool,
+    shape: Sequence[Any] | None = None,
+    axes: Sequence[int] | None = None,
 ) -> bool | None:
     """Whether the GEMMs run: ``method`` says so, or (``"auto"``) every spatial size is
-    within the backend's limit; ``None`` where that depends on symbolic sizes."""
+    within the backend's limit and, for DiffStride with the input's ``shape`` and spatial
+    ``axes`` given, its sample within the layout's bounds (``Tuning.gemms_fit``); ``None``
+    where that depends on symbolic sizes."""
     if method != "auto":
         return method == "matmul"
     limit = backend.tuning.auto_matmul_max_sizes[0 if learnable else 1]
     if any(isinstance(n, int) and n > limit for n in sizes):
+        return False
+    if (
+        learnable
+        and shape is not None
+        and axes is not None
+        and not backend.tuning.gemms_fit(tuple(shape), tuple(axes))
+    ):
         return False
     return True if all(isinstance(n, int) for n in sizes) else None
 
@@ -174,7 +191,11 @@ def compute_planned(
     they carry the gradient to; ``None``: constants): the transforms, the crop and one
     multiply, or the GEMMs of matrices built off the device; either way with
     :func:`_agnostic.fused_vjp` as the gradient (the same map, so the same VJP)."""
-    gemms = bool(chooses_gemms(backend, options.method, sizes, learnable=True))
+    gemms = bool(
+        chooses_gemms(
+            backend, options.method, sizes, learnable=True, shape=tuple(x.shape), axes=axes
+        )
+    )
 
     def run(x: Any, axes: tuple[int, ...]) -> Any:
         window, constants = _plan.device_arrays(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -64,12 +65,63 @@ def test_frameworks_table() -> None:
     assert all(float(row[4]) == 1.0 for row in torch_rows)
 
 
+def test_original_skips_without_a_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DIFFSTRIDE_ORIGINAL", raising=False)
+    assert "skipped" in run("original.py")
+
+
+def test_original_loads_a_gin_decorated_file(
+    benchmark_module: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    """The authors' file runs unchanged: its ``import gin`` gets a stand-in whose decorator
+    returns the class, and no ``gin`` stays behind in ``sys.modules``."""
+    source = tmp_path / "diffstride" / "pooling.py"
+    source.parent.mkdir()
+    source.write_text("import gin\n\n\n@gin.configurable\nclass DiffStride:\n    pass\n")
+    original = benchmark_module("original")
+    module = original.load_original(original.pooling_file(str(tmp_path)))
+    assert isinstance(module.DiffStride, type)
+    assert "gin" not in sys.modules
+
+
+def test_original_table() -> None:
+    """The bench row against the authors' layer (google-research/diffstride), where a checkout
+    of it is named by ``DIFFSTRIDE_ORIGINAL``: it runs, and the outputs and gradients of both
+    layers agree (the script stops otherwise)."""
+    pytest.importorskip("tensorflow")
+    source = os.environ.get("DIFFSTRIDE_ORIGINAL")
+    if not source:
+        pytest.skip("DIFFSTRIDE_ORIGINAL does not name a checkout of google-research/diffstride")
+    out = run("original.py", "--repeats", "1", "--block", "1", "--shapes", "2x4x8x8")
+    rows = [
+        row for row in markdown_rows(out, "## The Keras DiffStride layer") if row[0] == "2x4x8x8"
+    ]
+    assert {(row[1], row[2]) for row in rows} == {
+        (layout, mode)
+        for layout in ("channels_first", "channels_last")
+        for mode in ("function", "eager")
+    }
+    assert all(float(row[5].rstrip("x")) > 0 and float(row[6]) < 1e-4 for row in rows)
+
+
 def test_jax_network_step() -> None:
     pytest.importorskip("jax")
     out = run("jax_network.py", "--repeats", "1", "--batch-size", "2", "--size", "8")
     rows = [line.split() for line in out.splitlines() if line.startswith("channels_")]
-    assert {(row[0], row[1]) for row in rows} == each_layout_with("fft", "matmul")
+    assert {(row[0], row[1]) for row in rows} == each_layout_with("fft", "matmul", "auto")
     assert all(float(row[2]) > 0 for row in rows)
+
+
+def test_jax_auto_table() -> None:
+    pytest.importorskip("jax")
+    out = run("jax_auto.py", "--repeats", "1", "--block", "1", "--shapes", "2x4x8x8,1x2x70x8")
+    rows = markdown_rows(out, "## jax DiffStride fwd+bwd")
+    assert {(row[0], row[1]) for row in rows} == {
+        (shape, layout)
+        for shape in ("2x4x8x8", "1x2x70x8")
+        for layout in ("channels_first", "channels_last")
+    }
+    assert {row[5] for row in rows if row[0] == "1x2x70x8"} == {"fft"}  # 70 > 64: the FFTs
 
 
 def test_macs_overhead_table() -> None:

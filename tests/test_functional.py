@@ -380,6 +380,77 @@ def test_auto_method_choice() -> None:
     assert chooses_gemms(jax, "auto", (64, 64), learnable=True)
     assert not chooses_gemms(jax, "auto", (96, 96), learnable=True)
     assert chooses_gemms(jax, "auto", (256, 256), learnable=False)
+    # Without the input's shape, the size limit alone (the sample's bounds need the shape).
+    assert chooses_gemms(jax, "auto", (32, 32), learnable=True)
+
+
+@pytest.mark.parametrize(
+    ("shape", "data_format", "gemms"),
+    [
+        # channels_first: the GEMMs while a sample has at most 32768 elements.
+        ((32, 64, 32, 32), "channels_first", False),
+        ((8, 64, 64, 64), "channels_first", False),
+        ((8, 16, 64, 64), "channels_first", False),
+        ((32, 32, 32, 32), "channels_first", True),
+        ((32, 128, 16, 16), "channels_first", True),
+        ((32, 8, 64, 64), "channels_first", True),
+        ((32, 3, 32, 32), "channels_first", True),
+        # channels_last: the GEMMs while the channels number at least half the size.
+        ((32, 32, 32, 64), "channels_last", True),
+        ((8, 64, 64, 64), "channels_last", True),
+        ((8, 64, 64, 32), "channels_last", True),
+        ((8, 64, 64, 16), "channels_last", False),
+        ((32, 32, 32, 16), "channels_last", True),
+        ((32, 32, 32, 8), "channels_last", False),
+        ((32, 32, 32, 3), "channels_last", False),
+        ((32, 8, 8, 256), "channels_last", True),
+        # Past 64 per axis, the FFTs whatever the layout.
+        ((1, 1024, 96, 96), "channels_last", False),
+        ((1, 1, 96, 96), "channels_first", False),
+    ],
+)
+def test_jax_auto_chooses_by_layout_and_sample(
+    shape: tuple[int, ...], data_format: str, gemms: bool
+) -> None:
+    """jax's ``auto`` for DiffStride: measured per shape and layout (benchmarks/jax_auto.py),
+    the GEMMs lose in channels_first once a sample is large (the permuted intermediates) and
+    in channels_last over few channels (thin GEMMs); fixed pooling keeps the size limit."""
+    from diffstride._paths import chooses_gemms
+
+    jax_backend = diffstride.get_backend("jax")
+    axes = (2, 3) if data_format == "channels_first" else (1, 2)
+    sizes = tuple(shape[a] for a in axes)
+    assert (
+        chooses_gemms(jax_backend, "auto", sizes, learnable=True, shape=shape, axes=axes) is gemms
+    )
+    assert chooses_gemms(jax_backend, "auto", sizes, learnable=False, shape=shape, axes=axes) is (
+        max(sizes) <= 256
+    )
+    assert chooses_gemms(jax_backend, "fft", sizes, learnable=True, shape=shape, axes=axes) is False
+
+
+@pytest.mark.parametrize(
+    ("shape", "data_format", "primitive"),
+    [((2, 64, 32, 32), "channels_first", "fft"), ((2, 32, 32, 64), "channels_last", "dot_general")],
+)
+def test_jax_auto_reaches_the_path_it_chooses(
+    shape: tuple[int, ...], data_format: str, primitive: str
+) -> None:
+    """The layer hands ``chooses_gemms`` the input's shape and axes: the traced call holds the
+    FFTs or the GEMMs as the rule says."""
+    import jax
+    import jax.numpy as jnp
+
+    from diffstride.jax import diffstride as ds
+
+    spatial = shape[2:] if data_format == "channels_first" else shape[1:3]
+    size = diffstride.output_size(spatial, (2.0, 2.0))
+    jaxpr = jax.make_jaxpr(
+        lambda a, s: ds(a, s, output_size=size, data_format=data_format, method="auto")
+    )(jnp.zeros(shape, jnp.float32), jnp.asarray([2.0, 2.0]))
+    text = str(jaxpr)
+    assert primitive in text
+    assert ("fft" if primitive == "dot_general" else "dot_general") not in text
 
 
 def test_tf_auto_chooses_the_path_at_run_time_for_symbolic_sizes() -> None:

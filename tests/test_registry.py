@@ -96,6 +96,13 @@ def test_a_plugin_with_unknown_matmul_layouts_is_named(
 def test_tuning_checks_its_values_and_legacy_class_attributes_still_work() -> None:
     with pytest.raises(ValueError, match=r"auto_matmul_max_sizes must be a pair of ints >= 0"):
         diffstride.Tuning(auto_matmul_max_sizes=(64, -1))
+    with pytest.raises(ValueError, match=r"auto_matmul_max_volume must be a pair of ints >= 0"):
+        diffstride.Tuning(auto_matmul_max_volume=(1.5, 0))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"auto_matmul_min_channels must be a pair of numbers"):
+        diffstride.Tuning(auto_matmul_min_channels=(0.5, -1.0))
+    with pytest.raises(ValueError, match=r"auto_matmul_min_channels must be a pair of numbers"):
+        diffstride.Tuning(auto_matmul_min_channels=(True, 0.0))
+    assert diffstride.Tuning(auto_matmul_min_channels=(0, 1)).auto_matmul_min_channels == (0, 1)
     with pytest.raises(TypeError, match=r"fft_channels_first must be a bool"):
         diffstride.Tuning(fft_channels_first=1)  # type: ignore[arg-type]
     with pytest.deprecated_call(match="tuning = diffstride.Tuning"):

@@ -162,7 +162,12 @@ class JaxBackend(Backend):
     name = "jax"
     module = "jax"
     differentiable = True
-    tuning = Tuning(matmul_layouts=("permuted", "stacked"), auto_matmul_max_sizes=(64, 256))
+    tuning = Tuning(
+        matmul_layouts=("permuted", "stacked"),
+        auto_matmul_max_sizes=(64, 256),
+        auto_matmul_max_volume=(32768, 0),
+        auto_matmul_min_channels=(0.0, 0.5),
+    )
 
     def owns(self, x: Any) -> bool:
         jax = sys.modules.get("jax")
