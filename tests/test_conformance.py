@@ -31,6 +31,11 @@ class _WrongGradient(TorchBackend):
     def stop_gradient(self, x: Any) -> Any:
         return x * 1.0
 
+    def custom_vjp(self, forward: Any, backward: Any) -> Any:
+        """Without ``reference`` (an adapter of the older contract): the calls take the
+        device path, on which the stop-gradient acts (the host plan uses none)."""
+        return super().custom_vjp(forward, backward)
+
 
 class _ScaledFFT(_WrongGradient):
     """A namespace whose inverse FFT is off by a factor in the backward pass only (through
@@ -81,6 +86,21 @@ class _WrongCustomVJP(_WrongGradient):
         return super().custom_vjp(forward, scaled)
 
 
+class _WrongPlannedVJP(TorchBackend):
+    """Registers the host plan's VJP with a bug: the strides' gradient is 1% too large."""
+
+    name = "broken-torch"
+
+    def custom_vjp(self, forward: Any, backward: Any, *, reference: Any = None) -> Any:
+        def scaled(*args: Any) -> tuple[Any, ...]:
+            grads = list(backward(*args))
+            if len(grads) > 1 and grads[1] is not None:
+                grads[1] = grads[1] * 1.01
+            return tuple(grads)
+
+        return super().custom_vjp(forward, scaled, reference=reference)
+
+
 @pytest.mark.parametrize(
     ("broken", "method"),
     [
@@ -88,6 +108,8 @@ class _WrongCustomVJP(_WrongGradient):
         (_WrongGradient, "matmul"),
         (_ScaledFFT, "fft"),
         (_WrongCustomVJP, "fft"),
+        (_WrongPlannedVJP, "fft"),
+        (_WrongPlannedVJP, "matmul"),
     ],
 )
 @pytest.mark.parametrize("check", [check_golden_gradients, check_matches_numpy_reference])
