@@ -19,6 +19,7 @@ has no ``custom_vjp``, the call takes the general path, which builds the mask on
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ def host_plan(
 
 _DEVICE_CACHE: OrderedDict[Any, tuple[Any, ...]] = OrderedDict()
 _DEVICE_CACHE_SIZE = 64
+_DEVICE_CACHE_LOCK = threading.Lock()  # replicas may call from threads (DataParallel)
 
 
 def _on_device(backend: Backend, key: tuple[Any, ...], like: Any, build: Any) -> tuple[Any, ...]:
@@ -108,15 +110,17 @@ def _on_device(backend: Backend, key: tuple[Any, ...], like: Any, build: Any) ->
     ``key`` and device (a small LRU cache)."""
     device = _agnostic.device_of(like)
     key = (backend.name, *key, len(like.shape), str(like.dtype), _device_key(device))
-    cached = _DEVICE_CACHE.get(key)
-    if cached is not None:
-        _DEVICE_CACHE.move_to_end(key)
-        return cached
+    with _DEVICE_CACHE_LOCK:
+        cached = _DEVICE_CACHE.get(key)
+        if cached is not None:
+            _DEVICE_CACHE.move_to_end(key)
+            return cached
     xp = backend.namespace()
     arrays = tuple(xp.asarray(np.ascontiguousarray(a), device=device) for a in build())
-    _DEVICE_CACHE[key] = arrays
-    if len(_DEVICE_CACHE) > _DEVICE_CACHE_SIZE:
-        _DEVICE_CACHE.popitem(last=False)
+    with _DEVICE_CACHE_LOCK:
+        _DEVICE_CACHE[key] = arrays
+        if len(_DEVICE_CACHE) > _DEVICE_CACHE_SIZE:
+            _DEVICE_CACHE.popitem(last=False)
     return arrays
 
 
