@@ -17,6 +17,11 @@ The networks come from the public builders (``diffstride.models``); the one batc
 train on is made once in numpy and handed to each framework by its adapter's ``from_numpy``
 (``diffstride.get_backend(name).from_numpy``), and each step's loss is read back through the
 adapter's ``concrete``, so this script holds no conversion code of its own.
+
+With ``--hold-strides`` the strides' gradients are computed every step but not applied, so that
+every network keeps the MACs it was built with: unconstrained, the learned strides drift (here
+toward smaller strides and larger feature maps, the MAC budget's job to stop), and the step
+then measures a larger network rather than the layer.
 """
 
 from __future__ import annotations
@@ -68,8 +73,15 @@ def chosen(names: Collection[str] | None) -> list[tuple[str, dict[str, Any]]]:
     return [(label, kwargs) for label, kwargs in NETWORKS if names is None or label in names]
 
 
+def _applied(named: list[tuple[str, Any]], hold_strides: bool) -> list[Any]:
+    """The variables an optimizer step updates: all, or all but the DiffStride strides."""
+    return [
+        v for name, v in named if not (hold_strides and name.split("/")[-1].endswith("strides"))
+    ]
+
+
 def torch_networks(
-    batch: int, size: int, names: Collection[str] | None = None
+    batch: int, size: int, names: Collection[str] | None = None, *, hold_strides: bool = False
 ) -> dict[str, tuple[Step, int]]:
     import torch
 
@@ -84,11 +96,12 @@ def torch_networks(
     steps = {}
     for label, kwargs in chosen(names):
         model = resnet18(STRIDES, in_channels=3, num_classes=CLASSES, **kwargs).train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        applied = _applied(list(model.named_parameters()), hold_strides)
+        optimizer = torch.optim.SGD(applied, lr=1e-3, momentum=0.9)
 
         def step(model: Any = model, optimizer: Any = optimizer) -> float:
             loss = torch.nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             return float(backend.concrete(loss))
@@ -98,7 +111,7 @@ def torch_networks(
 
 
 def keras_networks(
-    batch: int, size: int, names: Collection[str] | None = None
+    batch: int, size: int, names: Collection[str] | None = None, *, hold_strides: bool = False
 ) -> dict[str, tuple[Step, int]]:
     import keras
     import tensorflow as tf
@@ -122,13 +135,16 @@ def keras_networks(
             **kwargs,
         )
         optimizer = keras.optimizers.SGD(1e-3, momentum=0.9)
+        variables = model.trainable_variables
+        applied = {id(v) for v in _applied([(v.path, v) for v in variables], hold_strides)}
+        kept = tuple(i for i, v in enumerate(variables) if id(v) in applied)
 
         @tf.function(reduce_retracing=True)
-        def train(model: Any = model, optimizer: Any = optimizer) -> Any:
+        def train(model: Any = model, optimizer: Any = optimizer, kept: Any = kept) -> Any:
             with tf.GradientTape() as tape:
                 loss = loss_fn(y, model(x, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply(grads, model.trainable_variables)
+            grads = tape.gradient(loss, model.trainable_variables)  # the strides' too
+            optimizer.apply([grads[i] for i in kept], [model.trainable_variables[i] for i in kept])
             return loss
 
         def step(train: Any = train) -> float:
@@ -173,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--hold-strides", action="store_true", help="compute, do not apply, stride gradients"
+    )
     args = parser.parse_args(argv)
     frameworks = [f for f in args.frameworks.split(",") if f]
     unknown = set(frameworks) - set(BUILDERS)
@@ -180,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--frameworks must be among {sorted(BUILDERS)}; received {sorted(unknown)}")
     print(f"# ResNet-18 training step, batch {args.batch_size}, {args.size}x{args.size}x3")
     print(header_block(environment(frameworks)))
-    networks = {fw: BUILDERS[fw](args.batch_size, args.size) for fw in frameworks}
+    networks = {
+        fw: BUILDERS[fw](args.batch_size, args.size, hold_strides=args.hold_strides)
+        for fw in frameworks
+    }
     samples = interleaved(steps_of(networks), args.repeats)
     print(table(networks, samples))
     return 0

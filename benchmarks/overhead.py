@@ -540,12 +540,15 @@ def step_vs_spectral(shape: tuple[int, ...], rounds: int) -> list[dict[str, Any]
 
 def network_steps(frameworks: list[str], rounds: int) -> list[dict[str, Any]]:
     """ResNet-18 at 32x32, batch 32: DiffStride (inside, pool first) over strided convolutions,
-    built and stepped by ``network.py``."""
+    built and stepped by ``network.py``, at equal MACs: the strides' gradients are computed,
+    not applied (``hold_strides``)."""
     import network
 
     names = (network.NETWORKS[0][0], "DiffStride inside, pool first")
     networks = {
-        fw: network.BUILDERS[fw](32, 32, names) for fw in frameworks if fw in network.BUILDERS
+        fw: network.BUILDERS[fw](32, 32, names, hold_strides=True)
+        for fw in frameworks
+        if fw in network.BUILDERS
     }
     times = _timings(interleaved(network.steps_of(networks), rounds))
     return [

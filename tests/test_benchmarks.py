@@ -237,3 +237,28 @@ def test_torch_op_count_with_new_strides_bounded(
         dt.diffstride(x, strides.detach().requires_grad_(), method="fft").sum(), [x]
     )
     torch.testing.assert_close(grads[0], expected[0], rtol=1e-4, atol=1e-5)
+
+
+def test_network_steps_can_hold_the_strides(
+    benchmark_module: Callable[[str], ModuleType],
+) -> None:
+    """``hold_strides``: the strides get their gradient but keep their values (and so the
+    network its MACs); the other parameters are updated."""
+    torch = pytest.importorskip("torch")
+    network = benchmark_module("network")
+    label = "DiffStride inside, pool first"
+    step, _ = network.torch_networks(2, 16, [label], hold_strides=True)[label]
+    model, _optimizer = step.__defaults__
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    step()
+    step()
+    strides = [name for name in before if name.endswith("strides")]
+    assert strides
+    for name, p in model.named_parameters():
+        if name in strides:
+            assert torch.equal(p, before[name]), name
+            assert p.grad is not None, name
+            assert bool(torch.any(p.grad != 0)), name
+    weights = [name for name in before if name.endswith("weight")]
+    changed = [n for n in weights if not torch.equal(dict(model.named_parameters())[n], before[n])]
+    assert changed == weights
