@@ -7,9 +7,10 @@ of a call's ops (each a kernel launch on a GPU) and their autodiff most of its b
 the core's own functions compute them with numpy, in the input's precision (elementwise IEEE
 arithmetic, so the values are those the framework would compute), and
 ``_agnostic.fused_constants`` folds them into three arrays: the mask, the input gradient's
-scale and the strides' gradient weights. The device then runs the transforms, the crop and one
-multiply forward, and the transforms and one contraction backward
-(``_agnostic.crop_and_mask`` / ``fused_vjp``, registered by the backend's ``custom_vjp``).
+scale and the strides' gradient weights (and, on the GEMM path, each step's matrix). The
+device then runs the transforms, the crop and one multiply (or the GEMMs) forward, and the
+transforms and one contraction backward (``_agnostic.crop_and_mask`` / ``fused_vjp``,
+registered by the backend's ``custom_vjp``; both paths compute one map, so they share it).
 
 Both caches are keyed on the stride values: a repeat call with unchanged strides (inference, a
 frozen layer) uploads nothing; a training step, whose strides change, builds and uploads once.
