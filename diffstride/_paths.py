@@ -218,29 +218,31 @@ def _fused_planned(
     learnable: bool,
     gemms: bool,
 ) -> Any:
-    """``f(x, [strides,] mask, input_scale, stride_weights, [*matrices])`` with
-    :func:`_agnostic.fused_vjp` as its VJP, built once per configuration. The FFT forward
-    keeps the cropped spectrum for the backward; the GEMM forward keeps ``x``, whose
-    spectrum the backward computes only where the strides want a gradient. Its
-    ``reference`` (for a framework that differentiates the backward again) computes the
-    mask from the strides on the device."""
+    """``f(x, [strides,] *constants)`` with :func:`_agnostic.fused_vjp` as its VJP, built
+    once per configuration; the constants are ``(mask, input_scale, stride_weights)``, or on
+    the GEMM path ``(input_scale, stride_weights, *matrices)``. The FFT forward keeps the
+    cropped spectrum for the backward; the GEMM forward keeps ``x``, whose spectrum the
+    backward computes only where the strides want a gradient. Its ``reference`` (for a
+    framework that differentiates the backward again) computes the mask from the strides on
+    the device."""
     xp = backend.namespace()
-    first = 2 if learnable else 1  # where the constants start
+    first = 1 if learnable else 0  # where the constants start after x
+    scale_at = first + (0 if gemms else 1)
 
     def forward(x: Any, *rest: Any) -> tuple[Any, Any]:
         if gemms:
             layouts = backend.tuning.matmul_layouts
-            matrices = rest[first + 2 :]
+            matrices = rest[scale_at + 2 :]
             y = _matmul.apply_matrices(
                 x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp
             )
             return y, x
-        return _agnostic.crop_and_mask(x, rest[first - 1], window, sizes=sizes, axes=axes, xp=xp)
+        return _agnostic.crop_and_mask(x, rest[first], window, sizes=sizes, axes=axes, xp=xp)
 
     def backward(
         residual: Any, primals: tuple[Any, ...], cotangent: Any, needs: tuple[bool, ...]
     ) -> tuple[Any, ...]:
-        input_scale, stride_weights = primals[first + 1 : first + 3]
+        input_scale, stride_weights = primals[1 + scale_at : 3 + scale_at]
         wants_strides = learnable and needs[1]
         spectrum = residual
         if gemms and wants_strides:
@@ -261,7 +263,7 @@ def _fused_planned(
 
     def reference(x: Any, *rest: Any) -> Any:
         if not learnable:
-            return _agnostic.crop_and_mask(x, rest[0], window, sizes=sizes, axes=axes, xp=xp)[0]
+            return forward(x, *rest)[0]  # linear in x: differentiable as it is
         effective = _agnostic.effective_strides(
             rest[0],
             sizes,

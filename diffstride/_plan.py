@@ -159,8 +159,9 @@ def device_arrays(
     gemms: bool,
 ) -> tuple[_agnostic.Window, tuple[Any, ...]]:
     """The crop, and on ``x``'s device, for inputs laid out as ``x``: the mask,
-    input-gradient scale and stride weights of ``_agnostic.fused_constants``, followed with
-    ``gemms`` by each GEMM step's matrix (``_matmul.planned_matrices``). The crop is
+    input-gradient scale and stride weights of ``_agnostic.fused_constants``; with ``gemms``
+    the scale and weights followed by each GEMM step's matrix (``_matmul.planned_matrices``),
+    the mask being in the matrices. The crop is
     ``output_size``'s where the caller fixed it, the full spectrum without ``cropping``,
     else decided from the thresholds."""
     if output_size is not None:
@@ -187,6 +188,6 @@ def device_arrays(
         matrices = _matmul.planned_matrices(
             x, plan.window, plan.masks, sizes=sizes, axes=axes, layouts=layouts
         )
-        return [*arrays, *(np.asarray(m, dtype=plan.key[-1]) for m in matrices)]
+        return [*arrays[1:], *(np.asarray(m, dtype=plan.key[-1]) for m in matrices)]
 
     return plan.window, _on_device(backend, (plan.key, axes, layouts), x, build)

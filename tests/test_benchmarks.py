@@ -193,8 +193,9 @@ def test_overhead_table() -> None:
 
 #: Aten ops of one eager call of diffstride.torch.diffstride and its backward (2x4x32x32,
 #: strides 2): the target. A repeat call (unchanged strides) uploads nothing; a call with new
-#: strides (a training step) uploads the host plan's arrays, one op each.
-TORCH_OPS_BOUND = {"repeat": {"fft": 40, "matmul": 40}, "new strides": {"fft": 40, "matmul": 44}}
+#: strides (a training step) uploads the host plan's arrays, one op each (3 on the FFT path,
+#: 4 on the GEMM path).
+TORCH_OPS_BOUND = {"repeat": {"fft": 40, "matmul": 40}, "new strides": {"fft": 40, "matmul": 40}}
 
 
 @pytest.mark.parametrize("shape", [(2, 4, 32, 32), (1, 1, 8, 8)], ids=["2x4x32x32", "1x1x8x8"])
@@ -228,8 +229,9 @@ def test_torch_op_count_with_new_strides_bounded(
         strides.add_(0.01)
     with tally() as forward:
         y = dt.diffstride(x, strides, method=method)
+    cotangent = torch.ones_like(y)
     with tally() as backward:
-        grads = torch.autograd.grad(y, [x, strides], torch.ones_like(y))
+        grads = torch.autograd.grad(y, [x, strides], cotangent)
     total = (forward.ops + backward.ops).total()
     assert total <= TORCH_OPS_BOUND["new strides"][method], forward.ops + backward.ops
     assert forward.reads <= 1
