@@ -111,19 +111,32 @@ def diffstride_on(
     check_values: bool | str = True,
     name: str = "strides",
     host_strides: Sequence[float] | None = None,
+    host_plan: bool = True,
 ) -> Any:
     """DiffStride on an explicit backend with validated ``options``; see :func:`diffstride`.
     A layer passes the ``sizes`` it has checked, ``name`` for its errors, how its stored
     strides are checked where they can be read (``_crop.check_read_strides``), and their
-    values where it holds a host copy that is known to be current (nothing is read then)."""
+    values where it holds a host copy that is known to be current (nothing is read then).
+    ``host_plan=False`` keeps the device path, whose graph follows the strides: what an
+    exporter must record (the host plan's arrays would be constants of the graph)."""
     options = Options() if options is None else options
     if sizes is None:
         sizes = check_input(x, options.data_format, backend)
 
     def run(full: Any) -> Any:
-        planned = _planned(
-            backend, full, strides, options, output_size, sizes, check_values, name, host_strides
-        )
+        planned = None
+        if host_plan:
+            planned = _planned(
+                backend,
+                full,
+                strides,
+                options,
+                output_size,
+                sizes,
+                check_values,
+                name,
+                host_strides,
+            )
         if planned is not None:
             return planned
         prepared = prepare(

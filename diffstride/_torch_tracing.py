@@ -268,6 +268,7 @@ class TracedLayer:
             sizes=sizes,
             check_values=False,
             name=self._stride_name(),
+            host_plan=False,  # the graph follows the exported strides
         )
 
     def _crop_now(self, sizes: tuple[int, ...], precision: str) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -168,3 +169,17 @@ def test_keras_saved_model(tmp_path):
     actual = reloaded.serve(tf.constant(x)).numpy()
     assert actual.shape == expected.shape
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_traced_layer_follows_its_strides() -> None:
+    """``torch.jit.trace`` records the device path: the masks follow the traced module's
+    strides (the crop stays the one fixed when tracing), not constants of the trace."""
+    layer = DiffStride((2.0, 2.0)).eval()
+    x = torch.randn(1, 2, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer warns at the crop's value read
+        traced = torch.jit.trace(layer, (x,))
+    size = tuple(traced(x).shape[2:])
+    with torch.no_grad():
+        traced.strides.fill_(2.05)  # the same crop, other mask values
+    torch.testing.assert_close(traced(x), layer(x, output_size=size))
