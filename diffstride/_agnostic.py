@@ -58,6 +58,7 @@ __all__ = [
     "projected_parameter",
     "ramp",
     "spectral_window",
+    "stride_thresholds",
     "stride_vjp",
     "thresholds",
     "top_row_distances",
@@ -253,6 +254,20 @@ def projected_parameter(
         floors = xp.stack(minima)
     projected = xp.where(xp.isfinite(floors) & (floors > strides), floors, strides)
     return projected if bounds is None else _where_clip(projected, *bounds, xp=xp)
+
+
+def stride_thresholds(
+    strides: Array,
+    sizes: Sizes,
+    *,
+    stop_gradient: Callable[[Array], Array],
+    xp: Namespace,
+    **rule: Any,
+) -> tuple[Array, ...]:
+    """The masks' thresholds from the strides as given: :func:`thresholds` of
+    :func:`effective_strides` (``rule``: its smoothness factor, limits and ramp)."""
+    effective = effective_strides(strides, sizes, stop_gradient=stop_gradient, xp=xp, **rule)
+    return thresholds(effective, sizes, xp=xp)
 
 
 def thresholds(strides: Sequence[Array], sizes: Sizes, *, xp: Namespace) -> tuple[Array, ...]:

@@ -72,20 +72,17 @@ def prepare(
     sizes: tuple[Any, ...] | None = None,
     check_values: bool | str = True,
     name: str = "strides",
-    host_strides: Sequence[float] | None = None,
 ) -> Prepared:
     """Check the input (unless the caller passes the ``sizes`` it checked), compute the
-    thresholds once, and decide the crop (from ``host_strides`` where the caller has the
-    values: nothing is read then)."""
+    thresholds once, and decide the crop."""
     xp = backend.namespace()
     if sizes is None:
         sizes = check_input(x, options.data_format, backend)
     axes = options.axes(len(x.shape))
     stride_array = _as_strides(strides, x, len(sizes), backend, xp, name)
-    effective = _agnostic.effective_strides(
+    thresholds = _agnostic.stride_thresholds(
         stride_array, sizes, stop_gradient=backend.stop_gradient, xp=xp, **options.mask_keywords
     )
-    thresholds = _agnostic.thresholds(effective, sizes, xp=xp)
     window = _crop.decide(
         backend,
         sizes,
@@ -95,7 +92,6 @@ def prepare(
         output_size,
         check_values=check_values,
         name=name,
-        host_strides=host_strides,
     )
     return Prepared(sizes, axes, stride_array, thresholds, window)
 
@@ -124,19 +120,8 @@ def diffstride_on(
         sizes = check_input(x, options.data_format, backend)
 
     def run(full: Any) -> Any:
-        planned = None
-        if host_plan:
-            planned = _planned(
-                backend,
-                full,
-                strides,
-                options,
-                output_size,
-                sizes,
-                check_values,
-                name,
-                host_strides,
-            )
+        args = (strides, options, output_size, sizes, check_values, name, host_strides)
+        planned = _planned(backend, full, *args) if host_plan else None
         if planned is not None:
             return planned
         prepared = prepare(
@@ -148,7 +133,6 @@ def diffstride_on(
             sizes=sizes,
             check_values=check_values,
             name=name,
-            host_strides=host_strides,
         )
         return _paths.compute(
             backend,

@@ -78,13 +78,11 @@ def decide(
     *,
     check_values: bool | str,
     name: str,
-    host_strides: Sequence[float] | None = None,
 ) -> _agnostic.Window:
-    """The crop of one call (see the module docstring); ``host_strides``, the strides'
-    values where the caller holds them (checked already): nothing is read then."""
+    """The crop of one call (see the module docstring)."""
     if output_size is not None:
         # Eager, the values are still checked; a tracer (jit, torch.compile) reads nothing.
-        if check_values and not backend.tracing() and host_strides is None:
+        if check_values and not backend.tracing():
             values = backend.concrete(strides)
             if values is not None:
                 check_read_strides(values, len(sizes), check_values, name)
@@ -96,14 +94,6 @@ def decide(
         return _sizes.window_for_size(sizes, output_size)
     if not options.cropping:
         return _sizes.full_window(sizes)
-    if _static(sizes) and host_strides is not None:
-        xp = backend.namespace()
-        return _sizes.concrete_window(
-            np.asarray(host_strides, dtype="float64" if strides.dtype == xp.float64 else "float32"),
-            sizes,
-            cropping=True,
-            **options.mask_keywords,
-        )
     if _static(sizes):
         read = _tracing.outside_tracer(backend, read_window)
         window = read(backend, strides, thresholds, sizes, options, check_values, name)

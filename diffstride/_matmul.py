@@ -153,10 +153,23 @@ def _fixed_matrices(
 ) -> tuple[np.ndarray, ...]:
     """Fixed pooling: the steps' matrices without a mask, once, in float64 numpy."""
     factors = _cached_factors(sizes, window)
-    maps = [_masked_product(left, None, right, np_xp) for left, right in factors]
-    return tuple(
-        _matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], np_xp) for s in steps
-    )
+    return tuple(_step_matrices(factors, [None] * len(factors), steps, window, sizes, np_xp))
+
+
+def _step_matrices(
+    factors: Sequence[tuple[Pair, Pair]],
+    masks: Sequence[Any],
+    steps: tuple[_Step, ...],
+    window: Window,
+    sizes: Sequence[Any],
+    xp: Any,
+) -> list[Any]:
+    """Each step's real matrix from the axes' factors and masks (``None``: no mask)."""
+    maps = [
+        _masked_product(left, mask, right, xp)
+        for (left, right), mask in zip(factors, masks, strict=True)
+    ]
+    return [_matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], xp) for s in steps]
 
 
 def apply_separable(
@@ -197,13 +210,7 @@ def apply_separable(
             ]
         else:
             factors = _factors(sizes, window, x.dtype, xp)
-        maps = [
-            _masked_product(left, mask, right, xp)
-            for (left, right), mask in zip(factors, masks, strict=True)
-        ]
-        matrices = [
-            _matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], xp) for s in steps
-        ]
+        matrices = _step_matrices(factors, masks, steps, window, sizes, xp)
     return apply_matrices(x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp)
 
 
@@ -212,7 +219,13 @@ def _layout(
 ) -> tuple[tuple[_Step, ...], bool]:
     """The GEMM steps for ``x``'s layout, and whether they use the stacked layout."""
     check_matmul_layouts(layouts, "apply_separable's caller", "layouts")
-    ndim = len(x.shape)
+    return _layout_of(len(x.shape), tuple(axes), tuple(layouts))
+
+
+@lru_cache(maxsize=64)
+def _layout_of(
+    ndim: int, axes: tuple[int, ...], layouts: tuple[str, str]
+) -> tuple[tuple[_Step, ...], bool]:
     channels_first = axes[-1] % ndim == ndim - 1
     stacked = layouts[0 if channels_first else 1] == "stacked"
     return _steps(len(axes), channels_first, stacked), stacked
@@ -246,14 +259,8 @@ def planned_matrices(
 ) -> list[np.ndarray]:
     """Each step's real matrix for concrete masks, built in float64 numpy."""
     steps, _ = _layout(x, axes, layouts)
-    factors = _cached_factors(sizes, window)
-    maps = [
-        _masked_product(left, np.asarray(mask, dtype=np.float64), right, np_xp)
-        for (left, right), mask in zip(factors, masks, strict=True)
-    ]
-    return [
-        _matrix(maps[s.axis], s, window.output_size[s.axis], sizes[s.axis], np_xp) for s in steps
-    ]
+    masks64 = [np.asarray(mask, dtype=np.float64) for mask in masks]
+    return _step_matrices(_cached_factors(sizes, window), masks64, steps, window, sizes, np_xp)
 
 
 def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:

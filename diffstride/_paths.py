@@ -264,14 +264,9 @@ def _fused_planned(
     def reference(x: Any, *rest: Any) -> Any:
         if not learnable:
             return forward(x, *rest)[0]  # linear in x: differentiable as it is
-        effective = _agnostic.effective_strides(
-            rest[0],
-            sizes,
-            stop_gradient=backend.stop_gradient,
-            **options.mask_keywords,
-            xp=xp,
+        thresholds = _agnostic.stride_thresholds(
+            rest[0], sizes, stop_gradient=backend.stop_gradient, xp=xp, **options.mask_keywords
         )
-        thresholds = _agnostic.thresholds(effective, sizes, xp=xp)
         masks = _agnostic.window_masks(
             thresholds, window, sizes, options.smoothness_factor, inside=options.inside, xp=xp
         )

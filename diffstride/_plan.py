@@ -58,14 +58,9 @@ def _thresholds(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], _agnostic.Window]:
     """The strides as an array, the thresholds, and the crop they decide."""
     strides = np.asarray(values, dtype=dtype)
-    effective = _agnostic.effective_strides(
-        strides,
-        sizes,
-        stop_gradient=np.asarray,  # no gradient in numpy
-        **options.mask_keywords,
-        xp=np_xp,
+    thresholds = _agnostic.stride_thresholds(
+        strides, sizes, stop_gradient=np.asarray, xp=np_xp, **options.mask_keywords
     )
-    thresholds = _agnostic.thresholds(effective, sizes, xp=np_xp)
     window = _sizes.window_from_thresholds(
         thresholds, sizes, options.smoothness_factor, inside=options.inside
     )

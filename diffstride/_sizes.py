@@ -125,17 +125,16 @@ def concrete_window(
     """The window from concrete strides (a float32 or float64 numpy array of length 1 or k)."""
     if not cropping:
         return full_window(sizes)
-    strides = _agnostic.effective_strides(
+    thresholds = _agnostic.stride_thresholds(
         np.asarray(stride_values),
         sizes,
+        stop_gradient=np.asarray,  # no gradient in numpy
+        xp=np_xp,
         smoothness_factor=smoothness_factor,
         lower_limit_stride=lower_limit_stride,
         upper_limit_stride=upper_limit_stride,
-        stop_gradient=lambda v: v,
         inside=inside,
-        xp=np_xp,
     )
-    thresholds = _agnostic.thresholds(strides, sizes, xp=np_xp)
     return window_from_thresholds(thresholds, sizes, smoothness_factor, inside=inside)
 
 
