@@ -50,8 +50,17 @@ _LIVE = "_diffstride_live_strides"
 def exporting() -> bool:
     """Whether a graph is being recorded for export: ``torch.export`` (and the ONNX dynamo
     exporter, which runs it), ``torch.jit.trace`` (and the legacy ONNX exporter, which runs
-    it)."""
-    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+    it). Before torch 2.13, dynamo folded ``is_exporting()`` to True under ``torch.compile``
+    too (pytorch/pytorch#176347), so where it says True its translator has the last word."""
+    if torch.jit.is_tracing():
+        return True
+    return _export_flag() and _dynamo_exports()
+
+
+def _export_flag() -> bool:
+    """``torch.compiler.is_exporting()``, looked up here so that a test can give it the
+    answer of dynamo before torch 2.13."""
+    return torch.compiler.is_exporting()
 
 
 def read_outside_trace(tensor: torch.Tensor, concrete: Any) -> Any:
@@ -86,18 +95,32 @@ def assume_constant_result(fn: Any) -> Any:
     return fn
 
 
+def _translator() -> Any:
+    """dynamo's translator of the frame it traces, None outside dynamo
+    (``InstructionTranslator.current_tx``, private, checked on torch 2.14.1)."""
+    from torch._dynamo.symbolic_convert import InstructionTranslator
+
+    try:
+        return InstructionTranslator.current_tx()
+    except AttributeError:  # not dynamo (another tracer that sets is_compiling)
+        return None
+
+
+@assume_constant_result
+def _dynamo_exports() -> bool:
+    """Whether dynamo, where it traces, traces for ``torch.export`` (strict) rather than
+    ``torch.compile``; outside dynamo (non-strict export), True. Run at trace time."""
+    tx = _translator()
+    return True if tx is None else bool(tx.export)
+
+
 @assume_constant_result
 def one_graph() -> bool:
     """Whether dynamo traces with ``fullgraph=True`` (or ``error_on_graph_break``), where a
     graph break is an error; dynamo runs this at trace time. No public API tells: this reads
-    dynamo's translator (``InstructionTranslator.current_tx``), checked on torch 2.14.1."""
-    from torch._dynamo.symbolic_convert import InstructionTranslator
-
-    try:
-        tx = InstructionTranslator.current_tx()
-    except AttributeError:  # not dynamo (another tracer that sets is_compiling)
-        return False
-    return bool(tx.one_graph or tx.error_on_graph_break)
+    dynamo's translator (:func:`_translator`)."""
+    tx = _translator()
+    return tx is not None and bool(tx.one_graph or tx.error_on_graph_break)
 
 
 @assume_constant_result

@@ -279,3 +279,21 @@ def test_tracing_asks_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> No
     assert wrapped is not step
     assert wrapped() == 1
     assert backend.untraced(step) is wrapped
+
+
+def test_compiling_is_not_exporting_where_dynamo_says_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before torch 2.13, dynamo folded ``torch.compiler.is_exporting()`` to True under
+    ``torch.compile`` (pytorch/pytorch#176347), and the layers took export's path there (on
+    torch 2.11 that failed to trace). Simulated by an export flag that says True wherever
+    dynamo traces: under ``torch.compile`` dynamo's translator says no."""
+    from diffstride import _torch_tracing
+
+    monkeypatch.setattr(_torch_tracing, "_export_flag", torch.compiler.is_compiling)
+
+    @torch.compile(backend="eager", fullgraph=True)
+    def branch(x: torch.Tensor) -> torch.Tensor:
+        return x + 1 if _torch_tracing.exporting() else x - 1
+
+    assert branch(torch.zeros(1)).item() == -1.0
