@@ -266,6 +266,12 @@ class Backend:
         float32 and returns the input's dtype."""
         return contextlib.nullcontext()
 
+    def reusable_arrays(self) -> AbstractContextManager[Any]:
+        """A scope in which the arrays the library creates to keep across calls (the host
+        plan's constants on the device) can serve any later call: torch turns inference mode
+        off, whose tensors autograd refuses to save for a training call's backward."""
+        return contextlib.nullcontext()
+
     def untraced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn
 

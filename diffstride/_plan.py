@@ -112,7 +112,8 @@ def _on_device(backend: Backend, key: tuple[Any, ...], like: Any, build: Any) ->
             _DEVICE_CACHE.move_to_end(key)
             return cached
     xp = backend.namespace()
-    arrays = tuple(xp.asarray(np.ascontiguousarray(a), device=device) for a in build())
+    with backend.reusable_arrays():
+        arrays = tuple(xp.asarray(np.ascontiguousarray(a), device=device) for a in build())
     with _DEVICE_CACHE_LOCK:
         _DEVICE_CACHE[key] = arrays
         if len(_DEVICE_CACHE) > _DEVICE_CACHE_SIZE:

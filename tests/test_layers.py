@@ -425,3 +425,20 @@ def test_every_front_end_takes_one_layer_signature(
     assert getattr(built, "trainable", True) is True  # torch: the parameter's requires_grad
     want = data_format or __import__("keras").config.image_data_format()
     assert built.data_format == want
+
+
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+def test_torch_training_after_an_inference_mode_call(method: str) -> None:
+    """The arrays the host plan keeps on the device are made outside inference mode: a
+    training call after a ``torch.inference_mode`` one can save them for its backward."""
+    torch = pytest.importorskip("torch")
+    from diffstride.torch import DiffStride, FixedSpectralPooling
+
+    x = torch.randn(2, 3, 16, 16)
+    for layer in (DiffStride((2.0, 2.0), method=method), FixedSpectralPooling((2, 2))):
+        with torch.inference_mode():
+            expected = layer.eval()(x)
+        y = layer.train()(x.clone().requires_grad_(True))
+        (y * y).sum().backward()
+        torch.testing.assert_close(y.detach(), expected)
+

@@ -87,6 +87,13 @@ class TorchBackend(Backend):
 
         return torch.compiler.is_compiling()
 
+    def reusable_arrays(self) -> Any:
+        import torch
+
+        if not torch.is_inference_mode_enabled():
+            return contextlib.nullcontext()
+        return torch.inference_mode(False)
+
     def untraced(self, fn: Any) -> Any:
         """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs.
 
