@@ -30,7 +30,7 @@ import numpy as np
 from diffstride._agnostic import Window, device_of, window_distances
 from diffstride._backend import check_matmul_layouts
 
-__all__ = ["apply_matrices", "apply_separable", "planned_matrices"]
+__all__ = ["apply_matrices", "apply_separable", "planned_matrices", "unmasked_matrices"]
 
 Pair = tuple[Any, Any]  # real and imaginary parts
 
@@ -261,6 +261,14 @@ def planned_matrices(
     steps, _ = _layout(x, axes, layouts)
     masks64 = [np.asarray(mask, dtype=np.float64) for mask in masks]
     return _step_matrices(_cached_factors(sizes, window), masks64, steps, window, sizes, np_xp)
+
+
+def unmasked_matrices(
+    x: Any, window: Window, *, sizes: tuple[int, ...], axes: Sequence[int], layouts: tuple[str, str]
+) -> tuple[np.ndarray, ...]:
+    """Fixed pooling's step matrices for inputs laid out as ``x``, in float64 numpy."""
+    steps, _ = _layout(x, axes, layouts)
+    return _fixed_matrices(sizes, window, steps)
 
 
 def _constant(array: np.ndarray, like: Any, xp: Any) -> Any:

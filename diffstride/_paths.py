@@ -51,8 +51,14 @@ def compute(
         )
 
     def gemms() -> Any:
+        layouts = backend.tuning.matmul_layouts
+        if masks is None and _plan.takes(backend, x) and window.is_static(sizes):
+            matrices = _plan.fixed_matrices(backend, x, window, tuple(sizes), tuple(axes))
+            return _matmul.apply_matrices(
+                x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp
+            )
         return _matmul.apply_separable(
-            x, window, masks, sizes=sizes, axes=axes, layouts=backend.tuning.matmul_layouts, xp=xp
+            x, window, masks, sizes=sizes, axes=axes, layouts=layouts, xp=xp
         )
 
     def ffts() -> Any:

@@ -34,7 +34,7 @@ from diffstride import _agnostic, _matmul, _sizes
 from diffstride._backend import Backend
 from diffstride._options import Options
 
-__all__ = ["Plan", "device_arrays", "host_plan", "supports"]
+__all__ = ["Plan", "device_arrays", "fixed_matrices", "host_plan", "supports", "takes"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,6 +127,33 @@ def _device_key(device: Any) -> Any:
     except TypeError:
         return repr(device)
     return device
+
+
+def fixed_matrices(
+    backend: Backend,
+    x: Any,
+    window: _agnostic.Window,
+    sizes: tuple[int, ...],
+    axes: tuple[int, ...],
+) -> tuple[Any, ...]:
+    """Fixed pooling's GEMM matrices for inputs laid out as ``x``, on its device in its
+    precision: uploaded once per configuration, not at every call."""
+    layouts = backend.tuning.matmul_layouts
+    dtype = "float64" if x.dtype == backend.namespace().float64 else "float32"
+
+    def build() -> list[np.ndarray]:
+        matrices = _matmul.unmasked_matrices(x, window, sizes=sizes, axes=axes, layouts=layouts)
+        return [np.asarray(m, dtype=dtype) for m in matrices]
+
+    return _on_device(backend, ("fixed", sizes, window, axes, layouts), x, build)
+
+
+def takes(backend: Backend, x: Any) -> bool:
+    """Whether a call on ``x`` can take the host plan: a backend that ``supports`` it, not
+    tracing, and a non-empty input of static shape."""
+    if not all(isinstance(n, int) and n > 0 for n in x.shape):
+        return False
+    return supports(backend) and not backend.tracing()
 
 
 @cache

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import array_api_compat.numpy as np_xp
 import numpy as np
 import torch
 from torch import nn
@@ -247,6 +248,32 @@ class TracedLayer:
             dtype = "float64" if values.dtype == np.float64 else "float32"
             self.fixed_crops = FixedCrops(values, key=key, dtype=dtype)
         return self._fixed_crop(sizes, _precision(x))  # type: ignore[attr-defined]
+
+    def _host_projection(self, sizes: tuple[int, ...]) -> np.ndarray | None:
+        """The in-place projection of a training call, computed from the host copy of the
+        strides (current: the call's ``_eager_crop`` has just checked its key) by the core's
+        numpy arithmetic in the parameter's precision, the values the device would compute.
+        None where it leaves the strides as they are: the call then writes nothing, so the
+        parameter's version holds and the next call reads nothing back."""
+        dtype = np.float64 if self.strides.dtype == torch.float64 else np.float32
+        held = np.asarray(self.fixed_crops.strides, dtype=dtype)
+        projected = self._projected(held, sizes, clip=True, xp=np_xp)  # type: ignore[attr-defined]
+        return None if np.array_equal(projected, held) else np.asarray(projected)
+
+    def _write_projection(self, projected: np.ndarray) -> None:
+        """Store the host-computed projection (one upload) and keep it as the host copy,
+        with the crops of the sizes seen (``fullgraph=True`` looks them up)."""
+        with torch.no_grad():
+            self.strides.copy_(torch.from_numpy(projected))
+        dtype = "float64" if projected.dtype == np.float64 else "float32"
+        seen, fixed = self.fixed_crops, FixedCrops(projected, dtype=dtype)
+        for precision in ("float32", "float64"):
+            fixed.table(precision).update(
+                (sizes, self._output_size_with(sizes, fixed.strides, precision))  # type: ignore[attr-defined]
+                for sizes in seen.table(precision)
+            )
+        fixed.key = value_key(self.strides)
+        self.fixed_crops = fixed
 
     def _forget_crops(self) -> None:
         """No copy of the strides (they were replaced, loaded or reset): the next eager

@@ -61,6 +61,7 @@ __all__ = [
 
 diffstride, spectral_pooling = _api.bind("torch")
 _BACKEND = _api.get_backend("torch")  # loaded by bind: no entry-point lookup while tracing
+_HOST_DTYPES = (torch.float32, torch.float64)
 
 
 class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
@@ -130,10 +131,13 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
         output_size, compiling = self._traced_output_size(x, sizes, output_size)
         project = self.training and output_size is None
         crop = None if output_size is not None or compiling else self._eager_crop(sizes, x)
+        # The projection decided from the host copy, in the parameter's (numpy) precision.
+        on_host = project and crop is not None and self.strides.dtype in _HOST_DTYPES
+        projected = self._host_projection(sizes) if on_host else None
         y = _api.diffstride_on(
             _BACKEND,
             x,
-            self._strides_for_call(project),
+            self._strides_for_call(project and (projected is not None or not on_host)),
             self.options,
             output_size=output_size if crop is None else crop,
             sizes=sizes,
@@ -142,7 +146,9 @@ class _DiffStride(_torch_tracing.TracedLayer, DiffStrideMixin, nn.Module):
             name=self._stride_name(),
             host_strides=None if crop is None else self.fixed_crops.strides,
         )
-        if project:
+        if projected is not None:
+            self._write_projection(projected)
+        elif project and not on_host:
             _BACKEND.untraced(_DiffStride._project_in_place)(self, sizes)
         return y
 

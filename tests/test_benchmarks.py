@@ -264,3 +264,34 @@ def test_network_steps_can_hold_the_strides(
     weights = [name for name in before if name.endswith("weight")]
     changed = [n for n in weights if not torch.equal(dict(model.named_parameters())[n], before[n])]
     assert changed == weights
+
+
+@pytest.mark.parametrize(
+    "layer",
+    ["DiffStride fft outside", "DiffStride fft inside", "DiffStride matmul inside", "spectral"],
+)
+def test_repeat_training_calls_upload_and_read_nothing(
+    benchmark_module: Callable[[str], ModuleType], layer: str
+) -> None:
+    """On a GPU each value read and each tensor made from host data is a synchronisation:
+    a layer's repeat forward+backward in training mode, strides unchanged (the projection
+    leaves them), makes no tensor from host data (``lift_fresh``) and reads nothing back."""
+    torch = pytest.importorskip("torch")
+    from diffstride import torch as dt
+
+    if layer == "spectral":
+        module = dt.FixedSpectralPooling((2, 2))
+    else:
+        _, method, ramp = layer.split()
+        module = dt.DiffStride((2.0, 2.0), method=method, ramp=ramp).train()
+    x = torch.randn(2, 4, 32, 32, requires_grad=True)
+    tally = benchmark_module("overhead").torch_tally
+    for _ in range(2):
+        y = module(x)
+        (y * y).sum().backward()
+    with tally() as repeat:
+        y = module(x)
+        (y * y).sum().backward()
+    assert repeat.ops.get("aten.mm", 0) + repeat.ops.get("aten._fft_r2c", 0) >= 1
+    assert repeat.ops.get("aten.lift_fresh", 0) == 0, repeat.ops
+    assert repeat.reads == 0

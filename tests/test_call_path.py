@@ -72,10 +72,10 @@ def test_a_torch_layer_call_enters_each_module_of_the_path_once() -> None:
     assert functions["thresholds"] == 0
 
 
-def test_a_torch_training_call_reads_its_host_copy_then_goes_down_the_path_once() -> None:
-    """A training call projects the strides in place, so the next one reads them again: the
-    layer refreshes its host copy (``fixed_crops``, the crop counted in numpy from it) before
-    the call, which then goes down the path as a repeat call does, with that crop."""
+def test_a_torch_training_call_projects_on_the_host_and_goes_down_the_path_once() -> None:
+    """A training call decides its in-place projection from the host copy (in numpy, as the
+    device would); where it leaves the strides as they are it writes nothing, so the next
+    training call reads nothing and goes down the path as a repeat call does."""
     torch = pytest.importorskip("torch")
     from diffstride.torch import DiffStride
 
@@ -85,11 +85,11 @@ def test_a_torch_training_call_reads_its_host_copy_then_goes_down_the_path_once(
     entries, functions = _trace(lambda: layer(x))
     assert {name: entries[name] for name in ("_api", "_tracing", "_paths", "_plan")} == {
         "_api": 1,
-        "_tracing": 1,
+        "_tracing": 0,
         "_paths": 1,
         "_plan": 1,
     }
-    assert functions["thresholds"] == 1  # the copy's crop; same values: the plan is kept
+    assert functions["thresholds"] == 0  # the copy's crop and the plan are kept
     assert layer.fixed_crops.strides == pytest.approx(layer.current_strides())
 
 
@@ -145,7 +145,14 @@ def test_repeat_torch_calls_read_nothing_while_the_strides_stay(
     assert reads[0] == 3
     torch.testing.assert_close(y, diffstride(other, (3.0, 3.0)))
     layer.train()
-    layer(x)  # the strides are unchanged: no read; its projection writes them in place...
+    for _ in range(2):  # a projection that changes nothing writes nothing: no read
+        layer(x)
     assert reads[0] == 3
-    layer(x)  # ...so the next call reads them again: once per training step
+    with torch.no_grad():
+        layer.strides.fill_(1.0)  # below the projection's minimum N / (N - R)
+    layer(x)  # read once; the projection is written from the host, and kept as the copy
+    assert reads[0] == 4
+    minimum = torch.tensor(32.0) / (32.0 - layer.smoothness_factor)
+    torch.testing.assert_close(layer.strides.detach(), minimum.expand(2), rtol=0, atol=0)
+    layer(x)
     assert reads[0] == 4

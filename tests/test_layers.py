@@ -442,3 +442,41 @@ def test_torch_training_after_an_inference_mode_call(method: str) -> None:
         (y * y).sum().backward()
         torch.testing.assert_close(y.detach(), expected)
 
+
+@pytest.mark.parametrize("ramp", ["outside", "inside"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_host_projection_is_the_devices(ramp: str, dtype: str) -> None:
+    """The projection a training call decides on the host is, bit for bit, the one the
+    device computes, at and around its minimum ``N / (N - R)`` and the limits."""
+    torch = pytest.importorskip("torch")
+    from diffstride.torch import DiffStride
+
+    torch_dtype = getattr(torch, dtype)
+    rng = np.random.default_rng(0)
+    for sizes in [(32, 32), (9, 17), (5, 64)]:
+        for shared in (False, True):
+            layer = DiffStride(
+                (2.0, 2.0), ramp=ramp, shared_stride=shared, upper_limit_stride=6.0
+            ).to(torch_dtype)
+            minimum = np.asarray(sizes[0] / (sizes[0] - layer.smoothness_factor), dtype=dtype)
+            near = [np.nextafter(minimum, 0), minimum, np.nextafter(minimum, 9), 0.5, 6.0, 7.0]
+            for value in [*near, *rng.uniform(0.5, 8.0, size=6)]:
+                values = np.full(1 if shared else 2, value, dtype=dtype)
+                values[-1] += 0.0 if shared else rng.uniform(0, 1)
+                with torch.no_grad():
+                    layer.strides.copy_(torch.from_numpy(values))
+                layer.eval()(torch.zeros((1, 1, *sizes), dtype=torch_dtype))  # the host copy
+                on_host = layer._host_projection(sizes)
+                on_device = layer._projected(
+                    layer.strides.detach(), sizes, clip=True, xp=torch_namespace()
+                )
+                expected = on_device.numpy()
+                got = values if on_host is None else on_host
+                np.testing.assert_array_equal(got, expected)
+                assert got.dtype == expected.dtype
+
+
+def torch_namespace() -> Any:
+    import diffstride
+
+    return diffstride.get_backend("torch").namespace()
