@@ -124,6 +124,22 @@ def test_jax_auto_table() -> None:
     assert {row[5] for row in rows if row[0] == "1x2x70x8"} == {"fft"}  # 70 > 64: the FFTs
 
 
+def test_gpu_script_runs_on_the_cpu() -> None:
+    """``gpu.py``'s counting sections on the CPU (no device events there, so the counts are
+    zeros; the check compares against float64 all the same)."""
+    pytest.importorskip("torch")
+    out = run("gpu.py", "--device", "cpu", "--quick", "--sections", "check,syncs,launches")
+    checks = markdown_rows(out, "## Device against float64")
+    assert {(row[0], row[1], row[2]) for row in checks} == {
+        (method, ramp, precision)
+        for method, ramp in (("fft", "outside"), ("fft", "inside"), ("matmul", "inside"))
+        for precision in ("float32", "bf16 autocast")
+    }
+    assert all(float(cell) < 1e-5 for row in checks for cell in row[3:])
+    assert len(markdown_rows(out, "## Device work per forward+backward")) == 5
+    assert "failed" not in out
+
+
 def test_macs_overhead_table() -> None:
     pytest.importorskip("torchvision")
     out = run(
