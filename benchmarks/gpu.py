@@ -13,12 +13,13 @@ on its own; a failing one prints its error and the others still run):
   mode, and the functional call with a strides tensor) on a repeat call and right after an
   optimizer step that moved the strides: torch's sync debug mode (``warn``) counts them, and
   the profiler's ``cuda*Synchronize`` calls confirm.
-* ``launches``: device kernels and host-to-device copies of one forward+backward (the torch
+* ``launches``: device kernels and memory copies of one forward+backward (the torch
   profiler's device events), DiffStride against fixed spectral pooling and 2x2 average
   pooling, on a repeat call and with new strides.
 * ``layer``: a layer's forward+backward time (loss ``sum(y * y)``): DiffStride (FFT path both
-  ramps, GEMM path inside), fixed spectral pooling and average pooling, eager, compiled
-  (``torch.compile`` of the module) and eager under ``autocast(bfloat16)``, interleaved.
+  ramps, GEMM path inside), fixed spectral pooling and average pooling, eager and under
+  ``autocast(bfloat16)``, interleaved; ``layer_compiled``: the same, ``torch.compile`` of each
+  module, first shape only.
 * ``network``: a ResNet-18 training step (``diffstride.models.torch``, SGD, strides held as in
   ``network.py --hold-strides`` so that every network keeps its MACs): strided convolutions,
   spectral pooling first, DiffStride inside with pooling first, and the original's
@@ -55,7 +56,16 @@ import numpy as np
 # Before diffstride and any framework: puts an uninstalled checkout on the path.
 from _harness import environment, header_block, interleaved
 
-SECTIONS = ("check", "syncs", "launches", "layer", "jax", "network", "network_compiled")
+SECTIONS = (
+    "check",
+    "syncs",
+    "launches",
+    "layer",
+    "layer_compiled",
+    "jax",
+    "network",
+    "network_compiled",
+)
 PATHS = (("fft", "outside"), ("fft", "inside"), ("matmul", "inside"))
 STRIDES = (2.0, 2.0)
 LAYER_SHAPES = ((32, 64, 32, 32), (64, 128, 64, 64))
@@ -292,17 +302,19 @@ def launches(device: str, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def layer_times(device: str, quick: bool, rounds: int, calls: int) -> list[dict[str, Any]]:
+def layer_times(
+    device: str, quick: bool, rounds: int, calls: int, modes: tuple[str, ...]
+) -> list[dict[str, Any]]:
     import torch
 
     shapes = ((2, 8, 16, 16),) if quick else LAYER_SHAPES
+    if modes == ("compiled",):
+        shapes = shapes[:1]  # compiling takes long: the first shape only
     rows = []
     for shape in shapes:
         x = _torch_input(shape, device)
         steps: dict[tuple[str, str], Callable[[], None]] = {}
-        for mode in ("eager", "compiled", "bf16 autocast"):
-            if mode == "compiled" and shape != shapes[0]:
-                continue  # compiling takes long: the first shape only
+        for mode in modes:
             for name, layer in _layers().items():
                 layer = layer.to(device).train()
                 if mode == "compiled":
@@ -477,7 +489,7 @@ def markdown(report: dict[str, Any]) -> str:
         out.append("")
     if "launches" in report:
         out += [
-            "## Device work per forward+backward (kernels / host-to-device copies / aten ops)",
+            "## Device work per forward+backward (kernels / memory copies / aten ops)",
             "",
         ]
         out += ["| layer | repeat call | after new strides |", "|---|---|---|"]
@@ -488,7 +500,8 @@ def markdown(report: dict[str, Any]) -> str:
                 cells.append(f"{e['kernels']} / {e['copies']} / {e['host_aten_ops']}" if e else "-")
             out.append(f"| {r['layer']} | {cells[0]} | {cells[1]} |")
         out.append("")
-    if "layer" in report:
+    layers = report.get("layer", []) + report.get("layer_compiled", [])
+    if layers:
         out += ["## One layer, forward+backward", ""]
         out += [
             "| shape | mode | layer | ms | x spectral | x avg pool |",
@@ -497,7 +510,7 @@ def markdown(report: dict[str, Any]) -> str:
         out += [
             f"| {r['shape']} | {r['mode']} | {r['layer']} | {r['ms']:.3f} "
             f"| {r['over_spectral']:.2f}x | {r['over_avg']:.2f}x |"
-            for r in report["layer"]
+            for r in layers
         ]
         out.append("")
     networks = report.get("network", []) + report.get("network_compiled", [])
@@ -556,7 +569,12 @@ def main(argv: list[str] | None = None) -> int:
         "check": lambda: check(args.device, args.quick),
         "syncs": lambda: syncs(args.device, args.quick),
         "launches": lambda: launches(args.device, args.quick),
-        "layer": lambda: layer_times(args.device, args.quick, args.rounds, args.calls),
+        "layer": lambda: layer_times(
+            args.device, args.quick, args.rounds, args.calls, ("eager", "bf16 autocast")
+        ),
+        "layer_compiled": lambda: layer_times(
+            args.device, args.quick, args.rounds, args.calls, ("compiled",)
+        ),
         "network": lambda: network_times(
             args.device,
             args.quick,
