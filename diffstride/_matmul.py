@@ -61,32 +61,46 @@ def _height_factors(size: Any, block: tuple[Any, Any], dtype: Any, xp: Any) -> t
     return (u_re / scale, u_im / scale), v
 
 
-def _last_factors(size: Any, cols: Any, length: Any, dtype: Any, xp: Any) -> tuple[Pair, Pair]:
+def _last_factors(
+    size: Any, cols: Any, length: Any, dtype: Any, xp: Any, transposed: bool
+) -> tuple[Pair, Pair]:
     """``(G^T, F^T)`` with ``Q = G^T diag(m) F^T``: ``F^T`` (cols, W) the rfft at the kept
-    columns, ``G^T`` (w, cols) the inverse real DFT of length ``w`` as ``Re(G^T z)``."""
+    columns, ``G^T`` (w, cols) the inverse real DFT of length ``w`` as ``Re(G^T z)``; with
+    ``transposed``, ``(F, G)``, the factors of ``Q^T`` (built as such: no transpose op)."""
     columns = _index(cols, xp)
-    f = _dft(columns, _index(size, xp), size, -1.0, dtype, xp)
     edge = (columns == 0) | (2 * columns == length)
     one, two = xp.asarray(1.0, dtype=dtype), xp.asarray(2.0, dtype=dtype)
-    weight = xp.reshape(xp.where(edge, one, two), (1, -1)) / xp.astype(xp.asarray(length), dtype)
+    weight = xp.where(edge, one, two) / xp.astype(xp.asarray(length), dtype)
+    if transposed:
+        f = _dft(_index(size, xp), columns, size, -1.0, dtype, xp)
+        g_re, g_im = _dft(columns, _index(length, xp), length, 1.0, dtype, xp)
+        weight = xp.reshape(weight, (-1, 1))
+        return f, (g_re * weight, g_im * weight)
+    f = _dft(columns, _index(size, xp), size, -1.0, dtype, xp)
     g_re, g_im = _dft(_index(length, xp), columns, length, 1.0, dtype, xp)
+    weight = xp.reshape(weight, (1, -1))
     return (g_re * weight, g_im * weight), f
 
 
-def _factors(sizes: Sequence[Any], window: Window, dtype: Any, xp: Any) -> list[tuple[Pair, Pair]]:
-    """``(left, right)`` per spatial axis, the axis' map being ``left diag(m) right``."""
+def _factors(
+    sizes: Sequence[Any], window: Window, dtype: Any, xp: Any, transposed_last: bool = False
+) -> list[tuple[Pair, Pair]]:
+    """``(left, right)`` per spatial axis, the axis' map being ``left diag(m) right`` (on the
+    last axis its transpose, with ``transposed_last``)."""
     heights = [
         _height_factors(size, block, dtype, xp)
         for size, block in zip(sizes, window.blocks, strict=False)
     ]
-    last = _last_factors(sizes[-1], window.cols, window.output_size[-1], dtype, xp)
+    last = _last_factors(sizes[-1], window.cols, window.output_size[-1], dtype, xp, transposed_last)
     return [*heights, last]
 
 
 @lru_cache(maxsize=256)
-def _cached_factors(sizes: tuple[int, ...], window: Window) -> list[tuple[Pair, Pair]]:
-    """:func:`_factors` in float64 numpy, built once per sizes and window."""
-    return _factors(sizes, window, np.float64, np_xp)
+def _cached_factors(
+    sizes: tuple[int, ...], window: Window, transposed_last: bool
+) -> list[tuple[Pair, Pair]]:
+    """:func:`_factors` in float64 numpy, built once per sizes, window and orientation."""
+    return _factors(sizes, window, np.float64, np_xp, transposed_last)
 
 
 def _masked_product(left: Pair, mask: Any, right: Pair, xp: Any) -> Pair:
@@ -134,17 +148,33 @@ def _steps(rank: int, channels_first: bool, stacked: bool) -> tuple[_Step, ...]:
 
 def _matrix(q: Pair, step: _Step, n_out: Any, n_in: Any, xp: Any) -> Any:
     """The real matrix of one step: blocks ``[[Re, -Im], [Im, Re]]`` of the axis' complex map
-    ``q`` (out, in), cut to the parts the step carries and laid out as it needs."""
+    ``q`` (out, in), cut to the parts the step carries and laid out as it needs; a step from
+    the right gets ``q`` transposed (in, out) and returns the transposed matrix. Stacks lay
+    the pairs out, so that no transpose runs (a oneDNN transpose is a fixed cost per call in
+    a TensorFlow graph, and its gradient another)."""
     re, im = q
-    rows = [[re, -im], [im, re]] if step.complex_out else [[re, -im]]
+    blocks = [[re, -im], [im, re]] if step.complex_out else [[re, -im]]
     if not step.complex_in:
-        rows = [row[:1] for row in rows]
-    m = xp.stack([xp.stack(row, axis=1) for row in rows], axis=0)  # (pairs_out, out, pairs_in, in)
-    pairs_out, pairs_in = len(rows), len(rows[0])
-    order = (1, 0) if step.interleaved_out else (0, 1)
-    order += (3, 2) if step.interleaved_in else (2, 3)
-    m = xp.reshape(xp.permute_dims(m, order), (pairs_out * n_out, pairs_in * n_in))
-    return xp.matrix_transpose(m) if step.from_right else m
+        blocks = [row[:1] for row in blocks]
+    pairs_out, pairs_in = len(blocks), len(blocks[0])
+    if step.from_right:  # the block transpose of ``blocks``, each block already transposed
+        blocks = [[row[i] for row in blocks] for i in range(pairs_in)]
+        rows = (step.interleaved_in, pairs_in * n_in)
+        cols = (step.interleaved_out, pairs_out * n_out)
+    else:
+        rows = (step.interleaved_out, pairs_out * n_out)
+        cols = (step.interleaved_in, pairs_in * n_in)
+    # (row pair, row, col pair, col), each pair beside its index where interleaved
+    m = xp.stack(
+        [xp.stack(row, axis=2 if cols[0] else 1) for row in blocks], axis=1 if rows[0] else 0
+    )
+    return xp.reshape(m, (rows[1], cols[1]))
+
+
+def _transposes_last(steps: tuple[_Step, ...]) -> bool:
+    """Whether the last axis' map is wanted transposed: its step multiplies from the right
+    (only the last axis' step ever does)."""
+    return any(step.from_right for step in steps)
 
 
 @lru_cache(maxsize=256)
@@ -152,7 +182,7 @@ def _fixed_matrices(
     sizes: tuple[int, ...], window: Window, steps: tuple[_Step, ...]
 ) -> tuple[np.ndarray, ...]:
     """Fixed pooling: the steps' matrices without a mask, once, in float64 numpy."""
-    factors = _cached_factors(sizes, window)
+    factors = _cached_factors(sizes, window, _transposes_last(steps))
     return tuple(_step_matrices(factors, [None] * len(factors), steps, window, sizes, np_xp))
 
 
@@ -164,7 +194,8 @@ def _step_matrices(
     sizes: Sequence[Any],
     xp: Any,
 ) -> list[Any]:
-    """Each step's real matrix from the axes' factors and masks (``None``: no mask)."""
+    """Each step's real matrix from the axes' factors (the last axis' transposed where
+    :func:`_transposes_last`) and masks (``None``: no mask)."""
     maps = [
         _masked_product(left, mask, right, xp)
         for (left, right), mask in zip(factors, masks, strict=True)
@@ -206,10 +237,10 @@ def apply_separable(
         if window.is_static(sizes):
             factors = [
                 tuple((_constant(re, x, xp), _constant(im, x, xp)) for re, im in pair)
-                for pair in _cached_factors(tuple(sizes), window)
+                for pair in _cached_factors(tuple(sizes), window, _transposes_last(steps))
             ]
         else:
-            factors = _factors(sizes, window, x.dtype, xp)
+            factors = _factors(sizes, window, x.dtype, xp, _transposes_last(steps))
         matrices = _step_matrices(factors, masks, steps, window, sizes, xp)
     return apply_matrices(x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp)
 
@@ -260,7 +291,8 @@ def planned_matrices(
     """Each step's real matrix for concrete masks, built in float64 numpy."""
     steps, _ = _layout(x, axes, layouts)
     masks64 = [np.asarray(mask, dtype=np.float64) for mask in masks]
-    return _step_matrices(_cached_factors(sizes, window), masks64, steps, window, sizes, np_xp)
+    factors = _cached_factors(sizes, window, _transposes_last(steps))
+    return _step_matrices(factors, masks64, steps, window, sizes, np_xp)
 
 
 def unmasked_matrices(

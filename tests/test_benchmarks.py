@@ -171,8 +171,8 @@ FRAMEWORK_MODULES = {"torch": "torch", "tf": "tensorflow", "jax": "jax"}
 TRACED_OPS_BOUND = {
     ("tf", "fft", "outside"): 717,
     ("tf", "fft", "inside"): 673,
-    ("tf", "matmul", "outside"): 685,
-    ("tf", "matmul", "inside"): 641,
+    ("tf", "matmul", "outside"): 680,
+    ("tf", "matmul", "inside"): 636,
     ("jax", "fft", "outside"): 174,
     ("jax", "fft", "inside"): 150,
     ("jax", "matmul", "outside"): 216,

@@ -8,6 +8,11 @@ channels_last: ``tf.signal.rfft``/``rfft2d``/``rfft3d`` act on the innermost axe
 for channels_last the FFTs transpose the spatial axes innermost and back. The mask is applied
 between them in the original layout. (A transpose-free path is the matmul formulation.)
 
+The GEMM path's matrix-times-stack products get their own gradient: TensorFlow's sums the
+broadcast matrix's per-slice gradients with a ``Sum`` over the stack, which oneDNN runs far
+slower than the products themselves; a GEMV with ones sums them instead. That gradient is
+the strides' (the matrices carry the mask), so it is paid in every training step.
+
 Graph mode: inside ``tf.function`` the stride variable has no concrete value, so the crop size
 is computed in the graph (``dynamic_shapes = True``); slices, ``concat``, ``range`` and
 ``irfft2d`` accept scalar tensors as sizes, so a DiffStride can also follow another one whose
@@ -82,6 +87,18 @@ def _make_namespace() -> SimpleNamespace:
         result = innermost(transforms[len(axes)][1], z, axes, length)
         return with_static_shape(result, z, axes, s)
 
+    @tf.custom_gradient
+    def matrix_times_stack(matrix: Any, stack: Any) -> Any:
+        def gradient(grad: Any) -> tuple[Any, Any]:
+            # TF's own gradient of the broadcast matrix sums the per-slice products with a
+            # Sum over the stack, which oneDNN runs slowly; one GEMV with ones sums them.
+            products = tf.reshape(tf.matmul(grad, stack, transpose_b=True), [tf.shape(grad)[0], -1])
+            ones = tf.ones([1, tf.shape(products)[0]], dtype=products.dtype)
+            summed = tf.reshape(tf.matmul(ones, products), tf.shape(matrix))
+            return summed, tf.matmul(matrix, grad, transpose_a=True)
+
+        return tf.matmul(matrix, stack), gradient
+
     def matmul(a: Any, b: Any) -> Any:
         # TF 2.21's CPU BatchMatMulV2 corrupts the heap when a rank-4 operand with a size-1
         # batch dim is broadcast against a matrix; fold the batch dims into one instead.
@@ -91,6 +108,8 @@ def _make_namespace() -> SimpleNamespace:
                 folded = tf.reshape(batched, tf.concat([[-1], shape[-2:]], 0))
                 product = tf.matmul(folded, matrix) if left else tf.matmul(matrix, folded)
                 return tf.reshape(product, tf.concat([shape[:-2], tf.shape(product)[-2:]], 0))
+        if len(a.shape) == 2 and len(b.shape) == 3:  # the GEMM path's stacked steps
+            return matrix_times_stack(a, b)
         return tf.matmul(a, b)
 
     def asarray(value: Any, dtype: Any = None, device: Any = None) -> Any:
