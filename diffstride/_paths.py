@@ -9,7 +9,7 @@ is faster depends on the framework and the size, so ``method="auto"`` asks the b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -17,7 +17,7 @@ from diffstride import _agnostic, _matmul, _plan
 from diffstride._backend import Backend
 from diffstride._options import Options
 
-__all__ = ["chooses_gemms", "compute", "compute_planned"]
+__all__ = ["chooses_gemms", "compute", "planned"]
 
 
 def compute(
@@ -130,13 +130,23 @@ def _on_channels_first_view(
     """``run(view, inner_axes)`` on a view with the spatial axes innermost, permuted back,
     where the backend wants its transforms there (``Tuning.fft_channels_first``) and they
     are not; else ``None``."""
+    order = _channels_first_order(backend, x, axes)
+    if order is None:
+        return None
+    xp = backend.namespace()
+    ndim = len(order)
+    y = run(xp.permute_dims(x, order), tuple(range(ndim - len(axes), ndim)))
+    return xp.permute_dims(y, tuple(order.index(a) for a in range(ndim)))
+
+
+def _channels_first_order(
+    backend: Backend, x: Any, axes: tuple[int, ...]
+) -> tuple[int, ...] | None:
+    """The axes' order of that view, or ``None`` where the FFTs run on ``x`` as it lies."""
     ndim = len(x.shape)
     if not backend.tuning.fft_channels_first or axes[-1] % ndim == ndim - 1:
         return None
-    xp = backend.namespace()
-    order = (*(a for a in range(ndim) if a not in axes), *axes)
-    y = run(xp.permute_dims(x, order), tuple(range(ndim - len(axes), ndim)))
-    return xp.permute_dims(y, tuple(order.index(a) for a in range(ndim)))
+    return (*(a for a in range(ndim) if a not in axes), *axes)
 
 
 @lru_cache(maxsize=512)
@@ -176,36 +186,44 @@ def _fused(
     return backend.custom_vjp(forward, backward)
 
 
-def compute_planned(
+def planned(
     backend: Backend,
     x: Any,
-    strides: Any | None,
+    learnable: bool,
     values: tuple[float, ...],
     options: Options,
     *,
     output_size: Sequence[int] | None,
     sizes: tuple[int, ...],
     axes: tuple[int, ...],
-) -> Any:
-    """The computation by the host plan of the stride ``values`` (``strides``: the array
-    they carry the gradient to; ``None``: constants): the transforms, the crop and one
+) -> Callable[[Any, Any], Any]:
+    """``run(x, strides)``: the computation by the host plan of the stride ``values`` for
+    inputs laid out as ``x`` (``learnable``: ``strides`` is the array they carry the gradient
+    to; else it is ignored and they are constants): the transforms, the crop and one
     multiply, or the GEMMs of matrices built off the device; either way with
-    :func:`_agnostic.fused_vjp` as the gradient (the same map, so the same VJP)."""
+    :func:`_agnostic.fused_vjp` as the gradient (the same map, so the same VJP). Everything
+    that does not depend on ``x``'s values is decided here, so a caller may keep ``run``."""
     gemms = bool(
         chooses_gemms(
             backend, options.method, sizes, learnable=True, shape=tuple(x.shape), axes=axes
         )
     )
+    xp = backend.namespace()
+    order = None if gemms else _channels_first_order(backend, x, axes)
+    if order is not None:
+        x, axes = xp.permute_dims(x, order), tuple(range(len(order) - len(axes), len(order)))
+    window, constants = _plan.device_arrays(
+        backend, x, values, options, output_size, sizes, axes, gemms=gemms
+    )
+    fused = _fused_planned(backend, window, sizes, axes, options, learnable, gemms)
 
-    def run(x: Any, axes: tuple[int, ...]) -> Any:
-        window, constants = _plan.device_arrays(
-            backend, x, values, options, output_size, sizes, axes, gemms=gemms
-        )
-        fused = _fused_planned(backend, window, sizes, axes, options, strides is not None, gemms)
-        return fused(x, *constants) if strides is None else fused(x, strides, *constants)
+    def run(x: Any, strides: Any) -> Any:
+        return fused(x, strides, *constants) if learnable else fused(x, *constants)
 
-    permuted = None if gemms else _on_channels_first_view(backend, x, axes, run)
-    return run(x, axes) if permuted is None else permuted
+    if order is None:
+        return run
+    back = tuple(order.index(a) for a in range(len(order)))
+    return lambda x, strides: xp.permute_dims(run(xp.permute_dims(x, order), strides), back)
 
 
 @lru_cache(maxsize=512)
