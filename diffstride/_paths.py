@@ -215,7 +215,8 @@ def planned(
     window, constants = _plan.device_arrays(
         backend, x, values, options, output_size, sizes, axes, gemms=gemms
     )
-    fused = _fused_planned(backend, window, sizes, axes, options, learnable, gemms)
+    ndim = len(x.shape)
+    fused = _fused_planned(backend, window, sizes, axes, ndim, options, learnable, gemms)
 
     def run(x: Any, strides: Any) -> Any:
         return fused(x, strides, *constants) if learnable else fused(x, *constants)
@@ -232,20 +233,22 @@ def _fused_planned(
     window: _agnostic.Window,
     sizes: tuple[int, ...],
     axes: tuple[int, ...],
+    ndim: int,
     options: Options,
     learnable: bool,
     gemms: bool,
 ) -> Any:
     """``f(x, [strides,] *constants)`` with :func:`_agnostic.fused_vjp` as its VJP, built
-    once per configuration; the constants are ``(mask, input_scale, stride_weights)``, or on
-    the GEMM path ``(input_scale, stride_weights, *matrices)``. The FFT forward keeps the
-    cropped spectrum for the backward; the GEMM forward keeps ``x``, whose spectrum the
-    backward computes only where the strides want a gradient. Its ``reference`` (for a
-    framework that differentiates the backward again) computes the mask from the strides on
-    the device."""
+    once per configuration (the crop's slices too, for ``ndim`` inputs); the constants are
+    ``(mask, input_scale, stride_weights)``, or on the GEMM path ``(input_scale,
+    stride_weights, *matrices)``. The FFT forward keeps the cropped spectrum for the
+    backward; the GEMM forward keeps ``x``, whose spectrum the backward computes only where
+    the strides want a gradient. Its ``reference`` (for a framework that differentiates the
+    backward again) computes the mask from the strides on the device."""
     xp = backend.namespace()
     first = 1 if learnable else 0  # where the constants start after x
     scale_at = first + (0 if gemms else 1)
+    keys = _agnostic.crop_keys(ndim, window, axes, sizes)
 
     def forward(x: Any, *rest: Any) -> tuple[Any, Any]:
         if gemms:
@@ -255,7 +258,8 @@ def _fused_planned(
                 x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp
             )
             return y, x
-        return _agnostic.crop_and_mask(x, rest[first], window, sizes=sizes, axes=axes, xp=xp)
+        mask = rest[first]
+        return _agnostic.crop_and_mask(x, mask, window, sizes=sizes, axes=axes, xp=xp, keys=keys)
 
     def backward(
         residual: Any, primals: tuple[Any, ...], cotangent: Any, needs: tuple[bool, ...]
@@ -264,7 +268,8 @@ def _fused_planned(
         wants_strides = learnable and needs[1]
         spectrum = residual
         if gemms and wants_strides:
-            spectrum = _agnostic.crop(xp.fft.rfftn(residual, axes=axes), window, axes, sizes, xp=xp)
+            full = xp.fft.rfftn(residual, axes=axes)
+            spectrum = _agnostic.crop(full, window, axes, sizes, xp=xp, keys=keys)
         grad_x, grad_strides = _agnostic.fused_vjp(
             cotangent,
             spectrum,
