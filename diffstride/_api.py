@@ -275,7 +275,10 @@ def _planned(
     def planned(x: Any, strides: Any) -> Any:
         if learnable and strides.dtype != dtype:
             strides = xp.astype(strides, dtype)
-        return _at_full_precision(backend, x, lambda full: run(full, strides))
+        if x.dtype != dtype:
+            return _at_full_precision(backend, x, lambda full: run(full, strides))
+        with backend.full_precision():  # as _at_full_precision, with nothing to cast
+            return run(x, strides)
 
     return planned
 
