@@ -250,12 +250,22 @@ def _fused_planned(
     scale_at = first + (0 if gemms else 1)
     keys = _agnostic.crop_keys(ndim, window, axes, sizes)
 
+    layouts = backend.tuning.matmul_layouts
+    programs: dict[tuple[int, ...], tuple] = {}  # the GEMMs', by the sizes but the batch
+
     def forward(x: Any, *rest: Any) -> tuple[Any, Any]:
         if gemms:
-            layouts = backend.tuning.matmul_layouts
+            program = programs.get(tuple(x.shape[1:]))
+            if program is None:
+                program = _matmul.gemm_program(
+                    tuple(x.shape), window, sizes=sizes, axes=axes, layouts=layouts
+                )
+                if len(programs) >= 64:
+                    programs.clear()
+                programs[tuple(x.shape[1:])] = program
             matrices = rest[scale_at + 2 :]
             y = _matmul.apply_matrices(
-                x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp
+                x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp, program=program
             )
             return y, x
         mask = rest[first]
