@@ -186,7 +186,7 @@ def check_input(x: Any, data_format: str, backend: Any, *, rank: int | None = No
         try:
             key = (backend, x.dtype, tuple(x.shape), data_format, rank)
             known = _CHECKED.get(key)
-        except TypeError:  # an unhashable symbolic size
+        except (TypeError, ValueError):  # a symbolic size or rank: checked below
             key = None
     if known is not None:
         return known
