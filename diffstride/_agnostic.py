@@ -47,6 +47,7 @@ __all__ = [
     "bottom_row_distances",
     "crop",
     "crop_and_mask",
+    "crop_keys",
     "device_of",
     "effective_strides",
     "fused_constants",
@@ -406,19 +407,40 @@ def _key(ndim: int, axis: int, part: slice, extra: dict[int, slice] | None = Non
     return tuple(key)
 
 
-def crop(spectrum: Array, window: Window, axes: Sequence[int], sizes: Sizes, *, xp: Any) -> Array:
-    """Rows ``[:top]`` and ``[N - bottom:]`` per height axis and columns ``[:cols]``: two
-    slices and a concat per height axis (the column slice rides on the first one)."""
-    ndim = len(spectrum.shape)
+def crop_keys(ndim: int, window: Window, axes: Sequence[int], sizes: Sizes) -> tuple:
+    """The slices of :func:`crop` on an ``ndim`` spectrum: per height axis ``(axis, top
+    block, bottom block)``; one axis, ``(axis, columns, None)``. Plain Python: a caller whose
+    sizes are static may make them once."""
     axes = [a % ndim for a in axes]
     columns = {axes[-1]: slice(None, window.cols)}
     if len(axes) == 1:
-        return spectrum[_key(ndim, axes[0], slice(None, window.cols))]
+        return ((axes[0], _key(ndim, axes[0], slice(None, window.cols)), None),)
+    keys = []
     for axis, size, (top, bottom) in zip(axes, sizes, window.blocks, strict=False):
-        upper = spectrum[_key(ndim, axis, slice(None, top), columns)]
-        lower = spectrum[_key(ndim, axis, slice(size - bottom, None), columns)]
-        spectrum = xp.concat([upper, lower], axis=axis)
+        upper = _key(ndim, axis, slice(None, top), columns)
+        keys.append((axis, upper, _key(ndim, axis, slice(size - bottom, None), columns)))
         columns = {}
+    return tuple(keys)
+
+
+def crop(
+    spectrum: Array,
+    window: Window,
+    axes: Sequence[int],
+    sizes: Sizes,
+    *,
+    xp: Any,
+    keys: tuple | None = None,
+) -> Array:
+    """Rows ``[:top]`` and ``[N - bottom:]`` per height axis and columns ``[:cols]``: two
+    slices and a concat per height axis (the column slice rides on the first one);
+    ``keys``: :func:`crop_keys`, where the caller made them."""
+    if keys is None:
+        keys = crop_keys(len(spectrum.shape), window, axes, sizes)
+    for axis, upper, lower in keys:
+        if lower is None:
+            return spectrum[upper]
+        spectrum = xp.concat([spectrum[upper], spectrum[lower]], axis=axis)
     return spectrum
 
 
@@ -470,11 +492,12 @@ def crop_and_mask(
     sizes: Sizes,
     axes: Sequence[int],
     xp: Namespace,
+    keys: tuple | None = None,
 ) -> tuple[Array, Array]:
     """:func:`masked_crop` given the whole mask on the kept bins, complex and shaped to
-    broadcast against the spectrum (``None``: no mask)."""
+    broadcast against the spectrum (``None``: no mask); ``keys`` as for :func:`crop`."""
     axes = tuple(axes)
-    spectrum = crop(xp.fft.rfftn(x, axes=axes), window, axes, sizes, xp=xp)
+    spectrum = crop(xp.fft.rfftn(x, axes=axes), window, axes, sizes, xp=xp, keys=keys)
     masked = spectrum if mask is None else spectrum * mask
     return xp.fft.irfftn(masked, s=tuple(window.output_size), axes=axes), spectrum
 

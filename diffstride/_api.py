@@ -6,17 +6,28 @@ computes the effective strides and the thresholds (once), ``_crop`` decides the 
 ``_paths`` runs the chosen computation. Every front-end (``diffstride.torch`` ...) binds these
 functions to its backend (:func:`bind`); the layers call :func:`diffstride_on` with the
 :class:`~diffstride._options.Options` they hold.
+
+A call that takes the host plan (``_plan``: eager, stride values readable) keeps what it
+built, a runner, under everything that decided it (``_runner_key``: the input's type, shape,
+dtype and device, the options, the strides' kind and values...). A repeat call, as in
+inference or a frozen layer, finds it with one look-up and runs the framework's ops: on a
+tiny input the checks and decisions of the long way cost several times the FFTs themselves.
+Only calls that passed every check are kept, so an equal key proves them again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import numpy as np
 
 from diffstride import _agnostic, _crop, _paths, _plan, _sizes, _tracing
 from diffstride._backend import Backend
 from diffstride._options import Options, with_options
+from diffstride._recent import Recent
 from diffstride._registry import backend_for, get_backend
 from diffstride._validation import (
     check_data_format,
@@ -34,6 +45,11 @@ __all__ = [
     "spectral_pooling",
     "spectral_pooling_on",
 ]
+
+
+_DEFAULT_OPTIONS = Options()
+#: The host plan's runners of recent calls (``_runner_key``): a repeat call looks one up.
+_RUNNERS = Recent(64)
 
 
 def _as_strides(strides: Any, x: Any, rank: int, backend: Backend, xp: Any, name: str) -> Any:
@@ -115,15 +131,24 @@ def diffstride_on(
     values where it holds a host copy that is known to be current (nothing is read then).
     ``host_plan=False`` keeps the device path, whose graph follows the strides: what an
     exporter must record (the host plan's arrays would be constants of the graph)."""
-    options = Options() if options is None else options
+    options = _DEFAULT_OPTIONS if options is None else options
+    values = _plan_values(backend, x, strides, host_strides) if host_plan else None
+    key = None
+    if values is not None:
+        settings = (options, _typed(output_size), sizes, check_values)
+        key = _runner_key(backend, x, strides, values, *settings)
+        planned = _RUNNERS.get(key)
+        if planned is not None:
+            return planned(x, strides)
     if sizes is None:
         sizes = check_input(x, options.data_format, backend)
+    if values is not None:
+        args = (options, output_size, sizes, check_values, name)
+        planned = _planned(backend, x, strides, values, *args)
+        _RUNNERS.put(key, planned)
+        return planned(x, strides)
 
     def run(full: Any) -> Any:
-        args = (strides, options, output_size, sizes, check_values, name, host_strides)
-        planned = _planned(backend, full, *args) if host_plan else None
-        if planned is not None:
-            return planned
         prepared = prepare(
             backend,
             full,
@@ -149,45 +174,113 @@ def diffstride_on(
     return _at_full_precision(backend, x, run)
 
 
+def _plan_values(
+    backend: Backend, x: Any, strides: Any, host_strides: Sequence[float] | None
+) -> Any | None:
+    """The stride values for the host plan (``_plan``), as given or read, not yet checked
+    (strides given as numbers: as they are); ``None`` where the call cannot take the plan:
+    a tracer, a backend without a ``custom_vjp`` that takes a ``reference``, symbolic sizes,
+    an empty input, or strides whose values cannot be read."""
+    if backend.tracing() or not _plan.supports(backend):
+        return None
+    if not _positive_ints(tuple(x.shape)):
+        return None
+    if not backend.owns(strides):
+        return strides
+    if host_strides is not None:
+        return tuple(host_strides)
+    values = backend.concrete(strides)
+    return None if values is None else tuple(np.asarray(values).reshape(-1).tolist())
+
+
+def _positive_ints(shape: tuple[Any, ...]) -> bool:
+    """Whether ``shape`` is static and not empty (a shape seen before: one look-up)."""
+    try:
+        return _positive_shape(shape)
+    except TypeError:  # a symbolic size that cannot be hashed
+        return False
+
+
+@lru_cache(maxsize=256)
+def _positive_shape(shape: tuple[Any, ...]) -> bool:
+    return all(isinstance(n, int) and n > 0 for n in shape)
+
+
+def _runner_key(
+    backend: Backend, x: Any, strides: Any, values: Any, *settings: Any
+) -> tuple[Any, ...] | None:
+    """What decides a host plan's runner and its checks, with the call's other ``settings``
+    (hashable: numbers given as Python values keyed by :func:`_typed`). A call with an equal
+    key passed every check of the first (only runners of calls that passed are kept), so it
+    skips them. ``None`` where a value cannot be hashed (the call goes the long way)."""
+    if backend.owns(strides):
+        described = (type(strides), tuple(strides.shape), strides.dtype, values)
+    else:
+        described = _typed(strides)
+    device = getattr(x, "device", None)
+    if callable(device):  # not a value (a method): no key, rather than one that keeps x
+        return None
+    key = (backend, type(x), tuple(x.shape), x.dtype, device, described, *settings)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _typed(value: Any) -> tuple[Any, ...]:
+    """A number or a sequence of them (or ``None``) as a key that tells ``2``, ``2.0`` and
+    ``True`` apart (``True`` is refused where ``1.0`` is not)."""
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(map(type, value)), tuple(value))
+    return (type(value), value)
+
+
 def _planned(
     backend: Backend,
     x: Any,
     strides: Any,
+    values: Any,
     options: Options,
     output_size: Sequence[int] | None,
     sizes: tuple[Any, ...],
     check_values: bool | str,
     name: str,
-    host_strides: Sequence[float] | None,
-) -> Any | None:
-    """The output by the host plan (``_plan``), or ``None`` where the call cannot take it:
-    symbolic sizes, an empty input, a tracer, strides whose values cannot be read, or a
-    backend without a ``custom_vjp`` that takes a ``reference``."""
-    if not all(isinstance(n, int) and n > 0 for n in x.shape) or backend.tracing():
-        return None
-    if not _plan.supports(backend):
-        return None
+) -> Any:
+    """``run(x, strides)`` by the host plan (``_plan``) of the stride ``values``
+    (:func:`_plan_values`), after the checks of a first call: the strides' shape and dtype,
+    then their values. Runs at full precision, as :func:`_at_full_precision` does."""
     xp = backend.namespace()
-    stride_array = None
-    if backend.owns(strides):
-        stride_array = _as_strides(strides, x, len(sizes), backend, xp, name)
-        values = backend.concrete(strides) if host_strides is None else host_strides
-        if values is None:
-            return None
+    full = _full_precision(xp, x)
+    learnable = backend.owns(strides)
+    if learnable:
+        _as_strides(strides, full, len(sizes), backend, xp, name)
         if check_values:
             _crop.check_read_strides(values, len(sizes), check_values, name)
     else:
         values = check_stride_values(strides, rank=len(sizes), name=name)
-    return _paths.compute_planned(
-        backend,
-        x,
-        stride_array,
-        tuple(float(v) for v in values),
-        options,
-        output_size=output_size,
-        sizes=sizes,
-        axes=options.axes(len(x.shape)),
-    )
+    with backend.full_precision():
+        run = _paths.planned(
+            backend,
+            full,
+            learnable,
+            tuple(float(v) for v in values),
+            options,
+            output_size=output_size,
+            sizes=sizes,
+            axes=options.axes(len(x.shape)),
+        )
+    dtype = full.dtype  # not ``full``: a kept runner must not keep an input alive
+
+    def planned(x: Any, strides: Any) -> Any:
+        if learnable and strides.dtype != dtype:
+            strides = xp.astype(strides, dtype)
+        if x.dtype != dtype:
+            return _at_full_precision(backend, x, lambda full: run(full, strides))
+        with backend.full_precision():  # as _at_full_precision, with nothing to cast
+            return run(x, strides)
+
+    return planned
 
 
 def _at_full_precision(backend: Backend, x: Any, run: Any) -> Any:
@@ -195,11 +288,16 @@ def _at_full_precision(backend: Backend, x: Any, run: Any) -> Any:
     framework's automatic mixed precision off: the FFTs and GEMMs, the crop decision and the
     strides all run in float32; the result comes back in ``x``'s dtype."""
     xp = backend.namespace()
-    full_dtypes = (xp.float32, getattr(xp, "float64", xp.float32))  # float64 is optional
-    full = x if x.dtype in full_dtypes else xp.astype(x, xp.float32)
+    full = _full_precision(xp, x)
     with backend.full_precision():
         y = run(full)
     return y if y.dtype == x.dtype else xp.astype(y, x.dtype)
+
+
+def _full_precision(xp: Any, x: Any) -> Any:
+    """``x``, or in float32 where it is in half precision."""
+    full_dtypes = (xp.float32, getattr(xp, "float64", xp.float32))  # float64 is optional
+    return x if x.dtype in full_dtypes else xp.astype(x, xp.float32)
 
 
 def spectral_pooling_on(

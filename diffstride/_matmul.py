@@ -30,7 +30,13 @@ import numpy as np
 from diffstride._agnostic import Window, device_of, window_distances
 from diffstride._backend import check_matmul_layouts
 
-__all__ = ["apply_matrices", "apply_separable", "planned_matrices", "unmasked_matrices"]
+__all__ = [
+    "apply_matrices",
+    "apply_separable",
+    "gemm_program",
+    "planned_matrices",
+    "unmasked_matrices",
+]
 
 Pair = tuple[Any, Any]  # real and imaginary parts
 
@@ -227,7 +233,7 @@ def apply_separable(
       channels_last input): torch folds a matrix-times-stack product through transposed
       copies of the stack.
     """
-    steps, _ = _layout(x, axes, layouts)
+    steps, _ = _layout(len(x.shape), axes, layouts)
     if masks is None and not window.is_static(sizes):
         # Symbolic sizes (TensorFlow graph) have no cached matrices: a unit mask instead.
         masks = [d * 0 + 1 for d in window_distances(sizes, window, like=x, xp=xp)]
@@ -246,11 +252,12 @@ def apply_separable(
 
 
 def _layout(
-    x: Any, axes: Sequence[int], layouts: tuple[str, str]
+    ndim: int, axes: Sequence[int], layouts: tuple[str, str]
 ) -> tuple[tuple[_Step, ...], bool]:
-    """The GEMM steps for ``x``'s layout, and whether they use the stacked layout."""
+    """The GEMM steps for an ``ndim`` input's layout, and whether they use the stacked
+    layout."""
     check_matmul_layouts(layouts, "apply_separable's caller", "layouts")
-    return _layout_of(len(x.shape), tuple(axes), tuple(layouts))
+    return _layout_of(ndim, tuple(axes), tuple(layouts))
 
 
 @lru_cache(maxsize=64)
@@ -271,12 +278,65 @@ def apply_matrices(
     axes: Sequence[int],
     layouts: tuple[str, str],
     xp: Any,
+    program: tuple | None = None,
 ) -> Any:
-    """The GEMMs with the steps' real matrices already built (:func:`planned_matrices`)."""
-    steps, stacked = _layout(x, axes, layouts)
-    axes = [a % len(x.shape) for a in axes]
-    apply = _stacked_gemms if stacked else _permuted_gemms
-    return apply(x, list(matrices), steps, axes, sizes, tuple(window.output_size), xp)
+    """The GEMMs with the steps' real matrices already built (:func:`planned_matrices`);
+    ``program``: :func:`gemm_program`'s for ``x``'s shape, where the caller made it."""
+    if program is None:
+        program = gemm_program(tuple(x.shape), window, sizes=sizes, axes=axes, layouts=layouts)
+    stacked, *rest = program
+    if stacked:
+        steps, axes = rest
+        output_size = tuple(window.output_size)
+        return _stacked_gemms(x, list(matrices), steps, axes, sizes, output_size, xp)
+    return _permuted_gemms(x, matrices, *rest, xp)
+
+
+def gemm_program(
+    shape: tuple[Any, ...],
+    window: Window,
+    *,
+    sizes: Sequence[Any],
+    axes: Sequence[int],
+    layouts: tuple[str, str],
+) -> tuple:
+    """What :func:`apply_matrices` does to an input of ``shape``, decided in plain Python (a
+    caller whose shapes are static may keep it): ``(True, steps, axes)`` for the stacked
+    layout; for the permuted one ``False``, the input's permutation (or ``None``), each
+    step's ``(from_right, permutation or None, shape in, shape out)``, the output's
+    permutation."""
+    ndim = len(shape)
+    steps, stacked = _layout(ndim, axes, layouts)
+    axes = [a % ndim for a in axes]
+    if stacked:
+        return True, steps, axes
+    output_size = tuple(window.output_size)
+    last = axes[-1]
+    labels: list[Any] = [a for a in range(ndim) if a != last] + [last]
+    first = None if last == ndim - 1 else tuple(labels)
+    current: dict[Any, Any] = {a: shape[a] for a in range(ndim)}
+    current[0] = -1  # the batch, which may be unknown (a Keras graph)
+    current.update(zip(axes, sizes, strict=True))
+    ops = []
+    for step in steps:
+        axis = axes[step.axis]
+        if step.from_right:
+            shape_in = (-1, current[axis])
+            current[axis] = output_size[step.axis]
+            if step.complex_out:
+                labels = [*labels[:-1], "pair", axis]
+                current["pair"] = 2
+            ops.append((True, None, shape_in, tuple(current[a] for a in labels)))
+            continue
+        front = ["pair", axis] if step.complex_in else [axis]
+        rest = [a for a in labels if a not in front]
+        order = tuple(labels.index(a) for a in (*front, *rest))
+        pairs = 2 if step.complex_in else 1
+        shape_in = (pairs * current[axis], -1)
+        current[axis] = output_size[step.axis]
+        labels = (["pair", axis] if step.complex_out else [axis]) + rest
+        ops.append((False, order, shape_in, tuple(current[a] for a in labels)))
+    return False, first, tuple(ops), tuple(labels.index(a) for a in range(ndim))
 
 
 def planned_matrices(
@@ -289,7 +349,7 @@ def planned_matrices(
     layouts: tuple[str, str],
 ) -> list[np.ndarray]:
     """Each step's real matrix for concrete masks, built in float64 numpy."""
-    steps, _ = _layout(x, axes, layouts)
+    steps, _ = _layout(len(x.shape), axes, layouts)
     masks64 = [np.asarray(mask, dtype=np.float64) for mask in masks]
     factors = _cached_factors(sizes, window, _transposes_last(steps))
     return _step_matrices(factors, masks64, steps, window, sizes, np_xp)
@@ -299,7 +359,7 @@ def unmasked_matrices(
     x: Any, window: Window, *, sizes: tuple[int, ...], axes: Sequence[int], layouts: tuple[str, str]
 ) -> tuple[np.ndarray, ...]:
     """Fixed pooling's step matrices for inputs laid out as ``x``, in float64 numpy."""
-    steps, _ = _layout(x, axes, layouts)
+    steps, _ = _layout(len(x.shape), axes, layouts)
     return _fixed_matrices(sizes, window, steps)
 
 
@@ -340,41 +400,17 @@ def _stacked_gemms(
 
 
 def _permuted_gemms(
-    x: Any,
-    matrices: list[Any],
-    steps: tuple[_Step, ...],
-    axes: list[int],
-    sizes: Sequence[Any],
-    output_size: tuple[Any, ...],
-    xp: Any,
+    x: Any, matrices: Sequence[Any], first: Any, ops: tuple, last: tuple[int, ...], xp: Any
 ) -> Any:
     """Each GEMM is a plain 2-D one: the last axis from the right over all rows (a
     channels_last input is first permuted so that it lies innermost), then per height axis
-    the intermediate is permuted to ``(pair, axis, rest)`` and multiplied from the left."""
-    ndim = len(x.shape)
-    last = axes[-1]
-    labels: list[Any] = [a for a in range(ndim) if a != last] + [last]
-    t = x if last == ndim - 1 else xp.permute_dims(x, tuple(labels))
-    current: dict[Any, Any] = {a: x.shape[a] for a in range(ndim)}
-    current[0] = -1  # the batch, which may be unknown (a Keras graph)
-    current.update(zip(axes, sizes, strict=True))
-    for step, matrix in zip(steps, matrices, strict=True):
-        axis = axes[step.axis]
-        if step.from_right:
-            t = xp.matmul(xp.reshape(t, (-1, current[axis])), matrix)
-            current[axis] = output_size[step.axis]
-            if step.complex_out:
-                labels = [*labels[:-1], "pair", axis]
-                current["pair"] = 2
-            t = xp.reshape(t, tuple(current[a] for a in labels))
-            continue
-        front = ["pair", axis] if step.complex_in else [axis]
-        rest = [a for a in labels if a not in front]
-        order = [labels.index(a) for a in (*front, *rest)]
-        t = xp.permute_dims(t, tuple(order))
-        pairs = 2 if step.complex_in else 1
-        t = xp.matmul(matrix, xp.reshape(t, (pairs * current[axis], -1)))
-        current[axis] = output_size[step.axis]
-        labels = (["pair", axis] if step.complex_out else [axis]) + rest
-        t = xp.reshape(t, tuple(current[a] for a in labels))
-    return xp.permute_dims(t, tuple(labels.index(a) for a in range(ndim)))
+    the intermediate is permuted to ``(pair, axis, rest)`` and multiplied from the left
+    (the shapes and permutations: :func:`gemm_program`)."""
+    t = x if first is None else xp.permute_dims(x, first)
+    for (from_right, order, shape_in, shape_out), matrix in zip(ops, matrices, strict=True):
+        if from_right:
+            t = xp.matmul(xp.reshape(t, shape_in), matrix)
+        else:
+            t = xp.matmul(matrix, xp.reshape(xp.permute_dims(t, order), shape_in))
+        t = xp.reshape(t, shape_out)
+    return xp.permute_dims(t, last)

@@ -63,13 +63,25 @@ class Options:
     def from_kwargs(cls, kwargs: Mapping[str, Any], *, where: str) -> Options:
         """Options from keyword arguments; an unknown keyword is a TypeError that lists the
         valid ones."""
+        try:  # valid keywords seen before: one look-up (typed, so that True is not 1.0)
+            key = (cls, *((name, type(value), value) for name, value in kwargs.items()))
+            cached = _SEEN.get(key)
+        except TypeError:  # an unhashable value: checked below, not kept
+            key, cached = None, None
+        if cached is not None:
+            return cached
         unknown = sorted(set(kwargs) - set(NAMES))
         if unknown:
             raise TypeError(
                 f"{where} got unexpected keyword argument{'s' if len(unknown) > 1 else ''} "
                 f"{', '.join(map(repr, unknown))}; the options are {', '.join(NAMES)}"
             )
-        return cls(**kwargs)
+        options = cls(**kwargs)
+        if key is not None:
+            if len(_SEEN) >= _SEEN_SIZE:
+                _SEEN.clear()
+            _SEEN[key] = options
+        return options
 
     @property
     def inside(self) -> bool:
@@ -106,6 +118,9 @@ class Options:
 
 
 NAMES = tuple(f.name for f in fields(Options))
+#: The options of keyword arguments seen before, by their names, types and values.
+_SEEN: dict[tuple[Any, ...], Options] = {}
+_SEEN_SIZE = 256
 
 #: The documentation of each option, in numpydoc form, inserted where ``{options}`` appears.
 OPTION_DOCS = """\

@@ -9,7 +9,7 @@ is faster depends on the framework and the size, so ``method="auto"`` asks the b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -17,7 +17,7 @@ from diffstride import _agnostic, _matmul, _plan
 from diffstride._backend import Backend
 from diffstride._options import Options
 
-__all__ = ["chooses_gemms", "compute", "compute_planned"]
+__all__ = ["chooses_gemms", "compute", "planned"]
 
 
 def compute(
@@ -136,13 +136,23 @@ def _on_channels_first_view(
     """``run(view, inner_axes)`` on a view with the spatial axes innermost, permuted back,
     where the backend wants its transforms there (``Tuning.fft_channels_first``) and they
     are not; else ``None``."""
+    order = _channels_first_order(backend, x, axes)
+    if order is None:
+        return None
+    xp = backend.namespace()
+    ndim = len(order)
+    y = run(xp.permute_dims(x, order), tuple(range(ndim - len(axes), ndim)))
+    return xp.permute_dims(y, tuple(order.index(a) for a in range(ndim)))
+
+
+def _channels_first_order(
+    backend: Backend, x: Any, axes: tuple[int, ...]
+) -> tuple[int, ...] | None:
+    """The axes' order of that view, or ``None`` where the FFTs run on ``x`` as it lies."""
     ndim = len(x.shape)
     if not backend.tuning.fft_channels_first or axes[-1] % ndim == ndim - 1:
         return None
-    xp = backend.namespace()
-    order = (*(a for a in range(ndim) if a not in axes), *axes)
-    y = run(xp.permute_dims(x, order), tuple(range(ndim - len(axes), ndim)))
-    return xp.permute_dims(y, tuple(order.index(a) for a in range(ndim)))
+    return (*(a for a in range(ndim) if a not in axes), *axes)
 
 
 @lru_cache(maxsize=512)
@@ -182,36 +192,45 @@ def _fused(
     return backend.custom_vjp(forward, backward)
 
 
-def compute_planned(
+def planned(
     backend: Backend,
     x: Any,
-    strides: Any | None,
+    learnable: bool,
     values: tuple[float, ...],
     options: Options,
     *,
     output_size: Sequence[int] | None,
     sizes: tuple[int, ...],
     axes: tuple[int, ...],
-) -> Any:
-    """The computation by the host plan of the stride ``values`` (``strides``: the array
-    they carry the gradient to; ``None``: constants): the transforms, the crop and one
+) -> Callable[[Any, Any], Any]:
+    """``run(x, strides)``: the computation by the host plan of the stride ``values`` for
+    inputs laid out as ``x`` (``learnable``: ``strides`` is the array they carry the gradient
+    to; else it is ignored and they are constants): the transforms, the crop and one
     multiply, or the GEMMs of matrices built off the device; either way with
-    :func:`_agnostic.fused_vjp` as the gradient (the same map, so the same VJP)."""
+    :func:`_agnostic.fused_vjp` as the gradient (the same map, so the same VJP). Everything
+    that does not depend on ``x``'s values is decided here, so a caller may keep ``run``."""
     gemms = bool(
         chooses_gemms(
             backend, options.method, sizes, learnable=True, shape=tuple(x.shape), axes=axes
         )
     )
+    xp = backend.namespace()
+    order = None if gemms else _channels_first_order(backend, x, axes)
+    if order is not None:
+        x, axes = xp.permute_dims(x, order), tuple(range(len(order) - len(axes), len(order)))
+    window, constants = _plan.device_arrays(
+        backend, x, values, options, output_size, sizes, axes, gemms=gemms
+    )
+    ndim = len(x.shape)
+    fused = _fused_planned(backend, window, sizes, axes, ndim, options, learnable, gemms)
 
-    def run(x: Any, axes: tuple[int, ...]) -> Any:
-        window, constants = _plan.device_arrays(
-            backend, x, values, options, output_size, sizes, axes, gemms=gemms
-        )
-        fused = _fused_planned(backend, window, sizes, axes, options, strides is not None, gemms)
-        return fused(x, *constants) if strides is None else fused(x, strides, *constants)
+    def run(x: Any, strides: Any) -> Any:
+        return fused(x, strides, *constants) if learnable else fused(x, *constants)
 
-    permuted = None if gemms else _on_channels_first_view(backend, x, axes, run)
-    return run(x, axes) if permuted is None else permuted
+    if order is None:
+        return run
+    back = tuple(order.index(a) for a in range(len(order)))
+    return lambda x, strides: xp.permute_dims(run(xp.permute_dims(x, order), strides), back)
 
 
 @lru_cache(maxsize=512)
@@ -220,30 +239,43 @@ def _fused_planned(
     window: _agnostic.Window,
     sizes: tuple[int, ...],
     axes: tuple[int, ...],
+    ndim: int,
     options: Options,
     learnable: bool,
     gemms: bool,
 ) -> Any:
     """``f(x, [strides,] *constants)`` with :func:`_agnostic.fused_vjp` as its VJP, built
-    once per configuration; the constants are ``(mask, input_scale, stride_weights)``, or on
-    the GEMM path ``(input_scale, stride_weights, *matrices)``. The FFT forward keeps the
-    cropped spectrum for the backward; the GEMM forward keeps ``x``, whose spectrum the
-    backward computes only where the strides want a gradient. Its ``reference`` (for a
-    framework that differentiates the backward again) computes the mask from the strides on
-    the device."""
+    once per configuration (the crop's slices too, for ``ndim`` inputs); the constants are
+    ``(mask, input_scale, stride_weights)``, or on the GEMM path ``(input_scale,
+    stride_weights, *matrices)``. The FFT forward keeps the cropped spectrum for the
+    backward; the GEMM forward keeps ``x``, whose spectrum the backward computes only where
+    the strides want a gradient. Its ``reference`` (for a framework that differentiates the
+    backward again) computes the mask from the strides on the device."""
     xp = backend.namespace()
     first = 1 if learnable else 0  # where the constants start after x
     scale_at = first + (0 if gemms else 1)
+    keys = _agnostic.crop_keys(ndim, window, axes, sizes)
+
+    layouts = backend.tuning.matmul_layouts
+    programs: dict[tuple[int, ...], tuple] = {}  # the GEMMs', by the sizes but the batch
 
     def forward(x: Any, *rest: Any) -> tuple[Any, Any]:
         if gemms:
-            layouts = backend.tuning.matmul_layouts
+            program = programs.get(tuple(x.shape[1:]))
+            if program is None:
+                program = _matmul.gemm_program(
+                    tuple(x.shape), window, sizes=sizes, axes=axes, layouts=layouts
+                )
+                if len(programs) >= 64:
+                    programs.clear()
+                programs[tuple(x.shape[1:])] = program
             matrices = rest[scale_at + 2 :]
             y = _matmul.apply_matrices(
-                x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp
+                x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp, program=program
             )
             return y, x
-        return _agnostic.crop_and_mask(x, rest[first], window, sizes=sizes, axes=axes, xp=xp)
+        mask = rest[first]
+        return _agnostic.crop_and_mask(x, mask, window, sizes=sizes, axes=axes, xp=xp, keys=keys)
 
     def backward(
         residual: Any, primals: tuple[Any, ...], cotangent: Any, needs: tuple[bool, ...]
@@ -252,7 +284,8 @@ def _fused_planned(
         wants_strides = learnable and needs[1]
         spectrum = residual
         if gemms and wants_strides:
-            spectrum = _agnostic.crop(xp.fft.rfftn(residual, axes=axes), window, axes, sizes, xp=xp)
+            full = xp.fft.rfftn(residual, axes=axes)
+            spectrum = _agnostic.crop(full, window, axes, sizes, xp=xp, keys=keys)
         grad_x, grad_strides = _agnostic.fused_vjp(
             cotangent,
             spectrum,

@@ -20,8 +20,6 @@ has no ``custom_vjp``, the call takes the general path, which builds the mask on
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -33,6 +31,7 @@ import numpy as np
 from diffstride import _agnostic, _matmul, _sizes
 from diffstride._backend import Backend
 from diffstride._options import Options
+from diffstride._recent import Recent
 
 __all__ = ["Plan", "device_arrays", "fixed_matrices", "host_plan", "supports", "takes"]
 
@@ -96,9 +95,7 @@ def host_plan(
     return Plan((values, sizes, options, window, dtype), window, tuple(masks), jacobians)
 
 
-_DEVICE_CACHE: OrderedDict[Any, tuple[Any, ...]] = OrderedDict()
-_DEVICE_CACHE_SIZE = 64
-_DEVICE_CACHE_LOCK = threading.Lock()  # replicas may call from threads (DataParallel)
+_DEVICE_ARRAYS = Recent(64)
 
 
 def _on_device(backend: Backend, key: tuple[Any, ...], like: Any, build: Any) -> tuple[Any, ...]:
@@ -106,18 +103,13 @@ def _on_device(backend: Backend, key: tuple[Any, ...], like: Any, build: Any) ->
     ``key`` and device (a small LRU cache)."""
     device = _agnostic.device_of(like)
     key = (backend.name, *key, len(like.shape), str(like.dtype), _device_key(device))
-    with _DEVICE_CACHE_LOCK:
-        cached = _DEVICE_CACHE.get(key)
-        if cached is not None:
-            _DEVICE_CACHE.move_to_end(key)
-            return cached
+    cached = _DEVICE_ARRAYS.get(key)
+    if cached is not None:
+        return cached
     xp = backend.namespace()
     with backend.reusable_arrays():
         arrays = tuple(xp.asarray(np.ascontiguousarray(a), device=device) for a in build())
-    with _DEVICE_CACHE_LOCK:
-        _DEVICE_CACHE[key] = arrays
-        if len(_DEVICE_CACHE) > _DEVICE_CACHE_SIZE:
-            _DEVICE_CACHE.popitem(last=False)
+    _DEVICE_ARRAYS.put(key, arrays)
     return arrays
 
 

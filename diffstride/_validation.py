@@ -180,13 +180,32 @@ def check_spatial_sizes(
 def check_input(x: Any, data_format: str, backend: Any, *, rank: int | None = None) -> tuple:
     """The spatial sizes of ``x`` after checking its dtype, rank and sizes (once per call);
     where the backend allows dynamic shapes (TensorFlow graph mode), an unknown size is read
-    at run time as a 0-d integer tensor."""
+    at run time as a 0-d integer tensor. Static sizes that passed are kept (one look-up)."""
+    key = known = None
+    if not backend.tracing():  # a tracer would trace the look-up (dynamo hashes no dtype)
+        try:
+            key = (backend, x.dtype, tuple(x.shape), data_format, rank)
+            known = _CHECKED.get(key)
+        except (TypeError, ValueError):  # a symbolic size or rank: checked below
+            key = None
+    if known is not None:
+        return known
     if not backend.namespace().isdtype(x.dtype, "real floating"):
         raise TypeError(f"x must have a real floating dtype; received dtype={x.dtype}")
     shape = tuple(x.shape)
     sizes = check_spatial_sizes(shape, data_format, allow_unknown=backend.dynamic_shapes, rank=rank)
+    if key is not None and None not in sizes:
+        if len(_CHECKED) >= 256:
+            _CHECKED.clear()
+        _CHECKED[key] = sizes
+        return sizes
     axes = spatial_axes(data_format, len(shape))
     return tuple(
         backend.size(x, axis) if size is None else size
         for size, axis in zip(sizes, axes, strict=True)
     )
+
+
+#: The spatial sizes of inputs that passed :func:`check_input`, by backend, dtype, shape,
+#: layout and rank.
+_CHECKED: dict[tuple[Any, ...], tuple[int, ...]] = {}

@@ -5,8 +5,10 @@ tracer workaround), ``_sizes`` (the count in numpy) and ``_paths`` (the computat
 thresholds are computed once and the input's shape is checked once. Where the backend
 registers a custom VJP and the strides can be read (torch eager), the call takes the host
 plan: ``_api``, ``_paths`` and ``_plan``, which decides in numpy once per stride values
-(and ``_crop`` where values read are checked). A regression here (a module that calls back
-up, a second shape check) would show as a second entry.
+(and ``_crop`` where values read are checked); ``_paths`` builds the call's runner, which
+``_api`` keeps, so a repeat call enters ``_api`` and the runner in ``_paths`` only. A
+regression here (a module that calls back up, a second shape check) would show as a second
+entry.
 """
 
 from __future__ import annotations
@@ -60,14 +62,15 @@ def test_a_torch_layer_call_enters_each_module_of_the_path_once() -> None:
     with torch.no_grad():
         layer.strides.add_(0.25)  # new values: a new plan
     entries, functions = _trace(lambda: layer(x))
-    assert {name: entries[name] for name in PLANNED_PATH} == dict.fromkeys(PLANNED_PATH, 1)
+    # _paths twice: it builds the runner, then the runner computes.
+    assert {name: entries[name] for name in PLANNED_PATH} == {"_api": 1, "_paths": 2, "_plan": 1}
     assert entries["_tracing"] == 0
     assert entries["_crop"] == 1  # the read values' check
     assert functions["thresholds"] == 2  # in numpy: the host copy's crop, the call's plan
     assert functions["check_input"] == 1
-    assert functions["check_spatial_sizes"] == 1
-    entries, functions = _trace(lambda: layer(x))  # unchanged strides: the plan is kept
-    assert {name: entries[name] for name in PLANNED_PATH} == dict.fromkeys(PLANNED_PATH, 1)
+    assert functions["check_spatial_sizes"] <= 1  # a shape checked before is known
+    entries, functions = _trace(lambda: layer(x))  # unchanged strides: the runner is kept
+    assert {name: entries[name] for name in PLANNED_PATH} == {"_api": 1, "_paths": 1, "_plan": 0}
     assert entries["_crop"] == 0
     assert functions["thresholds"] == 0
 
@@ -87,9 +90,9 @@ def test_a_torch_training_call_projects_on_the_host_and_goes_down_the_path_once(
         "_api": 1,
         "_tracing": 0,
         "_paths": 1,
-        "_plan": 1,
+        "_plan": 0,
     }
-    assert functions["thresholds"] == 0  # the copy's crop and the plan are kept
+    assert functions["thresholds"] == 0  # the copy's crop and the runner are kept
     assert layer.fixed_crops.strides == pytest.approx(layer.current_strides())
 
 
@@ -156,3 +159,120 @@ def test_repeat_torch_calls_read_nothing_while_the_strides_stay(
     torch.testing.assert_close(layer.strides.detach(), minimum.expand(2), rtol=0, atol=0)
     layer(x)
     assert reads[0] == 4
+
+
+def _variants(torch: Any) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
+    """``(x, strides, keywords)`` of calls that differ from the first in one argument each."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 16, 12, generator=generator)
+    strides = torch.tensor([2.0, 2.0])
+    return {
+        "first": (x, strides, {}),
+        "values": (x, torch.tensor([2.5, 2.0]), {}),
+        "shared": (x, torch.tensor([2.0]), {}),
+        "strides float64": (x, strides.double(), {}),
+        "floats": (x, (2.0, 2.0), {}),
+        "ints": (x, (2, 2), {}),
+        "number": (x, 2.0, {}),
+        "size": (torch.randn(2, 3, 16, 14, generator=generator), strides, {}),
+        "rank": (x[..., 0], strides[:1], {}),
+        "float64": (x.double(), strides, {}),
+        "float16": (x.half(), strides, {}),
+        "inside": (x, strides, {"ramp": "inside"}),
+        "matmul": (x, strides, {"method": "matmul"}),
+        "smoothness": (x, strides, {"smoothness_factor": 2.0}),
+        "no cropping": (x, strides, {"cropping": False}),
+        "channels_last": (x.permute(0, 2, 3, 1), strides, {"data_format": "channels_last"}),
+        "output_size": (x, strides, {"output_size": (10, 8)}),
+    }
+
+
+def test_a_kept_runner_serves_only_its_own_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeat call looks its runner up (``_api._runner_key``); a call that differs in any
+    argument gets its own, bit for bit the output of a call that finds nothing kept."""
+    torch = pytest.importorskip("torch")
+    from diffstride import _api
+    from diffstride._recent import Recent
+    from diffstride.torch import diffstride
+
+    variants = _variants(torch)
+    monkeypatch.setattr(_api, "_RUNNERS", Recent(0))  # keeps nothing
+    expected = {name: diffstride(x, s, **kw) for name, (x, s, kw) in variants.items()}
+    monkeypatch.setattr(_api, "_RUNNERS", Recent(64))
+    for _ in range(2):  # the second round finds each runner kept
+        for name, (x, strides, keywords) in variants.items():
+            y = diffstride(x, strides, **keywords)
+            assert y.dtype == expected[name].dtype, name
+            assert torch.equal(y, expected[name]), name
+
+
+def test_a_kept_runner_skips_no_check() -> None:
+    """After calls that passed, each bad argument still raises its own error."""
+    torch = pytest.importorskip("torch")
+    from diffstride.torch import diffstride
+
+    x = torch.randn(1, 2, 12, 12)
+    for strides in ((1, 1), (1.0, 1.0), torch.tensor([1.0, 1.0])):
+        diffstride(x, strides, smoothness_factor=1.0)
+        diffstride(x, strides, smoothness_factor=1.0)
+    with pytest.raises(ValueError, match="strides must hold"):
+        diffstride(x, (True, True), smoothness_factor=1.0)
+    with pytest.raises(TypeError, match="smoothness_factor must be a real number"):
+        diffstride(x, (1.0, 1.0), smoothness_factor=True)
+    with pytest.raises(ValueError, match=r"strides must be finite and >= 1.*nan"):
+        diffstride(x, torch.tensor([1.0, float("nan")]), smoothness_factor=1.0)
+    with pytest.raises(ValueError, match=r"strides must be finite and >= 1.*0\.5"):
+        diffstride(x, torch.tensor([0.5, 1.0]), smoothness_factor=1.0)
+    with pytest.raises(TypeError, match="strides must have a real floating dtype"):
+        diffstride(x, torch.tensor([1, 1]), smoothness_factor=1.0)
+    with pytest.raises(ValueError, match=r"strides must have shape \(2,\)"):
+        diffstride(x, torch.tensor([1.0, 1.0, 1.0]), smoothness_factor=1.0)
+    with pytest.raises(TypeError, match="x must have a real floating dtype"):
+        diffstride(x.to(torch.int32), (1.0, 1.0), smoothness_factor=1.0)
+    with pytest.raises(ValueError, match="spatial sizes >= 2"):
+        diffstride(x[..., :1], (1.0, 1.0), smoothness_factor=1.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        diffstride(x, (1.0, 1.0), smoothness_factor=1.0, method="fast")
+
+
+def test_kept_runners_are_shared_across_threads() -> None:
+    """Replicas call from threads (DataParallel): each thread's calls, interleaved with the
+    others' in the caches, give what one thread alone gives."""
+    torch = pytest.importorskip("torch")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from diffstride.torch import diffstride
+
+    variants = list(_variants(torch).values())
+    expected = [diffstride(x, s, **kw) for x, s, kw in variants]
+
+    def run(start: int) -> bool:
+        order = variants[start:] + variants[:start]
+        wanted = expected[start:] + expected[:start]
+        return all(
+            torch.equal(diffstride(x, s, **kw), want)
+            for _ in range(5)
+            for (x, s, kw), want in zip(order, wanted, strict=True)
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(len(variants))))
+
+
+def test_a_layer_refuses_bad_inputs_after_good_ones() -> None:
+    """The input check keeps the sizes of inputs that passed, not of any other."""
+    torch = pytest.importorskip("torch")
+    from diffstride.torch import DiffStride, DiffStride1d
+
+    layer, x = DiffStride((2.0, 2.0)).eval(), torch.randn(1, 2, 12, 12)
+    for _ in range(2):
+        layer(x)
+        DiffStride1d(2.0).eval()(x[..., 0])
+    with pytest.raises(TypeError, match="x must have a real floating dtype"):
+        layer(x.to(torch.int32))
+    with pytest.raises(ValueError, match="x must be a rank-4"):
+        layer(x[..., 0])
+    with pytest.raises(ValueError, match="x must be a rank-4"):
+        layer(x[..., None])
+    with pytest.raises(ValueError, match="spatial sizes >= 2"):
+        layer(x[..., :1])

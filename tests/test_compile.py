@@ -67,6 +67,25 @@ def test_layer_with_output_size_is_one_graph(method: str, data_format: str) -> N
     )
 
 
+def test_a_trace_looks_up_no_checked_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input check keeps the sizes of inputs that passed, under keys of any framework
+    (TensorFlow's dtypes, which dynamo cannot hash): a trace must not look them up."""
+    from diffstride import _validation
+
+    class Watched(dict):
+        def get(self, key: object, default: object = None) -> object:
+            assert not torch.compiler.is_compiling(), "a cache looked up while tracing"
+            return super().get(key, default)
+
+    monkeypatch.setattr(_validation, "_CHECKED", Watched())
+    layer = DiffStride(strides=(2.0, 1.5)).double()
+    x = _input("channels_first")
+    layer(x)  # eager: looked up and kept
+    size = layer.output_size(SHAPE_NCHW[2:])
+    compiled = torch.compile(lambda a: layer(a, output_size=size), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), layer(x, output_size=size), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("method", ["fft", "matmul"])
 def test_functional_with_output_size_is_one_graph(method: str) -> None:
     x = _input("channels_first")

@@ -170,10 +170,19 @@ def _host_values(x: Any) -> np.ndarray | None:
 
     if x.device.type == "meta":
         return None
+    wrapped = _functorch.is_functorch_wrapped_tensor(x)
+    if not wrapped and _functorch.peek_interpreter_stack() is None:
+        return _numpy(x)  # no transform: nothing to unwrap or turn off
     while _functorch.is_functorch_wrapped_tensor(x):
         if _functorch.is_batchedtensor(x):
             return None
         x = _functorch.get_unwrapped(x)
     with torch._C._DisableFuncTorch():
-        x = x.detach().cpu()
-        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bf16
+        return _numpy(x)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    import torch
+
+    x = x.detach().cpu()
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bf16
