@@ -68,6 +68,7 @@ SECTIONS = (
 )
 PATHS = (("fft", "outside"), ("fft", "inside"), ("matmul", "inside"))
 STRIDES = (2.0, 2.0)
+CHECK_COLUMNS = ("output", "grad_x", "grad_strides")  # relative errors against float64
 LAYER_SHAPES = ((32, 64, 32, 32), (64, 128, 64, 64))
 NETWORKS: list[tuple[str, dict[str, Any]]] = [
     ("strided", {"pooling": None}),
@@ -460,77 +461,100 @@ def jax_times(quick: bool, rounds: int, calls: int) -> list[dict[str, Any]]:
 # report
 
 
+def _table(title: str, columns: str, rows: list[list[str]]) -> list[str]:
+    """A markdown table under ``## title``; ``columns`` separated by ``|``."""
+    names = [c.strip() for c in columns.split("|")]
+    lines = [f"## {title}", "", f"| {' | '.join(names)} |", "|" + "---|" * len(names)]
+    return [*lines, *(f"| {' | '.join(row)} |" for row in rows), ""]
+
+
+def _events(entry: dict[str, int] | None) -> str:
+    return f"{entry['kernels']} / {entry['copies']} / {entry['host_aten_ops']}" if entry else "-"
+
+
+def _ratios(row: dict[str, Any], *keys: str) -> list[str]:
+    return [f"{row[key]:.2f}x" for key in keys]
+
+
+def _syncs(entry: dict[str, int]) -> str:
+    return f"{entry['sync_debug_warnings']} / {entry['profiler_synchronize_calls']}"
+
+
 def markdown(report: dict[str, Any]) -> str:
-    out = []
+    out: list[str] = []
     if "check" in report:
-        out += ["## Device against float64 on the CPU (||a - b|| / ||b||)", ""]
-        out += [
-            "| path | ramp | precision | output | grad x | grad strides |",
-            "|---|---|---|---|---|---|",
-        ]
-        out += [
-            f"| {r['method']} | {r['ramp']} | {r['precision']} | {r['output']:.1e} "
-            f"| {r['grad_x']:.1e} | {r['grad_strides']:.1e} |"
-            for r in report["check"]
-        ]
-        out.append("")
+        out += _table(
+            "Device against float64 on the CPU (||a - b|| / ||b||)",
+            "path | ramp | precision | output | grad x | grad strides",
+            [
+                [r["method"], r["ramp"], r["precision"], *(f"{r[k]:.1e}" for k in CHECK_COLUMNS)]
+                for r in report["check"]
+            ],
+        )
     if "syncs" in report:
-        out += [
-            "## Host synchronisations per forward+backward (sync debug warnings / profiler)",
-            "",
-        ]
-        out += ["| call | path | ramp | repeat call | after new strides |", "|---|---|---|---|---|"]
-        for r in report["syncs"]:
-            cells = [
-                f"{r[k]['sync_debug_warnings']} / {r[k]['profiler_synchronize_calls']}"
-                for k in ("repeat", "after_new_strides")
-            ]
-            out.append(f"| {r['call']} | {r['method']} | {r['ramp']} | {cells[0]} | {cells[1]} |")
-        out.append("")
+        out += _table(
+            "Host synchronisations per forward+backward (sync debug warnings / profiler)",
+            "call | path | ramp | repeat call | after new strides",
+            [
+                [
+                    r["call"],
+                    r["method"],
+                    r["ramp"],
+                    *map(_syncs, (r["repeat"], r["after_new_strides"])),
+                ]
+                for r in report["syncs"]
+            ],
+        )
     if "launches" in report:
-        out += [
-            "## Device work per forward+backward (kernels / memory copies / aten ops)",
-            "",
-        ]
-        out += ["| layer | repeat call | after new strides |", "|---|---|---|"]
-        for r in report["launches"]:
-            cells = []
-            for key in ("repeat", "after_new_strides"):
-                e = r.get(key)
-                cells.append(f"{e['kernels']} / {e['copies']} / {e['host_aten_ops']}" if e else "-")
-            out.append(f"| {r['layer']} | {cells[0]} | {cells[1]} |")
-        out.append("")
+        out += _table(
+            "Device work per forward+backward (kernels / memory copies / aten ops)",
+            "layer | repeat call | after new strides",
+            [
+                [r["layer"], _events(r["repeat"]), _events(r.get("after_new_strides"))]
+                for r in report["launches"]
+            ],
+        )
     layers = report.get("layer", []) + report.get("layer_compiled", [])
     if layers:
-        out += ["## One layer, forward+backward", ""]
-        out += [
-            "| shape | mode | layer | ms | x spectral | x avg pool |",
-            "|---|---|---|---|---|---|",
-        ]
-        out += [
-            f"| {r['shape']} | {r['mode']} | {r['layer']} | {r['ms']:.3f} "
-            f"| {r['over_spectral']:.2f}x | {r['over_avg']:.2f}x |"
-            for r in layers
-        ]
-        out.append("")
+        out += _table(
+            "One layer, forward+backward",
+            "shape | mode | layer | ms | x spectral | x avg pool",
+            [
+                [
+                    r["shape"],
+                    r["mode"],
+                    r["layer"],
+                    f"{r['ms']:.3f}",
+                    *_ratios(r, "over_spectral", "over_avg"),
+                ]
+                for r in layers
+            ],
+        )
     networks = report.get("network", []) + report.get("network_compiled", [])
     if networks:
-        out += ["## ResNet-18 training step (strides held)", ""]
-        out += ["| mode | network | batch | step ms | x strided |", "|---|---|---|---|---|"]
-        out += [
-            f"| {r['mode']} | {r['network']} | {r['batch']} | {r['step_ms']:.2f} "
-            f"| {r['over_strided']:.2f}x |"
-            for r in networks
-        ]
-        out.append("")
+        out += _table(
+            "ResNet-18 training step (strides held)",
+            "mode | network | batch | step ms | x strided",
+            [
+                [
+                    r["mode"],
+                    r["network"],
+                    str(r["batch"]),
+                    f"{r['step_ms']:.2f}",
+                    *_ratios(r, "over_strided"),
+                ]
+                for r in networks
+            ],
+        )
     if "jax" in report:
-        out += ["## jax, one layer under jit, value and gradients", ""]
-        out += ["| layout | layer | ms | x avg pool |", "|---|---|---|---|"]
-        out += [
-            f"| {r['layout']} | {r['layer']} | {r['ms']:.3f} | {r['over_avg']:.2f}x |"
-            for r in report["jax"]
-        ]
-        out.append("")
+        out += _table(
+            "jax, one layer under jit, value and gradients",
+            "layout | layer | ms | x avg pool",
+            [
+                [r["layout"], r["layer"], f"{r['ms']:.3f}", *_ratios(r, "over_avg")]
+                for r in report["jax"]
+            ],
+        )
     for section, error in report.get("errors", {}).items():
         out.append(f"{section} failed: {error}")
     return "\n".join(out)
