@@ -181,9 +181,7 @@ def _plan_values(
     (strides given as numbers: as they are); ``None`` where the call cannot take the plan:
     a tracer, a backend without a ``custom_vjp`` that takes a ``reference``, symbolic sizes,
     an empty input, or strides whose values cannot be read."""
-    if backend.tracing() or not _plan.supports(backend):
-        return None
-    if not _positive_ints(tuple(x.shape)):
+    if not _takes_plan(backend, x):
         return None
     if not backend.owns(strides):
         return strides
@@ -191,6 +189,12 @@ def _plan_values(
         return tuple(host_strides)
     values = backend.concrete(strides)
     return None if values is None else tuple(np.asarray(values).reshape(-1).tolist())
+
+
+def _takes_plan(backend: Backend, x: Any) -> bool:
+    """Whether a call on ``x`` can take the host plan (``_plan``) and keep its constants on
+    the device: not tracing, a backend that supports it, a non-empty input of static shape."""
+    return not backend.tracing() and _plan.supports(backend) and _positive_ints(tuple(x.shape))
 
 
 def _positive_ints(shape: tuple[Any, ...]) -> bool:
@@ -328,9 +332,12 @@ def spectral_pooling_on(
             f"{tuple(x.shape)} whose spatial sizes are only known at run time"
         )
     axes = spatial_axes(data_format, len(x.shape))
+    kept = _takes_plan(backend, x)
 
     def run(full: Any) -> Any:
-        return _paths.compute(backend, full, None, window, sizes=sizes, axes=axes, method=method)
+        return _paths.compute(
+            backend, full, None, window, sizes=sizes, axes=axes, method=method, kept=kept
+        )
 
     return _at_full_precision(backend, x, run)
 

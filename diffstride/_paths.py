@@ -31,9 +31,12 @@ def compute(
     method: str,
     smoothness_factor: float = 0.0,
     inside: bool = False,
+    kept: bool = False,
 ) -> Any:
     """The output for ``x``: masked by the ramps at ``thresholds`` (``None``: fixed spectral
-    pooling, no mask) on the kept bins of ``window``."""
+    pooling, no mask) on the kept bins of ``window``. ``kept``: the caller may keep constants
+    on the device across calls (it could take the host plan), so fixed pooling's GEMM
+    matrices are uploaded once (``_plan.fixed_matrices``), not at every call."""
     xp = backend.namespace()
     if any(size == 0 for size in x.shape):  # some FFT libraries (MKL) reject empty batches
         shape = list(x.shape)
@@ -52,7 +55,7 @@ def compute(
 
     def gemms() -> Any:
         layouts = backend.tuning.matmul_layouts
-        if masks is None and _plan.takes(backend, x) and window.is_static(sizes):
+        if masks is None and kept and window.is_static(sizes):
             matrices = _plan.fixed_matrices(backend, x, window, tuple(sizes), tuple(axes))
             return _matmul.apply_matrices(
                 x, matrices, window, sizes=sizes, axes=axes, layouts=layouts, xp=xp

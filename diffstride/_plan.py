@@ -33,7 +33,7 @@ from diffstride._backend import Backend
 from diffstride._options import Options
 from diffstride._recent import Recent
 
-__all__ = ["Plan", "device_arrays", "fixed_matrices", "host_plan", "supports", "takes"]
+__all__ = ["Plan", "device_arrays", "fixed_matrices", "host_plan", "supports"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,7 +131,7 @@ def fixed_matrices(
     """Fixed pooling's GEMM matrices for inputs laid out as ``x``, on its device in its
     precision: uploaded once per configuration, not at every call."""
     layouts = backend.tuning.matmul_layouts
-    dtype = "float64" if x.dtype == backend.namespace().float64 else "float32"
+    dtype = _precision(backend, x)
 
     def build() -> list[np.ndarray]:
         matrices = _matmul.unmasked_matrices(x, window, sizes=sizes, axes=axes, layouts=layouts)
@@ -140,12 +140,9 @@ def fixed_matrices(
     return _on_device(backend, ("fixed", sizes, window, axes, layouts), x, build)
 
 
-def takes(backend: Backend, x: Any) -> bool:
-    """Whether a call on ``x`` can take the host plan: a backend that ``supports`` it, not
-    tracing, and a non-empty input of static shape."""
-    if not all(isinstance(n, int) and n > 0 for n in x.shape):
-        return False
-    return supports(backend) and not backend.tracing()
+def _precision(backend: Backend, x: Any) -> str:
+    """The numpy dtype of ``x``'s precision (``x`` is float32 or float64 here)."""
+    return "float64" if x.dtype == backend.namespace().float64 else "float32"
 
 
 @cache
@@ -183,7 +180,7 @@ def device_arrays(
         window = _sizes.window_for_size(sizes, output_size)
     else:
         window = None if options.cropping else _sizes.full_window(sizes)
-    dtype = "float64" if x.dtype == backend.namespace().float64 else "float32"
+    dtype = _precision(backend, x)
     plan = host_plan(values, sizes, options, window, dtype)
     layouts = backend.tuning.matmul_layouts if gemms else None
 
