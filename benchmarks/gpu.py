@@ -136,6 +136,15 @@ def _layers() -> dict[str, Any]:
     return layers
 
 
+def _bf16(device: str, on: bool) -> Any:
+    """``autocast(bfloat16)`` on ``device``'s type where ``on``, else nothing."""
+    import torch
+
+    if not on:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
 def _loss_backward(layer: Any, x: Any) -> None:
     y = layer(x)
     (y.float() * y.float()).sum().backward()
@@ -164,12 +173,7 @@ def check(device: str, quick: bool) -> list[dict[str, Any]]:
             run_on = "cpu" if where == "reference" else device
             x = _torch_input(shape, "cpu").detach().to(run_on, dtype).requires_grad_(True)
             strides = torch.tensor(STRIDES, dtype=dtype, device=run_on, requires_grad=True)
-            context = (
-                torch.autocast(device_type=run_on.split(":")[0], dtype=torch.bfloat16)
-                if autocast
-                else contextlib.nullcontext()
-            )
-            with context:
+            with _bf16(run_on, autocast):
                 y = dt.diffstride(x, strides, method=method, ramp=ramp)
             (y.float() * y.float()).sum().backward()
             results[where] = [t.detach().cpu().double().numpy() for t in (y, x.grad, strides.grad)]
@@ -320,15 +324,12 @@ def layer_times(
                 layer = layer.to(device).train()
                 if mode == "compiled":
                     layer = torch.compile(layer)
-                if mode == "bf16 autocast":
 
-                    def call(layer: Any = layer, x: Any = x) -> None:
-                        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
-                            y = layer(x)
-                        (y.float() * y.float()).sum().backward()
+                def call(layer: Any = layer, x: Any = x, autocast: bool = mode == "bf16 autocast"):
+                    with _bf16(device, autocast):
+                        y = layer(x)
+                    (y.float() * y.float()).sum().backward()
 
-                else:
-                    call = lambda layer=layer, x=x: _loss_backward(layer, x)  # noqa: E731
                 steps[(mode, name)] = _repeated(call, calls, device)
         samples = interleaved(steps, rounds, warmup=2)
         for (mode, name), times in samples.items():
@@ -375,12 +376,7 @@ def network_times(
             def train(
                 forward: Any = forward, optimizer: Any = optimizer, autocast: bool = autocast
             ):
-                context = (
-                    torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
-                    if autocast
-                    else contextlib.nullcontext()
-                )
-                with context:
+                with _bf16(device, autocast):
                     loss = torch.nn.functional.cross_entropy(forward(images), labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
