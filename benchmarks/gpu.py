@@ -9,6 +9,8 @@ on its own; a failing one prints its error and the others still run):
 
 * ``check``: outputs and gradients (input and strides) on the device against the same call in
   float64 on the CPU, ``||a - b|| / ||b||``, per path and ramp; under autocast bf16 too.
+* ``jax_check``: the same for jax under ``jit`` on its default device, per path, ramp and
+  layout (jax's default would run float32 GEMMs in TensorFloat-32 on a GPU).
 * ``syncs``: host synchronisations of a layer's forward+backward (``DiffStride`` in train
   mode, and the functional call with a strides tensor) on a repeat call and right after an
   optimizer step that moved the strides: torch's sync debug mode (``warn``) counts them, and
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -58,6 +61,7 @@ from _harness import environment, header_block, interleaved
 
 SECTIONS = (
     "check",
+    "jax_check",
     "syncs",
     "launches",
     "layer",
@@ -191,6 +195,50 @@ def check(device: str, quick: bool) -> list[dict[str, Any]]:
                     "grad_x": errors[1],
                     "grad_strides": errors[2],
                 }
+            )
+    return rows
+
+
+def jax_check(quick: bool) -> list[dict[str, Any]]:
+    """jax's output and gradients on its default device (float32, ``jit``) against torch's
+    float64 on the CPU, per path and layout: the GEMMs must not run in TensorFloat-32."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from diffstride import jax as dj
+    from diffstride import torch as dt
+
+    shape = (2, 4, 16, 16) if quick else (4, 8, 32, 32)
+    x = _torch_input(shape, "cpu").detach().double().requires_grad_(True)
+    rows = []
+    for method, ramp in PATHS:
+        strides = torch.tensor(STRIDES, dtype=torch.float64, requires_grad=True)
+        y = dt.diffstride(x, strides, method=method, ramp=ramp)
+        (y * y).sum().backward()
+        reference = [t.detach().numpy() for t in (y, x.grad, strides.grad)]
+        x.grad = None
+        size = tuple(y.shape[2:])
+        for layout in ("channels_first", "channels_last"):
+            moved = (
+                (lambda a: a) if layout == "channels_first" else (lambda a: np.moveaxis(a, 1, -1))
+            )
+            run = functools.partial(
+                dj.diffstride, output_size=size, method=method, ramp=ramp, data_format=layout
+            )
+
+            def loss(a: Any, s: Any, run: Any = run) -> Any:
+                return jnp.sum(run(a, s) ** 2)
+
+            inputs = (jnp.asarray(moved(x.detach().numpy()), jnp.float32), jnp.asarray(STRIDES))
+            out = jax.jit(run)(*inputs)
+            grads = jax.jit(jax.grad(loss, (0, 1)))(*inputs)
+            got = [np.asarray(a) for a in (out, *grads)]
+            expected = [moved(reference[0]), moved(reference[1]), reference[2]]
+            errors = [_relative_error(a, b) for a, b in zip(got, expected, strict=True)]
+            rows.append(
+                {"method": method, "ramp": ramp, "layout": layout}
+                | dict(zip(CHECK_COLUMNS, errors, strict=True))
             )
     return rows
 
@@ -478,15 +526,19 @@ def _syncs(entry: dict[str, int]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     out: list[str] = []
-    if "check" in report:
-        out += _table(
-            "Device against float64 on the CPU (||a - b|| / ||b||)",
-            "path | ramp | precision | output | grad x | grad strides",
-            [
-                [r["method"], r["ramp"], r["precision"], *(f"{r[k]:.1e}" for k in CHECK_COLUMNS)]
-                for r in report["check"]
-            ],
-        )
+    for section, where, kind in (
+        ("check", "Device", "precision"),
+        ("jax_check", "jax on its default device, jit,", "layout"),
+    ):
+        if section in report:
+            out += _table(
+                f"{where} against float64 on the CPU (||a - b|| / ||b||)",
+                f"path | ramp | {kind} | output | grad x | grad strides",
+                [
+                    [r["method"], r["ramp"], r[kind], *(f"{r[k]:.1e}" for k in CHECK_COLUMNS)]
+                    for r in report[section]
+                ],
+            )
     if "syncs" in report:
         out += _table(
             "Host synchronisations per forward+backward (sync debug warnings / profiler)",
@@ -577,7 +629,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    frameworks = ["torch", "jax"] if "jax" in args.sections else ["torch"]
+    frameworks = ["torch", "jax"] if {"jax", "jax_check"} & set(args.sections) else ["torch"]
     env = environment(frameworks)
     import torch
 
@@ -587,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header_block(env))
     runners: dict[str, Callable[[], Any]] = {
         "check": lambda: check(args.device, args.quick),
+        "jax_check": lambda: jax_check(args.quick),
         "syncs": lambda: syncs(args.device, args.quick),
         "launches": lambda: launches(args.device, args.quick),
         "layer": lambda: layer_times(

@@ -126,16 +126,19 @@ def test_jax_auto_table() -> None:
 
 def test_gpu_script_runs_on_the_cpu() -> None:
     """``gpu.py``'s counting sections on the CPU (no device events there, so the counts are
-    zeros; the check compares against float64 all the same)."""
+    zeros; the checks, torch's and jax's, compare against float64 all the same)."""
     pytest.importorskip("torch")
-    out = run("gpu.py", "--device", "cpu", "--quick", "--sections", "check,syncs,launches")
-    checks = markdown_rows(out, "## Device against float64")
-    assert {(row[0], row[1], row[2]) for row in checks} == {
-        (method, ramp, precision)
-        for method, ramp in (("fft", "outside"), ("fft", "inside"), ("matmul", "inside"))
-        for precision in ("float32", "bf16 autocast")
-    }
-    assert all(float(cell) < 1e-5 for row in checks for cell in row[3:])
+    pytest.importorskip("jax")
+    sections = "check,jax_check,syncs,launches"
+    out = run("gpu.py", "--device", "cpu", "--quick", "--sections", sections)
+    paths = (("fft", "outside"), ("fft", "inside"), ("matmul", "inside"))
+    for title, kinds in (
+        ("## Device against float64", ("float32", "bf16 autocast")),
+        ("## jax on its default device", ("channels_first", "channels_last")),
+    ):
+        checks = markdown_rows(out, title)
+        assert {tuple(row[:3]) for row in checks} == {(*path, k) for path in paths for k in kinds}
+        assert all(float(cell) < 1e-5 for row in checks for cell in row[3:])
     assert len(markdown_rows(out, "## Device work per forward+backward")) == 5
     assert "failed" not in out
 

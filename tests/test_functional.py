@@ -286,6 +286,18 @@ def test_matmul_with_sizes_known_only_in_the_graph(
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=2e-4, atol=2e-4)
 
 
+def _jaxpr_equations(jaxpr: Any) -> Any:
+    """Every equation of ``jaxpr``, those of the sub-jaxprs it calls (``jit``, ``cond``...)
+    included."""
+    for equation in jaxpr.eqns:
+        yield equation
+        for param in equation.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _jaxpr_equations(inner)
+
+
 @pytest.mark.parametrize("layouts", [None, ("permuted", "permuted")], ids=["jax", "permuted"])
 def test_jax_channels_last_gemms_transpose_no_activation(
     layouts: tuple | None, monkeypatch: pytest.MonkeyPatch
@@ -309,18 +321,9 @@ def test_jax_channels_last_gemms_transpose_no_activation(
     def forward(x_: jax.Array, strides: jax.Array) -> jax.Array:
         return ds(x_, strides, output_size=size, data_format="channels_last", method="matmul")
 
-    def equations(jaxpr: Any) -> Any:
-        for equation in jaxpr.eqns:
-            yield equation
-            for param in equation.params.values():
-                for sub in param if isinstance(param, (list, tuple)) else [param]:
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns"):
-                        yield from equations(inner)
-
     jaxpr = jax.make_jaxpr(forward)(x, jnp.asarray([2.0, 2.0])).jaxpr
     transposed = [
-        e.invars[0].aval.shape for e in equations(jaxpr) if e.primitive.name == "transpose"
+        e.invars[0].aval.shape for e in _jaxpr_equations(jaxpr) if e.primitive.name == "transpose"
     ]
     large = [shape for shape in transposed if np.prod(shape) >= x.size // 2]
     assert (not large) if layouts is None else large
@@ -451,6 +454,33 @@ def test_jax_auto_reaches_the_path_it_chooses(
     text = str(jaxpr)
     assert primitive in text
     assert ("fft" if primitive == "dot_general" else "dot_general") not in text
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_jax_gemms_run_at_full_float32_precision(data_format: str) -> None:
+    """Every product of jax's GEMM path, forward and backward, asks for
+    ``Precision.HIGHEST``: jax's default lets a GPU use TensorFloat-32 (a TPU bfloat16), and
+    the GEMMs would then compute another map than the FFTs that ``auto`` picks between."""
+    import jax
+    import jax.numpy as jnp
+
+    from diffstride.jax import diffstride as ds
+
+    shape = (2, 3, 12, 10) if data_format == "channels_first" else (2, 12, 10, 3)
+    size = diffstride.output_size((12, 10), (2.0, 2.0))
+
+    def loss(x: jax.Array, strides: jax.Array) -> jax.Array:
+        y = ds(x, strides, output_size=size, data_format=data_format, method="matmul")
+        return jnp.sum(y * y)
+
+    grads = jax.grad(loss, argnums=(0, 1))
+    jaxpr = jax.make_jaxpr(grads)(jnp.ones(shape), jnp.asarray([2.0, 2.0])).jaxpr
+    precisions = [
+        e.params["precision"] for e in _jaxpr_equations(jaxpr) if e.primitive.name == "dot_general"
+    ]
+    assert len(precisions) > 4
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    assert all(p == highest for p in precisions), precisions
 
 
 def test_tf_auto_chooses_the_path_at_run_time_for_symbolic_sizes() -> None:

@@ -29,7 +29,7 @@ from diffstride import Backend, Tuning
 
 
 class _Namespace:
-    """``jax.numpy`` with three changes.
+    """``jax.numpy`` with four changes.
 
     Its array constructors ignore ``device``. The core creates small arrays (indices,
     constants, DFT factors) on its input's device. For an input sharded over several devices
@@ -41,6 +41,12 @@ class _Namespace:
     ``jnp.matmul`` lowers that product to one dot whose free dimensions lie on both sides of
     the contracted one, which XLA transposes into place; a batched dot reads the stack as it
     lies, which is what the GEMM path's stacked layout needs.
+
+    Its ``matmul`` runs at ``Precision.HIGHEST``. jax's default lets a GPU compute float32
+    products in TensorFloat-32 (about three significant digits) and a TPU in bfloat16: the
+    GEMM path would then compute another map than the FFTs, and ``method="auto"``, which picks
+    a path for speed only, would change the layer's values and the strides' gradient with the
+    input's shape. On a CPU the precision changes nothing.
 
     Its ``reshape`` and that broadcast name the result's sharding where the input is sharded
     over explicit mesh axes (``jax.make_mesh``'s default axis type in recent jax): jax makes
@@ -95,7 +101,7 @@ class _Namespace:
                     a = jax.device_put(a, _named_sharding(mesh, ()))
                 out = _named_sharding(mesh, (*spec[:-2], None, None))
                 a = self._namespace.broadcast_to(a, shape, out_sharding=out)
-        return self._namespace.matmul(a, b)
+        return self._namespace.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
 def _explicit_sharding(x: Any) -> tuple[Any, tuple[Any, ...]] | None:
