@@ -26,8 +26,9 @@ class Rules:
 
 def _forward(rules: Rules, primals: tuple[Any, ...]) -> tuple[Any, Any]:
     out, residual = rules.forward(*primals)
-    if any(residual is primal for primal in primals):
-        residual = residual.view_as(residual)  # autograd saves no input returned as is
+    for primal in primals:
+        if residual is primal:  # autograd saves no input returned as is
+            return out, residual.view_as(residual)
     return out, residual
 
 

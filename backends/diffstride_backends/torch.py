@@ -38,6 +38,9 @@ _UNTRACED_REASON = (
 )
 
 
+_NO_CONTEXT = contextlib.nullcontext()  # reentrant: one for every call
+
+
 class TorchBackend(Backend):
     name = "torch"
     module = "torch"
@@ -72,7 +75,7 @@ class TorchBackend(Backend):
 
         enabled = [d for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
         if not enabled:
-            return contextlib.nullcontext()
+            return _NO_CONTEXT
         stack = contextlib.ExitStack()
         for device in enabled:
             stack.enter_context(torch.autocast(device, enabled=False))
@@ -83,9 +86,7 @@ class TorchBackend(Backend):
         before dynamo is imported. Asks, changes nothing."""
         if "torch._dynamo" not in sys.modules:
             return False
-        import torch
-
-        return torch.compiler.is_compiling()
+        return sys.modules["torch"].compiler.is_compiling()
 
     def reusable_arrays(self) -> Any:
         import torch
@@ -165,24 +166,23 @@ def _host_values(x: Any) -> np.ndarray | None:
     where ``vmap`` batches it. ``torch.func`` has no public way to read them: this unwraps
     with ``torch._C._functorch`` and reads with the transforms off (under ``grad`` even a
     plain tensor's ``detach`` and ``numpy`` go through them); checked on torch 2.14.1."""
-    import torch
-    from torch._C import _functorch
-
-    if x.device.type == "meta":
+    torch = sys.modules["torch"]  # imported: x is a tensor (an import statement costs more)
+    functorch = torch._C._functorch
+    if x.is_meta:
         return None
-    wrapped = _functorch.is_functorch_wrapped_tensor(x)
-    if not wrapped and _functorch.peek_interpreter_stack() is None:
-        return _numpy(x)  # no transform: nothing to unwrap or turn off
-    while _functorch.is_functorch_wrapped_tensor(x):
-        if _functorch.is_batchedtensor(x):
+    wrapped = functorch.is_functorch_wrapped_tensor(x)
+    if not wrapped and functorch.peek_interpreter_stack() is None:
+        return _numpy(torch, x)  # no transform: nothing to unwrap or turn off
+    while functorch.is_functorch_wrapped_tensor(x):
+        if functorch.is_batchedtensor(x):
             return None
-        x = _functorch.get_unwrapped(x)
+        x = functorch.get_unwrapped(x)
     with torch._C._DisableFuncTorch():
-        return _numpy(x)
+        return _numpy(torch, x)
 
 
-def _numpy(x: Any) -> np.ndarray:
-    import torch
-
-    x = x.detach().cpu()
+def _numpy(torch: Any, x: Any) -> np.ndarray:
+    x = x.detach()
+    if not x.is_cpu:
+        x = x.cpu()
     return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bf16
