@@ -184,6 +184,9 @@ class Backend:
         and ``fn`` run outside that tracer.
     full_precision()
         A context in which automatic mixed precision is off (torch ``autocast``).
+    exact_gemms(x)
+        Whether float32 GEMMs on ``x`` run at float32 precision (not TensorFloat-32):
+        where not, ``method="auto"`` takes the FFTs.
 
     Performance
     -----------
@@ -265,6 +268,15 @@ class Backend:
         does not lower the core's GEMMs and FFTs: the core runs half-precision inputs in
         float32 and returns the input's dtype."""
         return contextlib.nullcontext()
+
+    def exact_gemms(self, x: Any) -> bool:
+        """Whether the GEMMs on ``x`` (an input, or a tracer of one) compute in ``x``'s
+        precision. Where the framework lowers float32 products by default (TensorFlow runs
+        them in TensorFloat-32 on recent NVIDIA GPUs), the GEMM path computes another map
+        than the FFTs, to about three digits; ``method="auto"``, which picks a path for
+        speed, then takes the FFTs so that it never changes the values."""
+        del x
+        return True
 
     def reusable_arrays(self) -> AbstractContextManager[Any]:
         """A scope in which the arrays the library creates to keep across calls (the host

@@ -68,7 +68,7 @@ def compute(
         return _fft(backend, x, masks, window, sizes=sizes, axes=axes)
 
     choice = chooses_gemms(
-        backend, method, sizes, learnable=masks is not None, shape=x.shape, axes=axes
+        backend, method, sizes, learnable=masks is not None, shape=x.shape, axes=axes, x=x
     )
     if choice is not None:
         return gemms() if choice else ffts()
@@ -88,11 +88,13 @@ def chooses_gemms(
     learnable: bool,
     shape: Sequence[Any] | None = None,
     axes: Sequence[int] | None = None,
+    x: Any = None,
 ) -> bool | None:
     """Whether the GEMMs run: ``method`` says so, or (``"auto"``) every spatial size is
     within the backend's limit and, for DiffStride with the input's ``shape`` and spatial
-    ``axes`` given, its sample within the layout's bounds (``Tuning.gemms_fit``); ``None``
-    where that depends on symbolic sizes."""
+    ``axes`` given, its sample within the layout's bounds (``Tuning.gemms_fit``), and the
+    backend computes GEMMs on the input ``x`` (where given) at its precision
+    (``Backend.exact_gemms``); ``None`` where that depends on symbolic sizes."""
     if method != "auto":
         return method == "matmul"
     limit = backend.tuning.auto_matmul_max_sizes[0 if learnable else 1]
@@ -104,6 +106,8 @@ def chooses_gemms(
         and axes is not None
         and not backend.tuning.gemms_fit(tuple(shape), tuple(axes))
     ):
+        return False
+    if x is not None and not backend.exact_gemms(x):
         return False
     return True if all(isinstance(n, int) for n in sizes) else None
 
@@ -214,7 +218,7 @@ def planned(
     that does not depend on ``x``'s values is decided here, so a caller may keep ``run``."""
     gemms = bool(
         chooses_gemms(
-            backend, options.method, sizes, learnable=True, shape=tuple(x.shape), axes=axes
+            backend, options.method, sizes, learnable=True, shape=tuple(x.shape), axes=axes, x=x
         )
     )
     xp = backend.namespace()

@@ -21,6 +21,7 @@ output size is only known at run time (``size(x, axis)`` reads it).
 
 from __future__ import annotations
 
+import functools
 import sys
 from types import SimpleNamespace
 from typing import Any
@@ -200,6 +201,19 @@ class TensorFlowBackend(Backend):
 
         return tf.cond(predicate, if_true, if_false)
 
+    def exact_gemms(self, x: Any) -> bool:
+        """Not for float32 where TensorFloat-32 is on (TensorFlow's default) and ``x`` may
+        run on a GPU that has it (compute capability 8.0 and later): placed there, or
+        unplaced (a graph tensor) with such a GPU visible."""
+        import tensorflow as tf
+
+        if x.dtype != tf.float32 or not tf.config.experimental.tensor_float_32_execution_enabled():
+            return True
+        device = getattr(x, "device", "") or ""
+        if "device:CPU" in device:
+            return True
+        return not _tensor_float_32_gpus()
+
     def concrete(self, x: Any) -> np.ndarray | None:
         import tensorflow as tf
 
@@ -227,3 +241,16 @@ class TensorFlowBackend(Backend):
             np.zeros(p.shape, p.dtype.as_numpy_dtype) if g is None else g.numpy()
             for p, g in zip(primals, grads, strict=False)
         ]
+
+
+@functools.cache
+def _tensor_float_32_gpus() -> bool:
+    """Whether a visible GPU runs float32 products in TensorFloat-32 when allowed (NVIDIA,
+    compute capability 8.0 and later). The devices are fixed once TensorFlow has started."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability is None or tuple(capability) >= (8, 0):
+            return True
+    return False
