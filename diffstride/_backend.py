@@ -185,8 +185,8 @@ class Backend:
     full_precision()
         A context in which automatic mixed precision is off (torch ``autocast``).
     exact_gemms(x)
-        Whether float32 GEMMs on ``x`` run at float32 precision (not TensorFloat-32):
-        where not, ``method="auto"`` takes the FFTs.
+        Whether float32 GEMMs on ``x`` run at float32 precision (not TensorFloat-32 or
+        bfloat16 passes): where not, ``method="auto"`` takes the FFTs.
 
     Performance
     -----------
@@ -272,9 +272,10 @@ class Backend:
     def exact_gemms(self, x: Any) -> bool:
         """Whether the GEMMs on ``x`` (an input, or a tracer of one) compute in ``x``'s
         precision. Where the framework lowers float32 products by default (TensorFlow runs
-        them in TensorFloat-32 on recent NVIDIA GPUs), the GEMM path computes another map
-        than the FFTs, to about three digits; ``method="auto"``, which picks a path for
-        speed, then takes the FFTs so that it never changes the values."""
+        them in TensorFloat-32 on recent NVIDIA GPUs, and in bfloat16 passes on TPUs), the
+        GEMM path computes another map than the FFTs, to about three digits;
+        ``method="auto"``, which picks a path for speed, then takes the FFTs so that it
+        never changes the values."""
         del x
         return True
 

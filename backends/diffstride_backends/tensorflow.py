@@ -168,7 +168,8 @@ class TensorFlowBackend(Backend):
     dynamic_shapes = True
     #: BatchMatMulV2 broadcasts a matrix against a stack without copying it, so the GEMM path
     #: needs no transposes (see ``diffstride._matmul.apply_separable``); ``method="auto"``
-    #: takes the GEMMs up to 128 per axis: they beat TF's FFTs at every size measured.
+    #: takes the GEMMs up to 128 per axis: they beat TF's FFTs at every size measured (on
+    #: the CPU; not where they would run in reduced precision, see ``exact_gemms``).
     tuning = Tuning(matmul_layouts=("stacked", "stacked"), auto_matmul_max_sizes=(128, 128))
 
     def __init__(self) -> None:
@@ -202,17 +203,19 @@ class TensorFlowBackend(Backend):
         return tf.cond(predicate, if_true, if_false)
 
     def exact_gemms(self, x: Any) -> bool:
-        """Not for float32 where TensorFloat-32 is on (TensorFlow's default) and ``x`` may
-        run on a GPU that has it (compute capability 8.0 and later): placed there, or
-        unplaced (a graph tensor) with such a GPU visible."""
+        """Not for float32 where a visible accelerator lowers float32 products: a GPU with
+        TensorFloat-32 while it is on (TensorFlow's default), or a TPU. Where ``x`` lies does
+        not say where its GEMMs run (TensorFlow places an op on a GPU and copies its inputs
+        there), so any such device counts. Under ``tf.function`` the answer is taken when the
+        graph is traced."""
         import tensorflow as tf
 
-        if x.dtype != tf.float32 or not tf.config.experimental.tensor_float_32_execution_enabled():
+        if x.dtype != tf.float32:
             return True
-        device = getattr(x, "device", "") or ""
-        if "device:CPU" in device:
-            return True
-        return not _tensor_float_32_gpus()
+        if tf.config.get_visible_devices("TPU"):
+            return False
+        tensor_float_32 = tf.config.experimental.tensor_float_32_execution_enabled()
+        return not (tensor_float_32 and _tensor_float_32_gpus())
 
     def concrete(self, x: Any) -> np.ndarray | None:
         import tensorflow as tf
@@ -245,11 +248,12 @@ class TensorFlowBackend(Backend):
 
 @functools.cache
 def _tensor_float_32_gpus() -> bool:
-    """Whether a visible GPU runs float32 products in TensorFloat-32 when allowed (NVIDIA,
-    compute capability 8.0 and later). The devices are fixed once TensorFlow has started."""
+    """Whether a visible GPU runs float32 products in TensorFloat-32 when allowed: NVIDIA's
+    of compute capability 8.0 and later, and, on the safe side, any whose capability
+    TensorFlow does not report. Visible devices are fixed once TensorFlow has started."""
     import tensorflow as tf
 
-    for gpu in tf.config.list_physical_devices("GPU"):
+    for gpu in tf.config.get_visible_devices("GPU"):
         capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
         if capability is None or tuple(capability) >= (8, 0):
             return True
