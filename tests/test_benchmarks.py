@@ -136,9 +136,9 @@ def test_gpu_script_runs_on_the_cpu() -> None:
     out = run("gpu.py", "--device", "cpu", "--quick", "--sections", sections)
     paths = (("fft", "outside"), ("fft", "inside"), ("matmul", "inside"))
     for title, kinds in checks:
-        checks = markdown_rows(out, title)
-        assert {tuple(row[:3]) for row in checks} == {(*path, k) for path in paths for k in kinds}
-        assert all(float(cell) < 1e-5 for row in checks for cell in row[3:])
+        rows = markdown_rows(out, title)
+        assert {tuple(row[:3]) for row in rows} == {(*path, k) for path in paths for k in kinds}
+        assert all(float(cell) < 1e-5 for row in rows for cell in row[3:])
     assert len(markdown_rows(out, "## Device work per forward+backward")) == 5
     assert "failed" not in out
 
