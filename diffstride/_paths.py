@@ -67,9 +67,7 @@ def compute(
     def ffts() -> Any:
         return _fft(backend, x, masks, window, sizes=sizes, axes=axes)
 
-    choice = chooses_gemms(
-        backend, method, sizes, learnable=masks is not None, shape=x.shape, axes=axes, x=x
-    )
+    choice = chooses_gemms(backend, method, sizes, learnable=masks is not None, axes=axes, x=x)
     if choice is not None:
         return gemms() if choice else ffts()
     limit = backend.tuning.auto_matmul_max_sizes[0 if masks is not None else 1]
@@ -92,9 +90,11 @@ def chooses_gemms(
 ) -> bool | None:
     """Whether the GEMMs run: ``method`` says so, or (``"auto"``) every spatial size is
     within the backend's limit and, for DiffStride with the input's ``shape`` and spatial
-    ``axes`` given, its sample within the layout's bounds (``Tuning.gemms_fit``), and the
-    backend computes GEMMs on the input ``x`` (where given) at its precision
-    (``Backend.exact_gemms``); ``None`` where that depends on symbolic sizes."""
+    ``axes`` given (or the input ``x``, whose shape it is), its sample within the layout's
+    bounds (``Tuning.gemms_fit``), and the backend computes GEMMs on ``x`` (where given) at
+    its precision (``Backend.exact_gemms``); ``None`` where that depends on symbolic sizes."""
+    if shape is None and x is not None:
+        shape = x.shape
     if method != "auto":
         return method == "matmul"
     limit = backend.tuning.auto_matmul_max_sizes[0 if learnable else 1]
@@ -216,11 +216,7 @@ def planned(
     multiply, or the GEMMs of matrices built off the device; either way with
     :func:`_agnostic.fused_vjp` as the gradient (the same map, so the same VJP). Everything
     that does not depend on ``x``'s values is decided here, so a caller may keep ``run``."""
-    gemms = bool(
-        chooses_gemms(
-            backend, options.method, sizes, learnable=True, shape=tuple(x.shape), axes=axes, x=x
-        )
-    )
+    gemms = bool(chooses_gemms(backend, options.method, sizes, learnable=True, axes=axes, x=x))
     xp = backend.namespace()
     order = None if gemms else _channels_first_order(backend, x, axes)
     if order is not None:

@@ -255,8 +255,7 @@ class TracedLayer:
         numpy arithmetic in the parameter's precision, the values the device would compute.
         None where it leaves the strides as they are: the call then writes nothing, so the
         parameter's version holds and the next call reads nothing back."""
-        dtype = np.float64 if self.strides.dtype == torch.float64 else np.float32
-        held = np.asarray(self.fixed_crops.strides, dtype=dtype)
+        held = np.asarray(self.fixed_crops.strides, dtype=_precision(self.strides))
         projected = self._projected(held, sizes, clip=True, xp=np_xp)  # type: ignore[attr-defined]
         return None if np.array_equal(projected, held) else np.asarray(projected)
 
@@ -265,8 +264,7 @@ class TracedLayer:
         with the crops of the sizes seen (``fullgraph=True`` looks them up)."""
         with torch.no_grad():
             self.strides.copy_(torch.from_numpy(projected))
-        dtype = "float64" if projected.dtype == np.float64 else "float32"
-        seen, fixed = self.fixed_crops, FixedCrops(projected, dtype=dtype)
+        seen, fixed = self.fixed_crops, FixedCrops(projected, dtype=projected.dtype.name)
         for precision in ("float32", "float64"):
             fixed.table(precision).update(
                 (sizes, self._output_size_with(sizes, fixed.strides, precision))  # type: ignore[attr-defined]
