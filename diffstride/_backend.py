@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
@@ -193,6 +193,9 @@ class Backend:
     tuning
         A :class:`Tuning`: the GEMM layouts, the FFT path's channels-first view and the
         sizes up to which ``method="auto"`` takes the GEMMs. Performance only.
+    upload(arrays, device)
+        The numpy arrays the library keeps on the device as arrays there (default: one
+        ``asarray`` each); torch packs them into one copy on an accelerator.
 
     The conformance suite's testing hooks (``from_numpy``, ``test_inputs``, ``vjp``) are
     not part of this class: see ``diffstride_conformance.TestingHooks``.
@@ -284,6 +287,15 @@ class Backend:
         plan's constants on the device) can serve any later call: torch turns inference mode
         off, whose tensors autograd refuses to save for a training call's backward."""
         return contextlib.nullcontext()
+
+    def upload(self, arrays: Sequence[np.ndarray], device: Any) -> tuple[Any, ...]:
+        """``arrays`` (numpy: the host plan's constants or fixed pooling's GEMM matrices,
+        made where ``reusable_arrays`` holds) as arrays on ``device`` (``None``: the
+        namespace's default), in order. A training step whose strides moved uploads a new plan
+        in every layer: where each host-to-device copy synchronises (torch on CUDA, from
+        pageable memory), an adapter may pack them into one copy."""
+        xp = self.namespace()
+        return tuple(xp.asarray(np.ascontiguousarray(a), device=device) for a in arrays)
 
     def untraced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn

@@ -106,9 +106,8 @@ def _on_device(backend: Backend, key: tuple[Any, ...], like: Any, build: Any) ->
     cached = _DEVICE_ARRAYS.get(key)
     if cached is not None:
         return cached
-    xp = backend.namespace()
     with backend.reusable_arrays():
-        arrays = tuple(xp.asarray(np.ascontiguousarray(a), device=device) for a in build())
+        arrays = tuple(backend.upload(build(), device))
     _DEVICE_ARRAYS.put(key, arrays)
     return arrays
 

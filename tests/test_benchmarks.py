@@ -212,8 +212,8 @@ def test_overhead_table() -> None:
 
 #: Aten ops of one eager call of diffstride.torch.diffstride and its backward (2x4x32x32,
 #: strides 2): the target. A repeat call (unchanged strides) uploads nothing; a call with new
-#: strides (a training step) uploads the host plan's arrays, one op each (3 on the FFT path,
-#: 4 on the GEMM path).
+#: strides (a training step) makes the host plan's arrays, on the CPU one tensor sharing
+#: numpy's memory each (3 on the FFT path, 4 on the GEMM path; off the CPU, one copy).
 TORCH_OPS_BOUND = {"repeat": {"fft": 40, "matmul": 40}, "new strides": {"fft": 40, "matmul": 40}}
 
 
@@ -283,6 +283,26 @@ def test_network_steps_can_hold_the_strides(
     weights = [name for name in before if name.endswith("weight")]
     changed = [n for n in weights if not torch.equal(dict(model.named_parameters())[n], before[n])]
     assert changed == weights
+
+
+@pytest.mark.parametrize("method", ["fft", "matmul"])
+def test_new_strides_copy_the_plan_to_an_accelerator_at_once(
+    benchmark_module: Callable[[str], ModuleType], method: str
+) -> None:
+    """On CUDA each copy from pageable memory is a synchronisation: a call whose strides
+    moved (a training step) copies its plan's three or four arrays in one copy. The meta
+    device stands in for an accelerator."""
+    torch = pytest.importorskip("torch")
+    from diffstride import torch as dt
+
+    x = torch.randn(2, 4, 32, 32, device="meta", requires_grad=True)
+    strides = torch.tensor([2.0, 1.75])
+    with benchmark_module("overhead").torch_tally() as call:
+        y = dt.diffstride(x, strides, method=method)
+    assert y.shape == (2, 4, 24, 28)
+    assert y.is_meta
+    assert call.ops["aten._to_copy"] == 1, call.ops
+    assert call.ops["aten.lift_fresh"] == 1, call.ops
 
 
 @pytest.mark.parametrize(

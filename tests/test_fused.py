@@ -264,3 +264,25 @@ def test_gemm_layouts_agree(data_format: str, masked: bool, rank: int) -> None:
         _matmul.apply_separable(
             x, window, masks, sizes=sizes, axes=axes, layouts=("permuted", "broadcast"), xp=xp
         )
+
+
+def test_torch_packed_copy_keeps_each_array() -> None:
+    """The plan's arrays copied to an accelerator in one: each a view of the copy, at an
+    aligned offset, with its dtype, shape and values."""
+    torch = pytest.importorskip("torch")
+    from diffstride_backends.torch import _ALIGNMENT_BYTES, _packed_copy
+
+    arrays = [
+        (RNG.normal(size=(3, 5)) + 1j * RNG.normal(size=(3, 5))).astype(np.complex64),
+        RNG.normal(size=(2, 3, 7)).astype(np.float32),
+        np.asarray(1.5, dtype=np.float64),
+        RNG.normal(size=(4, 1)).astype(np.complex128),
+    ]
+    copied = _packed_copy(torch, arrays, torch.device("cpu"))
+    base = copied[0].untyped_storage().data_ptr()
+    for array, tensor in zip(arrays, copied, strict=True):
+        assert tensor.untyped_storage().data_ptr() == base  # one buffer
+        assert (tensor.data_ptr() - base) % _ALIGNMENT_BYTES == 0
+        assert tensor.is_contiguous()
+        assert tensor.dtype == getattr(torch, array.dtype.name)
+        np.testing.assert_array_equal(tensor.numpy(), array)

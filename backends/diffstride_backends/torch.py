@@ -95,6 +95,18 @@ class TorchBackend(Backend):
             return contextlib.nullcontext()
         return torch.inference_mode(False)
 
+    def upload(self, arrays: Any, device: Any) -> tuple[Any, ...]:
+        """On the CPU, tensors sharing numpy's memory. Elsewhere one copy: each copy to a
+        CUDA device waits for it, and a training step whose strides moved uploads a plan
+        of three or four arrays in every layer (see ``_packed_copy``)."""
+        import torch
+
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        device = torch.device("cpu" if device is None else device)
+        if device.type == "cpu":
+            return tuple(torch.from_numpy(a) for a in arrays)
+        return _packed_copy(torch, arrays, device)
+
     def untraced(self, fn: Any) -> Any:
         """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs.
 
@@ -158,6 +170,31 @@ def _may_build_wrappers() -> bool:
     import torch
 
     return not torch.compiler.is_compiling()
+
+
+_ALIGNMENT_BYTES = 64  # where each packed array starts: vectorised kernels load aligned
+
+
+def _packed_copy(torch: Any, arrays: list[np.ndarray], device: Any) -> tuple[Any, ...]:
+    """``arrays`` on ``device`` through one copy of their bytes, packed at aligned offsets,
+    as views of it."""
+    starts = [0]
+    for a in arrays:
+        starts.append(starts[-1] + -(-a.nbytes // _ALIGNMENT_BYTES) * _ALIGNMENT_BYTES)
+    packed = np.zeros(starts[-1], dtype=np.uint8)
+    for start, a in zip(starts, arrays, strict=False):
+        packed[start : start + a.nbytes] = a.reshape(-1).view(np.uint8)
+    # Blocking: the plan is cached per device, and a call on another CUDA stream may use
+    # it at once (a non-blocking copy would still be in flight on this one).
+    copied = torch.from_numpy(packed).to(device)
+    # One view of the bytes per dtype (numpy's dtype names are torch's), one per array.
+    typed = {name: copied.view(getattr(torch, name)) for name in {a.dtype.name for a in arrays}}
+    return tuple(
+        typed[a.dtype.name].as_strided(
+            a.shape, [n // a.itemsize for n in a.strides], start // a.itemsize
+        )
+        for start, a in zip(starts, arrays, strict=False)
+    )
 
 
 def _host_values(x: Any) -> np.ndarray | None:
