@@ -161,6 +161,72 @@ def test_repeat_torch_calls_read_nothing_while_the_strides_stay(
     assert reads[0] == 4
 
 
+def test_a_training_step_reads_the_strides_of_its_layers_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After an optimizer step, the first layer to read also reads the other layers' new
+    strides (one read per dtype on this thread: on a GPU each read waits for the device);
+    each layer's host copy then holds its parameter's values and version, and the crops of
+    the sizes it has seen (``fullgraph=True`` looks them up)."""
+    import torch
+
+    from diffstride._torch_tracing import value_key
+    from diffstride.torch import DiffStride
+
+    layers = [DiffStride((2.0, 2.0)), DiffStride((1.5, 2.5), ramp="inside"), DiffStride(2.0)]
+    layers[2].double()
+    inputs = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 20, 24), torch.randn(1, 2, 16, 16)]
+    inputs[2] = inputs[2].double()
+    optimizer = torch.optim.SGD([p for layer in layers for p in layer.parameters()], lr=0.1)
+    reads = _counting_reads(monkeypatch)
+    for step in range(3):
+        loss = sum(layer(x).square().mean() for layer, x in zip(layers, inputs, strict=True))
+        assert reads[0] == (3 if step == 0 else 2)  # float32 layers together, float64 alone
+        reads[0] = 0
+        for layer in layers:
+            assert layer.fixed_crops.key == value_key(layer.strides)
+            values = layer.strides.detach().numpy().reshape(-1)
+            np.testing.assert_array_equal(layer.fixed_crops.strides, values)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert not np.array_equal(layers[1].fixed_crops.strides, (1.5, 2.5))  # they moved
+    layers[0](inputs[0])  # reads the others: their crops of the sizes seen follow
+    assert layers[1].fixed_crops.key == value_key(layers[1].strides)
+    assert layers[1].fixed_crops.crops == {(20, 24): layers[1].output_size((20, 24))}
+
+
+def test_layers_read_together_only_where_they_last_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer last called on another thread reads its own strides (another thread's
+    writes are not ordered with this one's reads); a layer with non-finite strides is not
+    given a copy, and refuses them where it is called, under its own name."""
+    import threading
+
+    import torch
+
+    from diffstride.torch import DiffStride
+
+    here, there, bad = DiffStride((2.0, 2.0)), DiffStride((2.0, 2.0)), DiffStride((2.0, 2.0))
+    x = torch.randn(1, 2, 16, 16)
+    here(x)
+    bad(x)
+    worker = threading.Thread(target=there, args=(x,))
+    worker.start()
+    worker.join()
+    with torch.no_grad():
+        for layer in (here, there, bad):
+            layer.strides.fill_(3.0)
+        bad.strides[0] = float("nan")
+    reads = _counting_reads(monkeypatch)
+    here(x)
+    assert reads[0] == 1
+    there(x)
+    assert reads[0] == 2  # not read with the first: its last read ran on another thread
+    with pytest.raises(ValueError, match="strides"):
+        bad(x)
+    assert reads[0] == 3
+
+
 def _variants(torch: Any) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
     """``(x, strides, keywords)`` of calls that differ from the first in one argument each."""
     generator = torch.Generator().manual_seed(0)
