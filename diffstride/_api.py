@@ -224,8 +224,7 @@ def _runner_key(
     device = getattr(x, "device", None)
     if callable(device):  # not a value (a method): no key, rather than one that keeps x
         return None
-    place = backend.placement(device)
-    key = (backend, type(x), tuple(x.shape), x.dtype, place, described, *settings)
+    key = (backend, type(x), tuple(x.shape), x.dtype, device, described, *settings)
     try:
         hash(key)
     except TypeError:

@@ -193,11 +193,9 @@ class Backend:
     tuning
         A :class:`Tuning`: the GEMM layouts, the FFT path's channels-first view and the
         sizes up to which ``method="auto"`` takes the GEMMs. Performance only.
-    upload(arrays, device), placement(device)
+    upload(arrays, device)
         The numpy arrays the library keeps on the device as arrays there (default: one
-        ``asarray`` each; torch packs them into one copy on an accelerator), and what they
-        are kept per (default: the device; torch on CUDA adds the current stream, as its
-        copy does not block).
+        ``asarray`` each); torch packs them into one copy on an accelerator.
 
     The conformance suite's testing hooks (``from_numpy``, ``test_inputs``, ``vjp``) are
     not part of this class: see ``diffstride_conformance.TestingHooks``.
@@ -298,13 +296,6 @@ class Backend:
         pageable memory), an adapter may pack them into one copy."""
         xp = self.namespace()
         return tuple(xp.asarray(np.ascontiguousarray(a), device=device) for a in arrays)
-
-    def placement(self, device: Any) -> Any:
-        """What the arrays kept for calls on ``device`` (those of :meth:`upload`) are kept
-        per, hashable: the device. An adapter whose ``upload`` returns before its copy has
-        ended adds what orders that copy (torch on CUDA: the current stream), so that a call
-        ordered otherwise makes its own arrays rather than read them in flight."""
-        return device
 
     def untraced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn

@@ -102,8 +102,7 @@ def _on_device(backend: Backend, key: tuple[Any, ...], like: Any, build: Any) ->
     """``build()``'s numpy arrays as ``backend`` arrays on ``like``'s device, once per
     ``key`` and device (a small LRU cache)."""
     device = _agnostic.device_of(like)
-    place = _device_key(backend.placement(device))
-    key = (backend.name, *key, len(like.shape), str(like.dtype), place)
+    key = (backend.name, *key, len(like.shape), str(like.dtype), _device_key(device))
     cached = _DEVICE_ARRAYS.get(key)
     if cached is not None:
         return cached

@@ -227,46 +227,6 @@ def test_layers_read_together_only_where_they_last_read(monkeypatch: pytest.Monk
     assert reads[0] == 3
 
 
-def test_a_call_placed_otherwise_makes_its_own_plan_arrays(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """torch copies a plan to a CUDA device without blocking, ordered on the current stream
-    only: a call on another stream makes its own arrays (and runner) rather than use those
-    of the first, perhaps still in flight. Simulated on the CPU by a placement that moves."""
-    import torch
-
-    import diffstride
-    from diffstride.torch import diffstride as ds
-
-    backend_class = type(diffstride.get_backend("torch"))
-    cuda = torch.device("cuda", 0)
-    streams = iter([7, 8])
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: _Stream(next(streams)))
-    assert backend_class().placement(cuda) == (cuda, 7)
-    assert backend_class().placement(torch.device("cpu")) == torch.device("cpu")
-
-    place, uploads, upload = ["first"], [0], backend_class.upload
-    monkeypatch.setattr(backend_class, "placement", lambda self, device: (device, place[0]))
-
-    def counted(self: Any, arrays: Any, device: Any) -> Any:
-        uploads[0] += 1
-        return upload(self, arrays, device)
-
-    monkeypatch.setattr(backend_class, "upload", counted)
-    x, strides = torch.randn(2, 3, 18, 14), torch.tensor([2.0, 1.3125])
-    first = ds(x, strides)
-    ds(x, strides)
-    assert uploads[0] == 1
-    place[0] = "second"
-    torch.testing.assert_close(ds(x, strides), first)
-    assert uploads[0] == 2
-
-
-class _Stream:
-    def __init__(self, stream_id: int) -> None:
-        self.stream_id = stream_id
-
-
 def _variants(torch: Any) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
     """``(x, strides, keywords)`` of calls that differ from the first in one argument each."""
     generator = torch.Generator().manual_seed(0)

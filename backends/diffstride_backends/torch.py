@@ -96,10 +96,9 @@ class TorchBackend(Backend):
         return torch.inference_mode(False)
 
     def upload(self, arrays: Any, device: Any) -> tuple[Any, ...]:
-        """On the CPU, tensors sharing numpy's memory. Elsewhere one copy, which on CUDA
-        does not block: a copy from pageable memory waits until the device has run all it
-        was given, and a training step whose strides moved uploads a plan of three or four
-        arrays in every layer (see ``_packed_copy``)."""
+        """On the CPU, tensors sharing numpy's memory. Elsewhere one copy: each copy to a
+        CUDA device waits for it, and a training step whose strides moved uploads a plan
+        of three or four arrays in every layer (see ``_packed_copy``)."""
         import torch
 
         arrays = [np.ascontiguousarray(a) for a in arrays]
@@ -107,13 +106,6 @@ class TorchBackend(Backend):
         if device.type == "cpu":
             return tuple(torch.from_numpy(a) for a in arrays)
         return _packed_copy(torch, arrays, device)
-
-    def placement(self, device: Any) -> Any:
-        """On CUDA the device and its current stream: ``upload`` copies without blocking,
-        ordered on that stream only."""
-        if device is None or device.type != "cuda":
-            return device
-        return (device, sys.modules["torch"].cuda.current_stream(device).stream_id)
 
     def untraced(self, fn: Any) -> Any:
         """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs.
@@ -192,14 +184,9 @@ def _packed_copy(torch: Any, arrays: list[np.ndarray], device: Any) -> tuple[Any
     packed = np.zeros(starts[-1], dtype=np.uint8)
     for start, a in zip(starts, arrays, strict=False):
         packed[start : start + a.nbytes] = a.reshape(-1).view(np.uint8)
-    host = torch.from_numpy(packed)
-    if device.type == "cuda":
-        # Pinned, so that the copy does not wait for the device (the caching host allocator
-        # keeps the buffer until it has ended); ordered on the current stream, which the
-        # arrays are kept per (``placement``).
-        copied = host.pin_memory().to(device, non_blocking=True)
-    else:
-        copied = host.to(device)
+    # Blocking: the plan is cached per device, and a call on another CUDA stream may use
+    # it at once (a non-blocking copy would still be in flight on this one).
+    copied = torch.from_numpy(packed).to(device)
     # One view of the bytes per dtype (numpy's dtype names are torch's), one per array.
     typed = {name: copied.view(getattr(torch, name)) for name in {a.dtype.name for a in arrays}}
     return tuple(
