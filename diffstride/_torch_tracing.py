@@ -33,7 +33,6 @@ from torch import nn
 from diffstride import _api, _tracing
 from diffstride._crop import check_read_strides
 from diffstride._layers import FixedCrops
-from diffstride._torch_reads import host_copy, read_together
 
 __all__ = [
     "TracedLayer",
@@ -238,17 +237,16 @@ class TracedLayer:
         """An eager call's crop, from the host copy of the strides (``fixed_crops``). The
         copy is read again (one host read, checked finite) only where the parameter is
         another tensor or was written since (``value_key``): a repeat call reads nothing,
-        a training step once per network (``_torch_reads``). None where the values cannot be
+        a training step (which projects in place) once. None where the values cannot be
         read (``vmap`` batches them): the call then decides as a function call does."""
         key = value_key(self.strides)
         if key is None or key != self.fixed_crops.key:
-            read = _backend().concrete
-            # A parameter (a key): read with the other layers' strides that changed too.
-            values = read(self.strides) if key is None else read_together(self, read)
+            values = _backend().concrete(self.strides)
             if values is None:
                 return None
             check_read_strides(values, len(sizes), "finite", self._stride_name())
-            self.fixed_crops = host_copy(values, key)
+            dtype = "float64" if values.dtype == np.float64 else "float32"
+            self.fixed_crops = FixedCrops(values, key=key, dtype=dtype)
         return self._fixed_crop(sizes, _precision(x))  # type: ignore[attr-defined]
 
     def _host_projection(self, sizes: tuple[int, ...]) -> np.ndarray | None:
@@ -266,17 +264,13 @@ class TracedLayer:
         with the crops of the sizes seen (``fullgraph=True`` looks them up)."""
         with torch.no_grad():
             self.strides.copy_(torch.from_numpy(projected))
-        self._refresh_copy(projected, value_key(self.strides))
-
-    def _refresh_copy(self, values: np.ndarray, key: Any) -> None:
-        """Keep ``values``, the parameter's at version ``key``, as the host copy, with the
-        crops of the sizes seen decided from them (``fullgraph=True`` looks them up)."""
-        seen, fixed = self.fixed_crops, host_copy(values, key)
+        seen, fixed = self.fixed_crops, FixedCrops(projected, dtype=projected.dtype.name)
         for precision in ("float32", "float64"):
             fixed.table(precision).update(
                 (sizes, self._output_size_with(sizes, fixed.strides, precision))  # type: ignore[attr-defined]
                 for sizes in seen.table(precision)
             )
+        fixed.key = value_key(self.strides)
         self.fixed_crops = fixed
 
     def _forget_crops(self) -> None:
