@@ -295,7 +295,8 @@ class Backend:
         in every layer: where each host-to-device copy synchronises (torch on CUDA, from
         pageable memory), an adapter may pack them into one copy."""
         xp = self.namespace()
-        return tuple(xp.asarray(np.ascontiguousarray(a), device=device) for a in arrays)
+        # np.require, not np.ascontiguousarray: that makes a 0-d array 1-d
+        return tuple(xp.asarray(np.require(a, requirements="C"), device=device) for a in arrays)
 
     def untraced(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn

@@ -270,19 +270,36 @@ def test_torch_packed_copy_keeps_each_array() -> None:
     """The plan's arrays copied to an accelerator in one: each a view of the copy, at an
     aligned offset, with its dtype, shape and values."""
     torch = pytest.importorskip("torch")
-    from diffstride_backends.torch import _ALIGNMENT_BYTES, _packed_copy
+    from diffstride_backends.torch import _ALIGNMENT_BYTES, TorchBackend, _packed_copy
 
     arrays = [
         (RNG.normal(size=(3, 5)) + 1j * RNG.normal(size=(3, 5))).astype(np.complex64),
         RNG.normal(size=(2, 3, 7)).astype(np.float32),
         np.asarray(1.5, dtype=np.float64),
         RNG.normal(size=(4, 1)).astype(np.complex128),
+        np.zeros((0, 3), dtype=np.float32),
     ]
+    for device in ("cpu", "meta"):  # the meta device stands in for an accelerator
+        uploaded = TorchBackend().upload(arrays, torch.device(device))
+        assert [tuple(t.shape) for t in uploaded] == [a.shape for a in arrays]
+    assert [t.shape for t in TorchBackend().upload(arrays[-1:], torch.device("meta"))] == [(0, 3)]
     copied = _packed_copy(torch, arrays, torch.device("cpu"))
     base = copied[0].untyped_storage().data_ptr()
     for array, tensor in zip(arrays, copied, strict=True):
         assert tensor.untyped_storage().data_ptr() == base  # one buffer
-        assert (tensor.data_ptr() - base) % _ALIGNMENT_BYTES == 0
+        if array.size:  # an empty tensor's data_ptr is 0
+            assert (tensor.data_ptr() - base) % _ALIGNMENT_BYTES == 0
         assert tensor.is_contiguous()
         assert tensor.dtype == getattr(torch, array.dtype.name)
         np.testing.assert_array_equal(tensor.numpy(), array)
+
+
+def test_default_upload_keeps_each_shape() -> None:
+    """``Backend.upload``'s default makes one array each, 0-d ones included."""
+    import diffstride
+
+    arrays = [np.asarray(1.5), np.arange(6.0).reshape(2, 3).T]
+    uploaded = diffstride.get_backend("numpy").upload(arrays, None)
+    for array, result in zip(arrays, uploaded, strict=True):
+        np.testing.assert_array_equal(result, array)
+        assert result.shape == array.shape

@@ -101,7 +101,7 @@ class TorchBackend(Backend):
         of three or four arrays in every layer (see ``_packed_copy``)."""
         import torch
 
-        arrays = [np.ascontiguousarray(a) for a in arrays]
+        arrays = [np.require(a, requirements="C") for a in arrays]  # 0-d stays 0-d
         device = torch.device("cpu" if device is None else device)
         if device.type == "cpu":
             return tuple(torch.from_numpy(a) for a in arrays)
@@ -181,7 +181,7 @@ def _packed_copy(torch: Any, arrays: list[np.ndarray], device: Any) -> tuple[Any
     starts = [0]
     for a in arrays:
         starts.append(starts[-1] + -(-a.nbytes // _ALIGNMENT_BYTES) * _ALIGNMENT_BYTES)
-    packed = np.zeros(starts[-1], dtype=np.uint8)
+    packed = np.zeros(max(starts[-1], _ALIGNMENT_BYTES), dtype=np.uint8)  # a view needs bytes
     for start, a in zip(starts, arrays, strict=False):
         packed[start : start + a.nbytes] = a.reshape(-1).view(np.uint8)
     # Blocking: the plan is cached per device, and a call on another CUDA stream may use
