@@ -12,9 +12,9 @@ on its own; a failing one prints its error and the others still run):
 * ``jax_check``: the same for jax under ``jit`` on its default device, per path, ramp and
   layout (jax's default would run float32 GEMMs in TensorFloat-32 on a GPU).
 * ``syncs``: host synchronisations of a layer's forward+backward (``DiffStride`` in train
-  mode, and the functional call with a strides tensor) on a repeat call and right after an
-  optimizer step that moved the strides: torch's sync debug mode (``warn``) counts them, and
-  the profiler's ``cuda*Synchronize`` calls confirm.
+  mode, a network of three, and the functional call with a strides tensor) on a repeat call
+  and right after an optimizer step that moved the strides: torch's sync debug mode
+  (``warn``) counts them, and the profiler's ``cuda*Synchronize`` calls confirm.
 * ``launches``: device kernels and memory copies of one forward+backward (the torch
   profiler's device events), DiffStride against fixed spectral pooling and 2x2 average
   pooling, on a repeat call and with new strides.
@@ -271,6 +271,8 @@ def _sync_counter(device: str) -> Iterator[dict[str, int]]:
 
 
 def syncs(device: str, quick: bool) -> list[dict[str, Any]]:
+    """Per path: a layer, the function with strides a tensor, and (inside ramp) a network of
+    three layers, whose training step should read their new strides once."""
     import torch
 
     from diffstride import torch as dt
@@ -280,38 +282,57 @@ def syncs(device: str, quick: bool) -> list[dict[str, Any]]:
     rows = []
     for method, ramp in PATHS:
         layer = _layer("diffstride", method, ramp).to(device).train()
-        optimizer = torch.optim.SGD(layer.parameters(), lr=0.05)
         strides = torch.tensor(STRIDES, device=device, requires_grad=True)
 
         def functional(method: str = method, ramp: str = ramp, strides: Any = strides) -> Any:
             y = dt.diffstride(x, strides, method=method, ramp=ramp)
             (y * y).sum().backward()
 
-        for name, call in (
-            ("layer", lambda layer=layer: _loss_backward(layer, x)),
-            ("functional", functional),
-        ):
-            call()
-            call()
-            with _sync_counter(device) as repeat:
-                call()
-            if name == "layer":
-                optimizer.step()  # the strides move
-            else:
-                with torch.no_grad():
-                    strides.add_(0.01)
-            with _sync_counter(device) as moved:
-                call()
-            rows.append(
-                {
-                    "call": name,
-                    "method": method,
-                    "ramp": ramp,
-                    "repeat": repeat,
-                    "after_new_strides": moved,
-                }
-            )
+        def move(strides: Any = strides) -> None:
+            with torch.no_grad():
+                strides.add_(0.01)
+
+        modules = {"layer": layer}
+        if ramp == "inside":
+            network = torch.nn.Sequential(*(_layer("diffstride", method, ramp) for _ in range(3)))
+            modules["3 layers"] = network.to(device).train()
+        for name, module in modules.items():
+            call = functools.partial(_loss_backward, module, x)
+            rows.append(_sync_row(device, name, method, ramp, call, module=module))
+        rows.append(_sync_row(device, "functional", method, ramp, functional, move=move))
     return rows
+
+
+def _sync_row(
+    device: str,
+    name: str,
+    method: str,
+    ramp: str,
+    call: Callable[[], Any],
+    *,
+    module: Any = None,
+    move: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """Synchronisations of a repeat ``call`` and of one after its strides moved (an
+    optimizer step of ``module``, else ``move``)."""
+    import torch
+
+    if module is not None:
+        move = torch.optim.SGD(module.parameters(), lr=0.05).step
+    call()
+    call()
+    with _sync_counter(device) as repeat:
+        call()
+    move()
+    with _sync_counter(device) as moved:
+        call()
+    return {
+        "call": name,
+        "method": method,
+        "ramp": ramp,
+        "repeat": repeat,
+        "after_new_strides": moved,
+    }
 
 
 def _device_events(call: Callable[[], Any], device: str) -> dict[str, int]:
