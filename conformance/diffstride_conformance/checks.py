@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -604,6 +605,33 @@ def check_numpy_vjp_matches_oracle(
         assert_close(grad_s, want_s, 1e-5, f"{shape} grad_strides")
 
 
+@_hooked
+def check_upload_keeps_arrays(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
+    """``Backend.upload`` (the host plan's constants and fixed pooling's matrices, made on
+    the input's device) returns one array per numpy array, in order, with its shape (0-d
+    included), dtype and values."""
+    like = backend.from_numpy(np.zeros((2, 3), dtype=np.float32))
+    try:
+        device = array_api_compat.device(like)
+    except AttributeError:  # an array type without a device: the namespace's default
+        device = None
+    rng = np.random.default_rng(0)
+    dtypes = [np.float32, np.complex64]
+    if _has_float64(backend):
+        dtypes += [np.float64, np.complex128]
+    arrays = [np.asarray(1.5, dtype=np.float32)]
+    for dtype in dtypes:
+        values = rng.standard_normal((3, 5)) + (1j if np.iscomplexobj(dtype(0)) else 0)
+        arrays.append(values.astype(dtype))
+    uploaded = _adapter(backend).upload(arrays, device)
+    assert len(uploaded) == len(arrays), f"{len(uploaded)} arrays for {len(arrays)}"
+    for array, result in zip(arrays, uploaded, strict=True):
+        assert tuple(result.shape) == array.shape, f"{array.dtype}: shape {result.shape}"
+        got = np.asarray(backend.concrete(result))
+        assert got.dtype == array.dtype, f"{array.dtype}: dtype {got.dtype}"
+        np.testing.assert_array_equal(got, array)
+
+
 Check = Callable[[Any], None]
 
 CHECKS: tuple[Check, ...] = (
@@ -618,6 +646,7 @@ CHECKS: tuple[Check, ...] = (
     check_bad_input_is_rejected,
     check_dtype_is_kept,
     check_half_precision,
+    check_upload_keeps_arrays,
 )
 
 #: Checks of the numpy reference itself; they run once, with the numpy backend.
@@ -635,7 +664,7 @@ METHODS = ("fft", "matmul")
 RAMPS = ("outside", "inside")
 
 #: Checks that do not depend on the path; they run once per backend.
-PATH_FREE: tuple[Check, ...] = (*REFERENCE_CHECKS,)
+PATH_FREE: tuple[Check, ...] = (*REFERENCE_CHECKS, check_upload_keeps_arrays)
 
 #: Checks of the original's data, or with no mask at all: they run with the default ramp only.
 RAMP_FREE: tuple[Check, ...] = (
@@ -644,6 +673,7 @@ RAMP_FREE: tuple[Check, ...] = (
     check_golden_spectral_pooling,
     check_numpy_vjp_matches_golden,
     check_spectral_pooling_matches_reference,
+    check_upload_keeps_arrays,
 )
 
 
