@@ -289,11 +289,13 @@ class Backend:
         return contextlib.nullcontext()
 
     def upload(self, arrays: Sequence[np.ndarray], device: Any) -> tuple[Any, ...]:
-        """``arrays`` (numpy: the host plan's constants or fixed pooling's GEMM matrices,
-        made where ``reusable_arrays`` holds) as arrays on ``device`` (``None``: the
-        namespace's default), in order. A training step whose strides moved uploads a new plan
-        in every layer: where each host-to-device copy synchronises (torch on CUDA, from
-        pageable memory), an adapter may pack them into one copy."""
+        """``arrays`` (numpy, in any memory order: the host plan's constants or fixed
+        pooling's GEMM matrices, made where ``reusable_arrays`` holds) as arrays on
+        ``device`` (``None``: the namespace's default), one each, in order, with their
+        shapes, dtypes and values. The results may share the numpy arrays' memory; nothing
+        writes to them, and a later upload must leave them as they are. A training step
+        whose strides moved uploads a new plan in every layer: where each host-to-device
+        copy synchronises (torch on CUDA), an adapter may pack them into one copy."""
         xp = self.namespace()
         # np.require, not np.ascontiguousarray: that makes a 0-d array 1-d
         return tuple(xp.asarray(np.require(a, requirements="C"), device=device) for a in arrays)

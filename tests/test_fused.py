@@ -270,7 +270,7 @@ def test_torch_packed_copy_keeps_each_array() -> None:
     """The plan's arrays copied to an accelerator in one: each a view of the copy, at an
     aligned offset, with its dtype, shape and values."""
     torch = pytest.importorskip("torch")
-    from diffstride_backends.torch import _ALIGNMENT_BYTES, TorchBackend, _packed_copy
+    from diffstride_backends.torch import _ALIGNMENT_BYTES, TorchBackend, _packed_copy, _plain
 
     arrays = [
         (RNG.normal(size=(3, 5)) + 1j * RNG.normal(size=(3, 5))).astype(np.complex64),
@@ -278,19 +278,25 @@ def test_torch_packed_copy_keeps_each_array() -> None:
         np.asarray(1.5, dtype=np.float64),
         RNG.normal(size=(4, 1)).astype(np.complex128),
         np.zeros((0, 3), dtype=np.float32),
+        RNG.normal(size=(3, 4)).astype(np.float32).T,  # not C order
+        np.arange(5.0)[::-1][:1],  # "contiguous" with a negative stride
+        np.arange(6, dtype=">f4").reshape(2, 3),  # big-endian
     ]
     for device in ("cpu", "meta"):  # the meta device stands in for an accelerator
         uploaded = TorchBackend().upload(arrays, torch.device(device))
         assert [tuple(t.shape) for t in uploaded] == [a.shape for a in arrays]
-    assert [t.shape for t in TorchBackend().upload(arrays[-1:], torch.device("meta"))] == [(0, 3)]
-    copied = _packed_copy(torch, arrays, torch.device("cpu"))
+    for array, tensor in zip(arrays, TorchBackend().upload(arrays, None), strict=True):
+        np.testing.assert_array_equal(tensor.numpy(), array)
+    empty = [np.zeros((0, 3), dtype=np.float32)]
+    assert [t.shape for t in TorchBackend().upload(empty, torch.device("meta"))] == [(0, 3)]
+    copied = _packed_copy(torch, [_plain(a) for a in arrays], torch.device("cpu"))
     base = copied[0].untyped_storage().data_ptr()
     for array, tensor in zip(arrays, copied, strict=True):
         assert tensor.untyped_storage().data_ptr() == base  # one buffer
         if array.size:  # an empty tensor's data_ptr is 0
             assert (tensor.data_ptr() - base) % _ALIGNMENT_BYTES == 0
         assert tensor.is_contiguous()
-        assert tensor.dtype == getattr(torch, array.dtype.name)
+        assert tensor.dtype == getattr(torch, array.dtype.newbyteorder("=").name)
         np.testing.assert_array_equal(tensor.numpy(), array)
 
 

@@ -96,16 +96,17 @@ class TorchBackend(Backend):
         return torch.inference_mode(False)
 
     def upload(self, arrays: Any, device: Any) -> tuple[Any, ...]:
-        """On the CPU, tensors sharing numpy's memory. Elsewhere one copy: each copy to a
-        CUDA device waits for it, and a training step whose strides moved uploads a plan
-        of three or four arrays in every layer (see ``_packed_copy``)."""
+        """On CUDA one copy: a copy from pageable memory waits for the device, and a
+        training step whose strides moved uploads a plan of three to five arrays in every
+        layer (see ``_packed_copy``; the meta device, the tests' stand-in for CUDA, too).
+        On the CPU, tensors sharing numpy's memory; elsewhere one copy each."""
         import torch
 
-        arrays = [np.require(a, requirements="C") for a in arrays]  # 0-d stays 0-d
+        arrays = [_plain(a) for a in arrays]
         device = torch.device("cpu" if device is None else device)
-        if device.type == "cpu":
-            return tuple(torch.from_numpy(a) for a in arrays)
-        return _packed_copy(torch, arrays, device)
+        if device.type in _PACKED_DEVICES:
+            return _packed_copy(torch, arrays, device)
+        return tuple(torch.from_numpy(a).to(device) for a in arrays)
 
     def untraced(self, fn: Any) -> Any:
         """``fn`` run eagerly by dynamo: one graph break, however much numpy it runs.
@@ -149,7 +150,7 @@ class TorchBackend(Backend):
     def from_numpy(self, array: np.ndarray) -> Any:
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(np.require(array, requirements="C"))  # 0-d stays 0-d
 
     def vjp(self, fn: Any, primals: list[Any], cotangent: np.ndarray) -> Any:
         """``(fn(*primals), grads of sum(fn * cotangent))`` as numpy arrays."""
@@ -172,12 +173,21 @@ def _may_build_wrappers() -> bool:
     return not torch.compiler.is_compiling()
 
 
+def _plain(array: np.ndarray) -> np.ndarray:
+    """``array`` in C order and native byte order, 0-d kept 0-d (``np.ascontiguousarray``
+    makes it 1-d), with no negative stride (numpy calls a size-1 axis with one contiguous;
+    ``torch.from_numpy`` refuses it)."""
+    array = np.require(array, array.dtype.newbyteorder("="), requirements="C")
+    return array.copy() if any(step < 0 for step in array.strides) else array
+
+
 _ALIGNMENT_BYTES = 64  # where each packed array starts: vectorised kernels load aligned
+_PACKED_DEVICES = ("cuda", "meta")  # where ``upload`` packs: see it
 
 
 def _packed_copy(torch: Any, arrays: list[np.ndarray], device: Any) -> tuple[Any, ...]:
-    """``arrays`` on ``device`` through one copy of their bytes, packed at aligned offsets,
-    as views of it."""
+    """``arrays`` (C order) on ``device`` through one copy of their bytes, packed at
+    aligned offsets, as views of it."""
     starts = [0]
     for a in arrays:
         starts.append(starts[-1] + -(-a.nbytes // _ALIGNMENT_BYTES) * _ALIGNMENT_BYTES)
@@ -187,12 +197,10 @@ def _packed_copy(torch: Any, arrays: list[np.ndarray], device: Any) -> tuple[Any
     # Blocking: the plan is cached per device, and a call on another CUDA stream may use
     # it at once (a non-blocking copy would still be in flight on this one).
     copied = torch.from_numpy(packed).to(device)
-    # One view of the bytes per dtype (numpy's dtype names are torch's), one per array.
+    # One view of the bytes per dtype (numpy's dtype names are torch's), one slice each.
     typed = {name: copied.view(getattr(torch, name)) for name in {a.dtype.name for a in arrays}}
     return tuple(
-        typed[a.dtype.name].as_strided(
-            a.shape, [n // a.itemsize for n in a.strides], start // a.itemsize
-        )
+        typed[a.dtype.name][start // a.itemsize : start // a.itemsize + a.size].view(a.shape)
         for start, a in zip(starts, arrays, strict=False)
     )
 
