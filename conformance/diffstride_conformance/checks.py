@@ -608,28 +608,42 @@ def check_numpy_vjp_matches_oracle(
 @_hooked
 def check_upload_keeps_arrays(backend: Any, method: str = "auto", ramp: str = "outside") -> None:
     """``Backend.upload`` (the host plan's constants and fixed pooling's matrices, made on
-    the input's device) returns one array per numpy array, in order, with its shape (0-d
-    included), dtype and values."""
+    the input's device) returns one array per numpy array, in order, on that device, with
+    its shape (0-d and empty included), dtype and values, whatever the numpy array's memory
+    order; a later upload leaves the arrays of an earlier one as they were."""
     like = backend.from_numpy(np.zeros((2, 3), dtype=np.float32))
     try:
         device = array_api_compat.device(like)
     except AttributeError:  # an array type without a device: the namespace's default
         device = None
-    rng = np.random.default_rng(0)
+    adapter = _adapter(backend)
+    first, second = _upload_cases(backend, seed=0), _upload_cases(backend, seed=1)
+    uploaded = adapter.upload(first, device)
+    adapter.upload(second, device)  # must not reuse the first's memory
+    assert len(uploaded) == len(first), f"{len(uploaded)} arrays for {len(first)}"
+    for array, result in zip(first, uploaded, strict=True):
+        what = f"{array.dtype} {array.shape}"
+        assert tuple(result.shape) == array.shape, f"{what}: shape {tuple(result.shape)}"
+        if device is not None:
+            assert array_api_compat.device(result) == device, f"{what}: on another device"
+        got = backend.concrete(result)
+        assert got is not None, f"{what}: concrete() gave None"
+        assert np.asarray(got).dtype == array.dtype, f"{what}: dtype {np.asarray(got).dtype}"
+        np.testing.assert_array_equal(np.asarray(got), array, err_msg=what)
+
+
+def _upload_cases(backend: Any, seed: int) -> list[np.ndarray]:
+    """Arrays of each precision the backend keeps: 0-d, empty, C order and transposed."""
+    rng = np.random.default_rng(seed)
     dtypes = [np.float32, np.complex64]
     if _has_float64(backend):
         dtypes += [np.float64, np.complex128]
-    arrays = [np.asarray(1.5, dtype=np.float32)]
+    arrays = [np.asarray(rng.standard_normal(), dtype=np.float32), np.zeros((0, 3), np.float32)]
     for dtype in dtypes:
-        values = rng.standard_normal((3, 5)) + (1j if np.iscomplexobj(dtype(0)) else 0)
-        arrays.append(values.astype(dtype))
-    uploaded = _adapter(backend).upload(arrays, device)
-    assert len(uploaded) == len(arrays), f"{len(uploaded)} arrays for {len(arrays)}"
-    for array, result in zip(arrays, uploaded, strict=True):
-        assert tuple(result.shape) == array.shape, f"{array.dtype}: shape {result.shape}"
-        got = np.asarray(backend.concrete(result))
-        assert got.dtype == array.dtype, f"{array.dtype}: dtype {got.dtype}"
-        np.testing.assert_array_equal(got, array)
+        values = rng.standard_normal((3, 5)) + 1j * rng.standard_normal((3, 5))
+        values = values.astype(dtype) if np.iscomplexobj(dtype(0)) else values.real.astype(dtype)
+        arrays += [values, values.T]
+    return arrays
 
 
 Check = Callable[[Any], None]
