@@ -195,7 +195,7 @@ class Backend:
         sizes up to which ``method="auto"`` takes the GEMMs. Performance only.
     upload(arrays, device)
         The numpy arrays the library keeps on the device as arrays there (default: one
-        ``asarray`` each); torch packs them into one copy on an accelerator.
+        ``asarray`` each); torch packs them into one copy on CUDA.
 
     The conformance suite's testing hooks (``from_numpy``, ``test_inputs``, ``vjp``) are
     not part of this class: see ``diffstride_conformance.TestingHooks``.
