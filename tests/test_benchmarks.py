@@ -213,7 +213,7 @@ def test_overhead_table() -> None:
 #: Aten ops of one eager call of diffstride.torch.diffstride and its backward (2x4x32x32,
 #: strides 2): the target. A repeat call (unchanged strides) uploads nothing; a call with new
 #: strides (a training step) makes the host plan's arrays, on the CPU one tensor sharing
-#: numpy's memory each (3 on the FFT path, 4 on the GEMM path; off the CPU, one copy).
+#: numpy's memory each (3 on the FFT path, 4 on the GEMM path; on CUDA, one copy).
 TORCH_OPS_BOUND = {"repeat": {"fft": 40, "matmul": 40}, "new strides": {"fft": 40, "matmul": 40}}
 
 
